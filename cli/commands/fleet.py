@@ -1,0 +1,139 @@
+"""Commands about the fleet's configuration: validate, list, new, schema, inventory."""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.table import Table
+
+from ..config.loader import FLEET_FILES, load, shown_path
+from ..config.model import SCHOOL_ID, School
+from ..config.problems import ConfigError
+from ..context import get
+from ..output import config_errors, fail, out, say
+
+app = typer.Typer()
+
+Ids = Annotated[list[str] | None, typer.Argument(help="School ids (default: every school).", show_default=False)]
+
+
+@app.command()
+def validate(ctx: typer.Context, ids: Ids = None) -> None:
+    """Check the fleet file and the school files; print every problem as file:line:column."""
+    c = get(ctx)
+    config = c.config(ids)
+    n = len(ids) if ids else len(config.schools)
+    say(f"ok: {shown_path(c.schools_dir)}/ is valid ({n} school{'s' if n != 1 else ''} checked)")
+
+
+@app.command("list")
+def list_(ctx: typer.Context,
+          as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """The fleet at a glance: school, district, server, services."""
+    config = get(ctx).config()
+    rows = [{"id": s.id, "name": s.name, "district": s.district, "domain": s.domain,
+             "server": s.server.address, "services": s.enabled} for s in config.schools.values()]
+    if as_json:
+        say(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table("school", "name", "district", "domain", "server", "services")
+    for r in rows:
+        table.add_row(r["id"], r["name"], r["district"], r["domain"], r["server"], ", ".join(r["services"]))
+    out.print(table)
+
+
+STARTER = """\
+# {name}: a school of the fleet. Reference: README.md ("The config") or `schoolctl schema`.
+id: {id}                       # must equal the file name
+name: {name}
+district: {district}
+# domain: {id}.{domain}       # the default; set it to use another name
+server: lab:{id}               # rehearse in the lab first; then the school server's address, e.g.
+#  address: 10.20.30.40        #   server: {{address: 10.20.30.40, ssh_user: root, ssh_port: 22}}
+services:                      # a service is on when listed; remove a line to turn it off
+  moodle: {{}}
+  nextcloud:
+    default_quota: 5 GB
+  etherpad: {{}}
+  # jitsi: {{}}
+  # bigbluebutton:             # needs its own Ubuntu 24.04 host, or the city pool:
+  #   server: {{address: 10.20.30.41, os: ubuntu-24.04}}
+  #   pool: true
+contacts:
+  dpo:                         # the data protection officer, shown in Moodle's privacy page
+    name: Delegat de Protecció de Dades
+    email: dpd@example.org
+privacy: {{}}                   # stricter than the fleet's floors only, e.g. log_retention_days: 7
+"""
+
+
+@app.command()
+def new(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="ID", help="The new school's id.")],
+        name: Annotated[str | None, typer.Option(help="The school's name.")] = None,
+        district: Annotated[str, typer.Option(help="The school's district.")] = "Districte") -> None:
+    """Write a commented starter file schools/ID.yaml that validates."""
+    c = get(ctx)
+    if not re.match(SCHOOL_ID, school_id):
+        fail(f"'{school_id}' is not a valid school id: use lowercase letters, digits and '-' (2 to 40)")
+    path = c.schools_dir / f"{school_id}.yaml"
+    if path.exists() or (c.schools_dir / f"{school_id}.yml").exists() or f"{school_id}.yaml" in FLEET_FILES:
+        fail(f"{shown_path(path)} already exists; edit it, or choose another id")
+    try:
+        domain = load(c.schools_dir).fleet.domain
+    except ConfigError as e:
+        config_errors(e)
+    text = STARTER.format(id=school_id, name=name or school_id.replace("-", " ").title(), district=district,
+                          domain=domain)
+    path.write_text(text, encoding="utf-8")
+    try:
+        load(c.schools_dir, [school_id])
+    except ConfigError as e:
+        path.unlink()
+        config_errors(e)
+    say(f"wrote {shown_path(path)}; edit it, then `schoolctl validate {school_id}`")
+
+
+@app.command()
+def schema(ctx: typer.Context,
+           fleet: Annotated[bool, typer.Option("--fleet", help="The fleet file's schema instead.")] = False) -> None:
+    """Print the JSON Schema of a school file (for editor completion and checks)."""
+    from ..config.model import Fleet
+
+    model = Fleet if fleet else School
+    doc = model.model_json_schema()
+    doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    doc["title"] = "schoolctl fleet file" if fleet else "schoolctl school file"
+    say(json.dumps(doc, indent=2, ensure_ascii=False))
+
+
+class InventoryFormat(str, Enum):
+    pyinfra = "pyinfra"
+    ansible = "ansible"
+    json = "json"
+
+
+@app.command()
+def inventory(ctx: typer.Context,
+              fmt: Annotated[InventoryFormat, typer.Option("--format", help="Output format.")] = InventoryFormat.json,
+              output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None) -> None:
+    """The fleet as an inventory (pyinfra, Ansible YAML or JSON)."""
+    from inventories.build import as_ansible, as_json, as_pyinfra
+
+    config = get(ctx).config()
+    if fmt is InventoryFormat.pyinfra:
+        text = as_pyinfra(config)
+    elif fmt is InventoryFormat.ansible:
+        text = yaml.safe_dump(as_ansible(config), sort_keys=False, allow_unicode=True)
+    else:
+        text = json.dumps(as_json(config), indent=2, ensure_ascii=False) + "\n"
+    if output:
+        output.write_text(text, encoding="utf-8")
+        say(f"wrote {output}")
+    else:
+        out.file.write(text)

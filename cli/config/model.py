@@ -1,0 +1,365 @@
+"""The data model of schoolctl, in one place: the fleet file, a school file, and the effective
+configuration of one school (fleet defaults and floors merged with the school's own settings).
+
+Field descriptions double as the config reference: `schoolctl schema` publishes them as JSON Schema.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+SCHOOL_ID = r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$"
+DOMAIN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+SERVICES = ("moodle", "nextcloud", "etherpad", "jitsi", "bigbluebutton")
+LANGUAGES = ("ca", "es", "en")
+SSH_KEY = r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh.com) [A-Za-z0-9+/=]+( .*)?$"
+SHA256 = r"^[0-9a-f]{64}$"
+
+
+class Strict(BaseModel):
+    """Base of every config section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+# --- privacy: the fleet sets floors, a school may only be stricter ------------------------------
+
+def stricter(direction: str, *order: str) -> dict[str, Any]:
+    """Field metadata saying which way is stricter: 'lower', 'false', 'true' or an explicit order."""
+    return {"stricter": direction, "order": list(order)}
+
+
+class Privacy(Strict):
+    """The privacy policy. In fleet.yaml these values are the floors every school inherits; a school
+    may set any of them again, but only to a stricter value."""
+
+    log_retention_days: Annotated[int, Field(
+        ge=1, le=365, json_schema_extra=stricter("lower"),
+        description="Days system, web and application logs are kept (journald, logrotate, Moodle logs).")] = 14
+    access_log: Annotated[Literal["off", "anonymised", "full"], Field(
+        json_schema_extra=stricter("order", "off", "anonymised", "full"),
+        description="nginx access logs: off, anonymised (client address truncated) or full.")] = "anonymised"
+    outbound: Annotated[Literal["deny", "allow"], Field(
+        json_schema_extra=stricter("order", "deny", "allow"),
+        description="Outbound traffic from the school server: deny all but the allow-list "
+                    "(city proxy, mirror, ACME, DNS, NTP), or allow.")] = "deny"
+    recordings: Annotated[bool, Field(
+        json_schema_extra=stricter("false"),
+        description="Whether video classes may be recorded (BigBlueButton, Jitsi).")] = False
+    recording_retention_days: Annotated[int, Field(
+        ge=1, le=365, json_schema_extra=stricter("lower"),
+        description="Days a recording is kept before automatic deletion.")] = 7
+    guests: Annotated[bool, Field(
+        json_schema_extra=stricter("false"),
+        description="Whether people without a school account may join a video room opened by a teacher.")] = False
+    lobby: Annotated[bool, Field(
+        json_schema_extra=stricter("true"),
+        description="Guests wait in a lobby until a moderator lets them in.")] = True
+    learning_dashboard_retention_days: Annotated[int, Field(
+        ge=0, le=365, json_schema_extra=stricter("lower"),
+        description="Days BigBlueButton's learning dashboard data is kept (0 = dashboard off).")] = 0
+    leaver_grace_days: Annotated[int, Field(
+        ge=0, le=365, json_schema_extra=stricter("lower"),
+        description="Days a person missing from the roster stays suspended before all their "
+                    "accounts and personal data are deleted (GDPR Art. 17).")] = 30
+    require_login: Annotated[bool, Field(
+        json_schema_extra=stricter("true"),
+        description="Pages of Moodle and Nextcloud are only shown to logged-in users.")] = True
+    search_indexing: Annotated[bool, Field(
+        json_schema_extra=stricter("false"),
+        description="Whether search engines may index the school's sites.")] = False
+    data_retention_days: Annotated[int, Field(
+        ge=30, le=3650, json_schema_extra=stricter("lower"),
+        description="Moodle data privacy: days after a course ends before its users' data is "
+                    "eligible for deletion (tool_dataprivacy retention).")] = 365
+
+
+def _optional(annotation: Any, metadata: list[Any]) -> Any:
+    """`annotation | None`, keeping the field's constraints (ge, le, ...)."""
+    return (Annotated[(annotation, *metadata)] if metadata else annotation) | None
+
+
+PrivacyOverride = create_model(
+    "PrivacyOverride",
+    __base__=Strict,
+    __doc__="A school's own privacy settings: each optional (absent = the fleet's), each only ever stricter.",
+    **{
+        name: (_optional(info.annotation, info.metadata),
+               Field(default=None, description=info.description, json_schema_extra=info.json_schema_extra))
+        for name, info in Privacy.model_fields.items()
+    },
+)
+
+
+def is_laxer(field: str, value: Any, floor: Any) -> bool:
+    """True when a school's `value` for privacy `field` is laxer than the fleet's `floor`."""
+    extra = Privacy.model_fields[field].json_schema_extra or {}
+    direction = extra["stricter"]  # type: ignore[index]
+    if direction == "lower":
+        return value > floor
+    if direction == "false":
+        return bool(value) and not floor
+    if direction == "true":
+        return not value and bool(floor)
+    order: list[str] = extra["order"]  # type: ignore[index,assignment]
+    return order.index(value) > order.index(floor)
+
+
+# --- the fleet -------------------------------------------------------------------------------
+
+class Admin(Strict):
+    """A technician who may log in on the school servers (as the admin user, with these keys)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="Login name.")]
+    ssh_keys: Annotated[list[Annotated[str, Field(pattern=SSH_KEY)]], Field(
+        min_length=1, description="OpenSSH public keys, one line each.")]
+
+
+class Tls(Strict):
+    """How each school's web server gets its certificate."""
+
+    mode: Annotated[Literal["acme", "provided", "internal"], Field(
+        description="acme: Let's Encrypt (or any ACME directory); provided: certificate files "
+                    "named per school; internal: issued by the city's own CA.")] = "acme"
+    acme_directory: Annotated[str, Field(pattern=r"^https://")] = "https://acme-v02.api.letsencrypt.org/directory"
+    acme_email: Annotated[str | None, Field(pattern=r"^[^@\s]+@[^@\s]+$")] = None
+    ca_file: Annotated[str | None, Field(description="internal mode: the city CA certificate (PEM).")] = None
+    ca_key_file: Annotated[str | None, Field(description="internal mode: the city CA key (PEM).")] = None
+
+
+class Artifact(Strict):
+    """One upstream download: the default version, where upstream publishes it, and the sha256 of
+    each version the city has pinned (taken from upstream)."""
+
+    version: Annotated[str, Field(pattern=r"^\d+\.\d+(\.\d+)?$", description="Default version.")]
+    url: Annotated[str, Field(description="Upstream URL; {version}, {file} and {branch} (5.0 -> 500) are filled in.")]
+    file: Annotated[str, Field(description="Upstream file name; {version} is filled in.")]
+    sha256: Annotated[dict[str, Annotated[str, Field(pattern=SHA256)]], Field(
+        description="version -> sha256 pinned from upstream.")] = {}
+
+    def file_name(self, version: str) -> str:
+        return self.file.format(version=version)
+
+    def url_for(self, version: str) -> str:
+        major, minor = (int(x) for x in version.split(".")[:2])
+        return self.url.format(version=version, file=self.file_name(version), branch=f"{major}{minor:02d}")
+
+
+class AptRepo(Strict):
+    """An upstream apt repository with its signing key pinned by fingerprint."""
+
+    url: str
+    suite: str
+    components: list[str] = ["main"]
+    key_url: str
+    fingerprint: Annotated[str, Field(pattern=r"^[0-9A-F]{40}$")]
+
+
+class Artifacts(Strict):
+    moodle: Artifact
+    nextcloud: Artifact
+    etherpad: Artifact
+
+
+class AptRepos(Strict):
+    jitsi: AptRepo
+    bigbluebutton: AptRepo
+
+
+class BbbPool(Strict):
+    """A city-wide BigBlueButton endpoint (e.g. Scalelite in front of several BBB servers)."""
+
+    url: Annotated[str, Field(pattern=r"^https://.+/bigbluebutton/$",
+                              description="API base, e.g. https://bbb.city.example/bigbluebutton/")]
+    secret_name: Annotated[str, Field(description="Name of the shared secret in the fleet vault.")] = "bbb_pool"
+
+
+class Identity(Strict):
+    """The schools' directory: one OpenLDAP per school server, under this base."""
+
+    base_dn: Annotated[str, Field(description="Per-school suffix is dc=<school id>,<base_dn>.")] = "dc=schools"
+
+
+class Fleet(Strict):
+    """schools/fleet.yaml: the city's settings shared by every school."""
+
+    city: str
+    domain: Annotated[str, Field(pattern=DOMAIN, description="A school's default domain is <id>.<domain>.")]
+    timezone: str = "Europe/Madrid"
+    languages: Annotated[list[Literal["ca", "es", "en"]], Field(min_length=1)] = ["ca", "es", "en"]
+    admins: Annotated[list[Admin], Field(min_length=1, description="Technicians on every school server.")]
+    tls: Tls = Tls()
+    mirror: Annotated[str | None, Field(description="Folder or http(s) URL with upstream-named files and "
+                                                    "SHA256SUMS; overridden by SCHOOLCTL_MIRROR.")] = None
+    proxy: Annotated[str | None, Field(pattern=r"^https?://", description="City HTTP proxy for apt, npm "
+                                                                          "and downloads.")] = None
+    dns: Annotated[list[str], Field(description="Resolvers the servers may query.")] = []
+    ntp: Annotated[list[str], Field(description="NTP servers the servers may reach.")] = []
+    identity: Identity = Identity()
+    artifacts: Artifacts
+    apt_repos: AptRepos
+    bbb_pool: BbbPool | None = None
+    privacy: Privacy = Privacy()
+
+
+# --- a school --------------------------------------------------------------------------------
+
+class Server(Strict):
+    """Where a school's services run: an SSH-reachable Debian 13 server, or `lab:NAME`."""
+
+    address: Annotated[str, Field(description="Host name or IP, or lab:NAME for a lab host.")]
+    ssh_user: str = "root"
+    ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
+    os: Annotated[Literal["debian-13", "ubuntu-24.04"], Field(description="The server's OS.")] = "debian-13"
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if v.startswith("lab:"):
+            if not re.match(r"^lab:[a-z0-9][a-z0-9-]{0,19}$", v):
+                raise ValueError("a lab host is lab:NAME with NAME of lowercase letters, digits and '-'")
+        elif not re.match(r"^[A-Za-z0-9.:-]+$", v):
+            raise ValueError("expected a host name, an IP address, or lab:NAME")
+        return v
+
+    @property
+    def lab_name(self) -> str | None:
+        return self.address[4:] if self.address.startswith("lab:") else None
+
+
+def _server(v: Any) -> Any:
+    return {"address": v} if isinstance(v, str) else v
+
+
+class Service(Strict):
+    """Options common to every service. A service is on when its key is present (`moodle: {}` or
+    `moodle: true`), off when absent or `false`."""
+
+    version: Annotated[str | None, Field(pattern=r"^\d+\.\d+(\.\d+)?$",
+                                         description="Override the fleet's default version.")] = None
+
+
+class Moodle(Service):
+    max_upload_mb: Annotated[int, Field(ge=1, le=2048)] = 100
+
+
+class Nextcloud(Service):
+    default_quota: Annotated[str, Field(pattern=r"^\d+ ?(MB|GB|TB)$", description="e.g. '5 GB'.")] = "5 GB"
+
+
+class Etherpad(Service):
+    pass
+
+
+class Jitsi(Service):
+    jvb_port: Annotated[int, Field(ge=1024, le=65535, description="Videobridge UDP port.")] = 10000
+    turn_port: Annotated[int, Field(ge=1, le=65535, description="coturn listening port.")] = 3478
+
+
+class BigBlueButton(Service):
+    """BigBlueButton runs on its own Ubuntu 24.04 host (upstream requires it), or on the city pool."""
+
+    server: Annotated[Server | None, Field(description="The school's own BBB host.")] = None
+    pool: Annotated[bool, Field(description="Use the fleet's bbb_pool instead of an own server.")] = False
+    cores: Annotated[int, Field(ge=1, description="CPU cores of the BBB host (upstream wants 4 or more).")] = 8
+
+    _srv = field_validator("server", mode="before")(lambda cls, v: _server(v))
+
+    @model_validator(mode="after")
+    def _where(self) -> BigBlueButton:
+        if self.pool == (self.server is not None):
+            raise ValueError("say where BigBlueButton runs: either `server:` (an Ubuntu 24.04 host) "
+                             "or `pool: true` (the city's BBB pool), not both and not neither")
+        return self
+
+
+def _on_off(v: Any) -> Any:
+    if v is True:
+        return {}
+    if v is False:
+        return None
+    return v
+
+
+class Services(Strict):
+    moodle: Moodle | None = None
+    nextcloud: Nextcloud | None = None
+    etherpad: Etherpad | None = None
+    jitsi: Jitsi | None = None
+    bigbluebutton: BigBlueButton | None = None
+
+    _on = field_validator(*SERVICES, mode="before")(lambda cls, v: _on_off(v))
+
+    def enabled(self) -> list[str]:
+        return [s for s in SERVICES if getattr(self, s) is not None]
+
+
+class Contact(Strict):
+    name: str
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+
+
+class Contacts(Strict):
+    dpo: Annotated[Contact, Field(description="Data protection officer (shown in Moodle's privacy page).")]
+    technician: Contact | None = None
+
+
+class School(Strict):
+    """schools/<id>.yaml: one school."""
+
+    id: Annotated[str, Field(pattern=SCHOOL_ID, description="Must equal the file name.")]
+    name: str
+    district: str
+    domain: Annotated[str | None, Field(pattern=DOMAIN, description="Default <id>.<fleet domain>.")] = None
+    server: Annotated[Server, Field(description="address (or lab:NAME), or a mapping with "
+                                                "address/ssh_user/ssh_port.")]
+    languages: list[Literal["ca", "es", "en"]] | None = None
+    services: Services
+    contacts: Contacts
+    admins: list[Admin] = []
+    privacy: PrivacyOverride = PrivacyOverride()
+
+    _srv = field_validator("server", mode="before")(lambda cls, v: _server(v))
+
+    @model_validator(mode="after")
+    def _checks(self) -> School:
+        if self.server.os != "debian-13":
+            raise ValueError("a school server runs Debian 13 (os: debian-13); only BigBlueButton's own "
+                             "host is Ubuntu 24.04")
+        return self
+
+
+# --- the effective configuration of one school -------------------------------------------------
+
+class EffectiveSchool(BaseModel):
+    """What a deploy or an audit of one school works from: the school merged with the fleet."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    district: str
+    domain: str
+    server: Server
+    languages: list[str]
+    services: Services
+    contacts: Contacts
+    admins: list[Admin]
+    privacy: Privacy
+    versions: dict[str, str]
+    fleet: Fleet
+    source: str
+
+    @property
+    def enabled(self) -> list[str]:
+        return self.services.enabled()
+
+    def has(self, service: str) -> bool:
+        return getattr(self.services, service) is not None
+
+    @property
+    def ldap_base(self) -> str:
+        return f"dc={self.id},{self.fleet.identity.base_dn}"

@@ -1,0 +1,60 @@
+"""schoolctl: deploy and audit a city's school platform from plain YAML."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .config.loader import default_schools_dir
+from .context import Context
+
+app = typer.Typer(name="schoolctl", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Deploy and audit the free-software platform of a city's schools "
+                       "(Moodle, Nextcloud, Etherpad, Jitsi Meet, BigBlueButton).")
+
+
+@app.callback()
+def _root(ctx: typer.Context,
+          schools_dir: Annotated[Path, typer.Option("--schools-dir", envvar="SCHOOLCTL_SCHOOLS_DIR",
+                                                    help="Folder with fleet.yaml and <school>.yaml files.")]
+          = default_schools_dir()) -> None:
+    ctx.obj = Context(schools_dir=schools_dir)
+
+
+def _mount() -> None:
+    from .commands import fleet, secrets_cmd
+
+    for command in fleet.app.registered_commands:
+        app.registered_commands.append(command)
+    app.add_typer(secrets_cmd.app, name="secrets")
+    try:
+        from .lab.commands import lab_app
+    except ImportError:  # the lab package is optional on machines without it
+        return
+    app.add_typer(lab_app, name="lab", help="Local test school servers (systemd-nspawn).")
+
+
+_mount()
+
+
+def main() -> None:
+    """Console entry point."""
+    from gevent import monkey  # pyinfra is gevent based: patch before ssl/threading are used
+
+    monkey.patch_all()
+    from .logs import setup
+
+    setup()
+    try:
+        app()
+    except Exception as e:  # never a traceback for the user; secrets scrubbed from the message
+        from .output import warn
+        from .secrets import redact
+
+        warn(f"internal error: {type(e).__name__}: {redact(str(e))} (set SCHOOLCTL_LOG=DEBUG for details)")
+        if os.environ.get("SCHOOLCTL_LOG", "").upper() == "DEBUG":
+            raise
+        raise SystemExit(1) from None

@@ -1,0 +1,38 @@
+"""Terminal output: one console for results (stdout), one for messages (stderr), both scrubbed of
+secrets; and the exits every command shares (2 = bad input, 1 = something failed)."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+from .config.problems import ConfigError
+from .secrets import redact
+
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def say(text: str) -> None:
+    out.print(redact(text), markup=False)
+
+
+def warn(text: str) -> None:
+    err.print(redact(text), markup=False)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print `message` to stderr and exit with `code` (2: bad input or setup; 1: runtime failure)."""
+    warn(f"error: {message}")
+    raise typer.Exit(code)
+
+
+def config_errors(e: ConfigError) -> NoReturn:
+    for problem in e.problems:
+        warn(str(problem))
+    n = len(e.problems)
+    warn(f"{n} problem{'s' if n != 1 else ''} found; nothing was changed.")
+    raise typer.Exit(2)

@@ -25,10 +25,10 @@ def _root(ctx: typer.Context,
 
 
 def _mount() -> None:
-    from .commands import fleet, secrets_cmd
+    from .commands import deploy_cmd, fleet, secrets_cmd
 
-    for command in fleet.app.registered_commands:
-        app.registered_commands.append(command)
+    for group in (fleet, deploy_cmd):
+        app.registered_commands.extend(group.app.registered_commands)
     app.add_typer(secrets_cmd.app, name="secrets")
     try:
         from .lab.commands import lab_app

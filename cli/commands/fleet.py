@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -112,7 +112,7 @@ def schema(ctx: typer.Context,
     say(json.dumps(doc, indent=2, ensure_ascii=False))
 
 
-class InventoryFormat(str, Enum):
+class InventoryFormat(StrEnum):
     pyinfra = "pyinfra"
     ansible = "ansible"
     json = "json"

@@ -74,8 +74,11 @@ def checks(services: bool = True) -> list[Check]:
     except OSError:
         fs = ""
     out.append(
-        Check("kernel overlayfs", "overlay" in fs or Path("/sys/module/overlay").exists(),
-              detail="`modprobe overlay`")
+        Check(
+            "kernel overlayfs",
+            "overlay" in fs or Path("/sys/module/overlay").exists(),
+            detail="`modprobe overlay`",
+        )
     )
     return out
 

@@ -1,0 +1,166 @@
+"""Drive pyinfra for plan and deploy: one pyinfra State per school (isolates failures and avoids
+pyinfra 3.10's operation-id merging across hosts), all schools concurrently in gevent greenlets."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+from pyinfra.api import BaseStateCallback, Config, Inventory, State
+from pyinfra.api.connect import connect_all, disconnect_all
+from pyinfra.api.deploy import add_deploy
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.operations import run_ops
+
+from deploy import ops
+from deploy.school import school_deploy, school_rounds
+
+from .config.model import EffectiveSchool
+from .secrets import SecretStore, redact
+from .sites import build_site
+
+Progress = Callable[[str, str], None]
+
+
+@dataclass
+class Result:
+    """The outcome for one school."""
+
+    school: str
+    status: str  # planned | changed | unchanged | failed
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"school": self.school, "status": self.status, "seconds": round(self.seconds, 2),
+                "error": self.error,
+                "changes": [{k: v for k, v in c.items() if k in ("kind", "what", "detail")} for c in self.changes]}
+
+
+class _Callbacks(BaseStateCallback):
+    def __init__(self, school: str, progress: Progress, log: list[str]):
+        self.school, self.progress, self.log = school, progress, log
+
+    def host_connect_error(self, state: State, host: Any, error: Any) -> None:  # type: ignore[override]
+        self.log.append(f"cannot connect: {error}")
+
+    def operation_start(self, state: State, op_hash: str) -> None:  # type: ignore[override]
+        self.progress(self.school, ", ".join(state.get_op_meta(op_hash).names))
+
+
+class _Collect(logging.Handler):
+    """Keep pyinfra's warnings and errors about one school's host."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__(logging.WARNING)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _connection(school: EffectiveSchool) -> dict[str, Any]:
+    from inventories.build import connection
+
+    return {**connection(school), "ssh_connect_retries": 1, "ssh_strict_host_key_checking": "accept-new"}
+
+
+def _failed_op(state: State, host: Any) -> tuple[str, list[str]]:
+    for op_hash in state.get_op_order():
+        data = state.ops.get(host, {}).get(op_hash)
+        if data is None:
+            continue
+        meta = data.operation_meta
+        if meta.is_complete() and not meta.did_succeed(_raise_if_not_complete=False):
+            name = ", ".join(state.get_op_meta(op_hash).names)
+            return name, [*meta.stderr_lines[-15:], *([] if meta.stderr_lines else meta.stdout_lines[-15:])]
+    return "", []
+
+
+def _diffs(host: Any, found: list[dict[str, Any]]) -> None:
+    """Add a unified diff to each planned file change (secrets never shown)."""
+    from pyinfra.facts.files import FileContents
+
+    from .plan_view import file_diff
+
+    for c in found:
+        f = c.get("file")
+        if f is None:
+            continue
+        old = None
+        if c["detail"] == "modify" and not f.secret:
+            lines = host.get_fact(FileContents, path=f.path)
+            old = "\n".join(lines) if lines else ""
+        try:
+            c["diff"] = file_diff(f.path, old, f.data.decode(), f.secret)
+        except UnicodeDecodeError:
+            c["diff"] = "    (binary content)"
+
+
+def run_school(school: EffectiveSchool, store: SecretStore, plan: bool, progress: Progress) -> Result:
+    """Plan or deploy one school; never raises."""
+    start = time.monotonic()
+    log: list[str] = []
+    sid = school.id
+    ops.reset_changes(sid)
+    try:
+        progress(sid, "preparing")
+        site = build_site(school, store, readonly=plan)
+        rounds = school_rounds(site)
+        inventory = Inventory(([(sid, _connection(school))], {}))
+        state = State(inventory=inventory, config=Config(CONNECT_TIMEOUT=15), check_for_changes=plan)
+        state.add_callback_handler(_Callbacks(sid, progress, log))
+        progress(sid, "connecting")
+        with contextlib.suppress(PyinfraError):
+            connect_all(state)
+        host = inventory.get_host(sid)
+        if host in state.failed_hosts or not state.activated_hosts:
+            reason = next((line for line in log if line.startswith("cannot connect")), "cannot connect")
+            return Result(sid, "failed", error=f"{reason} ({school.server.address}); check the server is up "
+                          "and reachable over SSH with the configured user and key", seconds=time.monotonic() - start)
+        try:
+            add_deploy(state, school_deploy, rounds)
+            if plan:
+                _diffs(host, ops.changes(sid))
+            else:
+                run_ops(state)
+        except PyinfraError:
+            pass
+        finally:
+            disconnect_all(state)
+        if host in state.failed_hosts:
+            op, lines = _failed_op(state, host)
+            detail = "\n".join(lines) or "\n".join(log[-10:])
+            return Result(sid, "failed", ops.changes(sid), error=redact(f"{op or 'an operation'} failed:\n{detail}"),
+                          seconds=time.monotonic() - start)
+        found = ops.changes(sid)
+        status = "planned" if plan else ("changed" if found else "unchanged")
+        return Result(sid, status, found, seconds=time.monotonic() - start)
+    except Exception as e:  # one school's failure never stops the others
+        return Result(sid, "failed", ops.changes(sid), error=redact(f"{type(e).__name__}: {e}"),
+                      seconds=time.monotonic() - start)
+
+
+def run(schools: list[EffectiveSchool], plan: bool, progress: Progress | None = None,
+        store: SecretStore | None = None) -> list[Result]:
+    """Plan or deploy every school concurrently; results in the schools' order."""
+    store = store or SecretStore()
+    progress = progress or (lambda school, what: None)
+    lines: list[str] = []
+    handler = _Collect(lines)
+    pyinfra_log = logging.getLogger("pyinfra")
+    pyinfra_log.addHandler(handler)
+    pyinfra_log.propagate = False
+    try:
+        jobs = [gevent.spawn(run_school, s, store, plan, progress) for s in schools]
+        gevent.joinall(jobs)
+    finally:
+        pyinfra_log.removeHandler(handler)
+    return [j.value if j.successful() else Result(s.id, "failed", error=redact(str(j.exception)))
+            for j, s in zip(jobs, schools, strict=True)]

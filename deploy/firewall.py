@@ -1,0 +1,74 @@
+"""nftables: inbound only what the school's services need; outbound denied but for the allow-list
+(city proxy, mirror, ACME, DNS, NTP) when the privacy policy says so. Apps ignore their own
+"offline" switches, so this is the real guarantee that no data leaves the server."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+from .render import render
+from .site import Endpoint, Site
+from .state import SYSTEM, File, Layer, Service
+
+WEB = ("moodle", "nextcloud", "etherpad", "jitsi")
+
+
+@dataclass(frozen=True)
+class Rule:
+    proto: str
+    port: int
+    why: str
+    address: str = ""
+    family: str = "ip"
+
+
+def inbound(site: Site) -> list[Rule]:
+    """The ports the school's enabled services need, and nothing else."""
+    school = site.school
+    rules = [Rule("tcp", school.server.ssh_port, "ssh (technicians, deploys)")]
+    if any(school.has(s) for s in WEB):
+        rules += [Rule("tcp", 80, "http (ACME challenges, redirect to https)"), Rule("tcp", 443, "https")]
+    if school.services.jitsi:
+        j = school.services.jitsi
+        rules += [Rule("udp", j.jvb_port, "jitsi videobridge media"),
+                  Rule("udp", j.turn_port, "coturn (STUN/TURN)"), Rule("tcp", j.turn_port, "coturn (TURN over TCP)")]
+    return rules
+
+
+class FirewallError(ValueError):
+    """An allow-list entry cannot be turned into an address."""
+
+
+def _addresses(host: str) -> list[str]:
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise FirewallError(f"cannot resolve {host} for the outbound allow-list: {e}") from None
+    return sorted({str(i[4][0]) for i in infos})
+
+
+def allow(site: Site) -> list[Rule]:
+    rules = []
+    for ep in dict.fromkeys(site.outbound):
+        assert isinstance(ep, Endpoint)
+        for addr in _addresses(ep.host):
+            family = "ip6" if ":" in addr else "ip"
+            rules.append(Rule(ep.proto, ep.port, f"allow-list: {ep.host}", addr, family))
+    return rules
+
+
+def layer(site: Site) -> Layer:
+    outbound = site.school.privacy.outbound
+    conf = render("firewall/nftables.conf.j2", inbound=inbound(site), allow=allow(site), outbound=outbound)
+    return Layer(
+        name="firewall", round=SYSTEM, packages=["nftables"],
+        files=[File("/etc/nftables.conf", conf, "0755", check="nft -c -f /etc/nftables.conf",
+                    then="nft -f /etc/nftables.conf")],
+        services=[Service("nftables")],
+    )

@@ -1,0 +1,58 @@
+"""What a layer needs to know to describe one school server: the school's effective config, its
+secrets, and the city services it reaches (the lab's, for a lab host)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from cli.config.model import EffectiveSchool
+    from cli.secrets import Secret
+
+
+class SecretSource(Protocol):
+    def __call__(self, name: str, length: int = 32) -> Secret: ...
+
+
+# Each web service has its own name under the school's domain (own origin: cookies and scripts of
+# one app cannot reach another's). The landing page is the school's domain itself.
+SERVICE_HOSTS = {"moodle": "moodle", "nextcloud": "cloud", "etherpad": "pad", "jitsi": "meet"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An outbound destination the firewall allows: host or address, port, protocol."""
+
+    host: str
+    port: int
+    proto: str = "tcp"
+
+
+@dataclass
+class Site:
+    """One school server as the deploy sees it."""
+
+    school: EffectiveSchool
+    secret: SecretSource
+    proxy: str | None = None              # http proxy for apt, npm, downloads
+    apt_proxy: str | None = None          # apt's own proxy (may be a caching one)
+    mirror: str | None = None             # artifact mirror (folder on the controller, or URL)
+    acme_directory: str = ""
+    acme_ca_pem: str | None = None        # CA that signs the ACME directory's HTTPS (lab: pebble's)
+    trusted_ca_pems: list[str] = field(default_factory=list)  # extra CAs the server must trust
+    outbound: list[Endpoint] = field(default_factory=list)    # the egress allow-list
+    lab: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.school.id
+
+    def fqdn(self, service: str | None = None) -> str:
+        """The school's domain, or the name of one of its web services (moodle.<domain>, ...)."""
+        return self.school.domain if service is None else f"{SERVICE_HOSTS[service]}.{self.school.domain}"
+
+    @property
+    def names(self) -> list[str]:
+        """Every name the school's certificate must cover: the domain and each enabled web service."""
+        return [self.fqdn(), *(self.fqdn(s) for s in SERVICE_HOSTS if self.school.has(s))]

@@ -1,0 +1,121 @@
+"""The desired state of a school server, as plain data.
+
+Each service module (deploy/base.py, deploy/web.py, deploy/moodle.py, ...) is a pure function
+`layer(school, ctx) -> Layer`: packages, files (rendered locally), directories, services and
+guarded steps. deploy/school.py merges the layers and hands them to a few coarse pyinfra
+operations (deploy/ops.py), each of which checks everything it manages in ONE remote command:
+that is what makes a no-op deploy cost a handful of round trips instead of hundreds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Rounds run in order; within a round: packages -> directories -> files -> services -> steps.
+SYSTEM, APPS = 0, 1
+
+
+@dataclass(frozen=True)
+class File:
+    """A file with exact content. When it changes: `check` must pass (e.g. `nginx -t`), then `then`
+    runs (e.g. `update-ca-certificates`), then the `reload`/`restart` units are reloaded/restarted.
+    A `secret` file's content is never shown in a plan diff."""
+
+    path: str
+    content: bytes | str
+    mode: str = "0644"
+    owner: str = "root"
+    group: str = "root"
+    reload: tuple[str, ...] = ()
+    restart: tuple[str, ...] = ()
+    check: str | None = None
+    then: str | None = None
+    secret: bool = False
+
+    @property
+    def data(self) -> bytes:
+        return self.content.encode() if isinstance(self.content, str) else self.content
+
+
+@dataclass(frozen=True)
+class Directory:
+    path: str
+    mode: str = "0755"
+    owner: str = "root"
+    group: str = "root"
+
+
+@dataclass(frozen=True)
+class Service:
+    """A systemd unit that must be enabled and running (or, with `running=False`, stopped and disabled)."""
+
+    name: str
+    running: bool = True
+
+
+@dataclass(frozen=True)
+class Step:
+    """An idempotent action guarded by a check: `apply` runs only when `check` (a shell command)
+    fails. Both run as root with `sh -c`. `env` values may be pyinfra HiddenValues (secrets)."""
+
+    name: str
+    check: str
+    apply: str
+    env: tuple[tuple[str, Any], ...] = ()
+    timeout: int = 1800
+
+
+@dataclass
+class Layer:
+    """What one part of the platform (base, web, database, a service...) wants on the server."""
+
+    name: str
+    round: int = SYSTEM
+    packages: list[str] = field(default_factory=list)
+    directories: list[Directory] = field(default_factory=list)
+    files: list[File] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    # steps that must run before the packages of this round (apt sources, debconf preseeds)
+    pre_steps: list[Step] = field(default_factory=list)
+    # files that must be in place before the packages of this round (apt proxy, apt sources, keys)
+    pre_files: list[File] = field(default_factory=list)
+
+
+@dataclass
+class Round:
+    """Every layer's wishes for one round, merged in layer order."""
+
+    number: int
+    pre_files: list[File] = field(default_factory=list)
+    pre_steps: list[Step] = field(default_factory=list)
+    packages: list[str] = field(default_factory=list)
+    directories: list[Directory] = field(default_factory=list)
+    files: list[File] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+
+
+class DesiredStateError(ValueError):
+    """Two layers want contradicting things (e.g. the same file with different content)."""
+
+
+def merge(layers: list[Layer]) -> list[Round]:
+    """Group layers into rounds, keeping order and refusing contradictions."""
+    rounds: dict[int, Round] = {}
+    owners: dict[str, tuple[str, File | Directory]] = {}
+    for layer in layers:
+        r = rounds.setdefault(layer.round, Round(layer.round))
+        for item in [*layer.pre_files, *layer.files, *layer.directories]:
+            if item.path in owners and owners[item.path][1] != item:
+                raise DesiredStateError(f"{item.path} is wanted by both {owners[item.path][0]} and {layer.name}")
+            owners[item.path] = (layer.name, item)
+        r.pre_files += layer.pre_files
+        r.pre_steps += layer.pre_steps
+        r.packages += [p for p in layer.packages if p not in r.packages]
+        r.directories += [d for d in layer.directories if d not in r.directories]
+        r.files += [f for f in layer.files if f not in r.files]
+        r.services += [s for s in layer.services if s not in r.services]
+        r.steps += layer.steps
+    return [rounds[k] for k in sorted(rounds)]

@@ -166,6 +166,10 @@ def file_changes(files: list[File], dirs: list[Directory], states: dict[str, dic
     write, perms = [], []
     for f in files:
         s = states.get(f.path)
+        if f.absent:
+            if s is not None:
+                write.append(f)
+            continue
         if s is None or s["type"] != "regular file" or s.get("sha256") != hashlib.sha256(f.data).hexdigest():
             write.append(f)
         elif (s["mode"], s["owner"], s["group"]) != (_mode(f.mode), f.owner, f.group):
@@ -185,6 +189,12 @@ def paths(files: list[File], directories: list[Directory]) -> Iterator[Any]:
             _record("directory", d.path, "create" if d.path not in states else "fix mode/owner")
         yield " && ".join(f"install -d -m {d.mode} -o {d.owner} -g {d.group} {shlex.quote(d.path)}"
                           for d in fix_dirs)
+    remove = [f for f in write if f.absent]
+    write = [f for f in write if not f.absent]
+    for f in remove:
+        _record("file", f.path, "remove")
+    if remove:
+        yield f"rm -f -- {_q([f.path for f in remove])}"
     if write:
         for f in write:
             _record("file", f.path, "create" if f.path not in states else "modify", file=f,
@@ -198,7 +208,7 @@ def paths(files: list[File], directories: list[Directory]) -> Iterator[Any]:
     if perms:
         yield " && ".join(f"chown {f.owner}:{f.group} {shlex.quote(f.path)} && chmod {f.mode} {shlex.quote(f.path)}"
                           for f in perms)
-    touched = write + perms
+    touched = write + perms + remove
     if any(f.path.startswith(("/etc/systemd/", "/lib/systemd/", "/usr/lib/systemd/")) for f in touched):
         yield "systemctl daemon-reload"
     for f in touched:

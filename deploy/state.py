@@ -32,6 +32,7 @@ class File:
     check: str | None = None
     then: str | None = None
     secret: bool = False
+    absent: bool = False  # the file must NOT exist (e.g. a package's default site); content ignored
 
     @property
     def data(self) -> bytes:

@@ -213,7 +213,7 @@ def effective(school: School, fleet: Fleet, shown: str) -> EffectiveSchool:
         id=school.id, name=school.name, district=school.district,
         domain=school.domain or f"{school.id}.{fleet.domain}",
         server=school.server, languages=list(school.languages or fleet.languages),
-        services=services, contacts=school.contacts, admins=[*fleet.admins, *school.admins],
+        services=services, contacts=school.contacts, admins=[*fleet.admins, *school.admins], tls=school.tls,
         privacy=Privacy(**{**fleet.privacy.model_dump(), **override}),
         versions=versions, fleet=fleet, source=shown,
     )
@@ -243,6 +243,9 @@ def _school_problems(school: School, doc: Any, shown: str, path: Path, fleet: Fl
                                f"privacy.{name}: {_yaml(value)} is laxer than the fleet floor {_yaml(floor)} "
                                f"({where})", f"a school may be stricter than the fleet, never laxer; "
                                f"remove the key or use {_yaml(floor)} or a stricter value"))
+    if fleet.tls.mode == "provided" and school.tls is None:
+        out.append(Problem(shown, 1, 1, "the fleet's tls.mode is 'provided' but the school names no certificate",
+                           "add `tls: {cert_file: ..., key_file: ...}`"))
     bbb = school.services.bigbluebutton
     if bbb is not None:
         if bbb.pool and fleet.bbb_pool is None:

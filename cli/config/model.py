@@ -307,6 +307,13 @@ class Contacts(Strict):
     technician: Contact | None = None
 
 
+class SchoolTls(Strict):
+    """The school's own certificate files on the controller (fleet tls.mode: provided)."""
+
+    cert_file: Annotated[str, Field(description="PEM certificate chain covering the school's names.")]
+    key_file: Annotated[str, Field(description="PEM private key.")]
+
+
 class School(Strict):
     """schools/<id>.yaml: one school."""
 
@@ -320,6 +327,7 @@ class School(Strict):
     services: Services
     contacts: Contacts
     admins: list[Admin] = []
+    tls: Annotated[SchoolTls | None, Field(description="Only with the fleet's tls.mode: provided.")] = None
     privacy: PrivacyOverride = PrivacyOverride()
 
     _srv = field_validator("server", mode="before")(lambda cls, v: _server(v))
@@ -348,6 +356,7 @@ class EffectiveSchool(BaseModel):
     services: Services
     contacts: Contacts
     admins: list[Admin]
+    tls: SchoolTls | None = None
     privacy: Privacy
     versions: dict[str, str]
     fleet: Fleet

@@ -64,13 +64,17 @@ def layer(site: Site) -> Layer:
     return Layer(
         name="base", round=SYSTEM,
         pre_files=[*_apt_proxy(site), *_cas(site)],
-        pre_steps=admin_steps,
+        pre_steps=[*admin_steps,
+                   Step("apt timers not masked", check="! systemctl list-unit-files apt-daily.timer "
+                        "apt-daily-upgrade.timer | grep -q masked",
+                        apply="systemctl unmask apt-daily.timer apt-daily-upgrade.timer")],
         packages=PACKAGES,
         directories=[Directory("/etc/systemd/journald.conf.d"), Directory("/etc/systemd/timesyncd.conf.d"),
                      *admin_dirs],
         files=files,
         services=[Service("ssh"), Service("systemd-timesyncd"), Service("unattended-upgrades"),
-                  Service("apt-daily-upgrade.timer"), Service("logrotate.timer")],
+                  Service("apt-daily.timer"), Service("apt-daily-upgrade.timer"),
+                  Service("logrotate.timer")],
         steps=[Step(f"timezone {tz}", check=f'[ "$(readlink /etc/localtime)" = "/usr/share/zoneinfo/{tz}" ]',
                     apply=f"ln -sf /usr/share/zoneinfo/{shlex.quote(tz)} /etc/localtime")],
     )

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 
 from .render import render
 from .site import Endpoint, Site
-from .state import SYSTEM, File, Layer, Service
+from .state import SYSTEM, Directory, File, Layer, Service, Step
 
 WEB = ("moodle", "nextcloud", "etherpad", "jitsi")
+STAMP = "/var/lib/schoolctl/nftables.loaded"
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,15 @@ def allow(site: Site) -> list[Rule]:
 def layer(site: Site) -> Layer:
     outbound = site.school.privacy.outbound
     conf = render("firewall/nftables.conf.j2", inbound=inbound(site), allow=allow(site), outbound=outbound)
+    # the live ruleset must be the configured one: a rule removed by hand shows in `plan`
+    loaded = "nft list ruleset | sha256sum | cut -c1-64"
     return Layer(
         name="firewall", round=SYSTEM, packages=["nftables"],
-        files=[File("/etc/nftables.conf", conf, "0755", check="nft -c -f /etc/nftables.conf",
-                    then="nft -f /etc/nftables.conf")],
+        directories=[Directory("/var/lib/schoolctl", "0700")],
+        files=[File("/etc/nftables.conf", conf, "0755", check="nft -c -f /etc/nftables.conf")],
         services=[Service("nftables")],
+        steps=[Step("live firewall ruleset matches /etc/nftables.conf",
+                    check=f'[ "$({loaded})" = "$(cat {STAMP} 2>/dev/null)" ] && '
+                          f'[ {STAMP} -nt /etc/nftables.conf ]',
+                    apply=f"nft -f /etc/nftables.conf && {loaded} > {STAMP}")],
     )

@@ -45,7 +45,7 @@ def connection(school: EffectiveSchool, strict: bool = True) -> dict[str, Any]:
         from cli.lab import Lab
 
         lab = Lab()
-        data.update(ssh_key=str(lab.ssh_key_path), ssh_known_hosts_file=str(lab.known_hosts_path),
+        data.update(ssh_key=str(lab.paths.ssh_key), ssh_known_hosts_file=str(lab.paths.known_hosts),
                     ssh_user="root")
     return data
 

@@ -1,0 +1,54 @@
+# schoolctl: the two commands of README.md, and the developer's helpers.
+#   make demo   deploy the demo school onto a local lab server (a real Debian 13 host), then audit it
+#   make test   the whole test suite: fast unit tests + lab integration tests (needs root)
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+# the lab, the vault key and the secrets of the demo live outside git (see .gitignore)
+export SCHOOLCTL_VAULT_KEY_FILE ?= $(CURDIR)/.schoolctl/vault.key
+export SCHOOLCTL_SECRETS_DIR ?= $(CURDIR)/secrets
+# the artifact mirror the lab serves (real release trees, built outside the repo; see README)
+export SCHOOLCTL_MIRROR ?= /var/lib/schoolctl/mirror
+LAB_PACKAGES := debootstrap systemd-container iproute2 tinyproxy apt-cacher-ng pebble openssl curl \
+	nftables ldap-utils chromium fonts-noto-core bzip2 python3-venv
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast lint bench setup prereqs clean-lab
+
+setup: $(BIN)/.installed
+$(BIN)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+prereqs:
+	@missing=$$(for p in $(LAB_PACKAGES); do dpkg-query -W -f='$${db:Status-Abbrev}' $$p 2>/dev/null | grep -q '^ii' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing the lab's Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+demo: setup prereqs
+	$(BIN)/schoolctl secrets init
+	$(BIN)/schoolctl validate demo
+	$(BIN)/schoolctl lab up demo
+	$(BIN)/schoolctl deploy demo --yes
+	$(BIN)/schoolctl deploy demo --yes
+	@if $(BIN)/schoolctl audit --help >/dev/null 2>&1; then $(BIN)/schoolctl audit demo --format html --output artifacts/demo-audit.html; $(BIN)/schoolctl audit demo; fi
+
+test: setup prereqs
+	$(BIN)/ruff check cli deploy audit inventories tests bench
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/pytest -m "not lab" -q $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check cli deploy audit inventories tests bench
+
+bench: setup prereqs
+	for b in bench/*.py; do $(BIN)/python $$b; done
+
+clean-lab: setup
+	$(BIN)/schoolctl lab down

@@ -25,11 +25,12 @@ def _root(ctx: typer.Context,
 
 
 def _mount() -> None:
-    from .commands import deploy_cmd, fleet, secrets_cmd
+    from .commands import deploy_cmd, fleet, secrets_cmd, users_cmd
 
     for group in (fleet, deploy_cmd):
         app.registered_commands.extend(group.app.registered_commands)
     app.add_typer(secrets_cmd.app, name="secrets")
+    app.add_typer(users_cmd.app, name="users", help="The school's people: import a roster into its directory.")
     try:
         from .lab.commands import lab_app
     except ImportError:  # the lab package is optional on machines without it
@@ -56,5 +57,7 @@ def main() -> None:
 
         warn(f"internal error: {type(e).__name__}: {redact(str(e))} (set SCHOOLCTL_LOG=DEBUG for details)")
         if os.environ.get("SCHOOLCTL_LOG", "").upper() == "DEBUG":
-            raise
+            import traceback
+
+            warn("".join(traceback.format_exception(e)).rstrip())  # warn() redacts
         raise SystemExit(1) from None

@@ -54,7 +54,7 @@ id: {id}                       # must equal the file name
 name: {name}
 district: {district}
 # domain: {id}.{domain}       # the default; set it to use another name
-server: lab:{id}               # rehearse in the lab first; then the school server's address, e.g.
+server: lab:{lab}               # rehearse in the lab first; then the school server's address, e.g.
 #  address: 10.20.30.40        #   server: {{address: 10.20.30.40, ssh_user: root, ssh_port: 22}}
 services:                      # a service is on when listed; remove a line to turn it off
   moodle: {{}}
@@ -88,7 +88,8 @@ def new(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="ID
         domain = load(c.schools_dir).fleet.domain
     except ConfigError as e:
         config_errors(e)
-    text = STARTER.format(id=school_id, name=name or school_id.replace("-", " ").title(), district=district,
+    lab = re.sub(r"-+", "-", school_id if school_id[0].isalpha() else f"s-{school_id}")[:20].rstrip("-")
+    text = STARTER.format(id=school_id, lab=lab, name=name or school_id.replace("-", " ").title(), district=district,
                           domain=domain)
     path.write_text(text, encoding="utf-8")
     try:

@@ -36,6 +36,12 @@ PATTERNS = {
     r"^\d+\.\d+(\.\d+)?$": "a version such as 5.0.6",
     r"^https://": "an https:// URL",
     r"^https?://": "an http:// or https:// URL",
+    r"^[^@\s]+@[^@\s]+\.[^@\s]+$": "an email address such as dpd@example.org",
+    r"^[^@\s]+@[^@\s]+$": "an email address such as admin@example.org",
+    r"^[0-9A-F]{40}$": "a key fingerprint of 40 uppercase hexadecimal digits",
+    r"^[a-z_][a-z0-9_-]{0,31}$": "a login name: lowercase letters, digits, '_' and '-', up to 32",
+    r"^\d+ ?(MB|GB|TB)$": "a size such as '5 GB' (MB, GB or TB)",
+    r"^https://.+/bigbluebutton/$": "an https:// URL ending in /bigbluebutton/",
 }
 
 TYPE_MESSAGES = {
@@ -126,6 +132,14 @@ def _close(word: Any, choices: list[str]) -> str:
     return f"did you mean '{close[0]}'?" if close else ""
 
 
+def _close_nested(word: Any, model: type[BaseModel] | None) -> str:
+    """'did you mean 'services.nextcloud'?' for a key that belongs one level further down."""
+    nested = {sub: f"{name}.{sub}" for name, info in (model.model_fields.items() if model else [])
+              if (inner := _model_in(info.annotation)) for sub in inner.model_fields}
+    close = difflib.get_close_matches(str(word), list(nested), n=1, cutoff=0.6)
+    return f"did you mean '{nested[close[0]]}'?" if close else ""
+
+
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     # pydantic adds validator/union tags such as 'function-after[...]' to locations
     return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
@@ -141,9 +155,10 @@ def problems_from(err: ValidationError, doc: Any, shown: str, model: type[BaseMo
         if kind == "extra_forbidden":
             line, col = locate(doc, loc, on_key=True)
             allowed = sorted(parent.model_fields) if parent else []
-            hint = _close(loc[-1], allowed) or f"allowed here: {', '.join(allowed)}"
+            hint = (_close(loc[-1], allowed) or _close_nested(loc[-1], parent)
+                    or f"allowed here: {', '.join(allowed)}")
             scope = f" under '{_dotted(loc[:-1])}'" if len(loc) > 1 else ""
-            out.append(Problem(shown, line, col, f"unknown key '{loc[-1]}'{scope}", hint))
+            out.append(Problem(shown, line, col, f"unknown key {str(loc[-1])!r}{scope}", hint))
             continue
         if kind == "missing":
             line, col = locate(doc, loc[:-1])
@@ -155,11 +170,11 @@ def problems_from(err: ValidationError, doc: Any, shown: str, model: type[BaseMo
         line, col = locate(doc, loc)
         if kind == "string_pattern_mismatch":
             pattern = (e.get("ctx") or {}).get("pattern", "")
-            msg, hint = f"'{value}' is not valid", f"expected {PATTERNS.get(pattern, 'text matching ' + pattern)}"
+            msg, hint = f"{value!r} is not valid", f"expected {PATTERNS.get(pattern, 'text matching ' + pattern)}"
         elif kind == "literal_error":
             expected = (e.get("ctx") or {}).get("expected", "")
             choices = [c.strip(" '") for c in expected.replace(" or ", ",").split(",") if c.strip(" '")]
-            msg = f"'{value}' is not one of: {', '.join(choices)}"
+            msg = f"{value!r} is not one of: {', '.join(choices)}"
             hint = _close(value, choices) or f"use one of: {', '.join(choices)}"
         elif kind in TYPE_MESSAGES:
             msg, hint = f"{TYPE_MESSAGES[kind]}, got {value!r}", ""
@@ -190,7 +205,8 @@ def _validate(model: type[BaseModel], path: Path) -> tuple[Any, Any, str, list[P
                                           "start from `schoolctl new ID`" if model is School
                                           else "see README.md for the fleet file")]
     if not isinstance(doc, dict):
-        return None, doc, shown, [Problem(shown, 1, 1, f"expected a mapping of keys, found a {type(doc).__name__}",
+        kind = type(plain(doc)).__name__  # list, str, int...: not ruamel's CommentedSeq
+        return None, doc, shown, [Problem(shown, 1, 1, f"expected a mapping of keys, found a {kind}",
                                           "a config file is `key: value` lines")]
     try:
         return model.model_validate(plain(doc)), doc, shown, []
@@ -331,7 +347,8 @@ def load(schools_dir: Path | None = None, only: list[str] | None = None) -> Conf
         known = set(stems) | set(by_id)
         missing = [i for i in only if i not in known]
         wanted = {shown_path(schools_dir / f"{i}{ext}") for i in only for ext in (".yaml", ".yml")}
-        problems = [p for p in problems if p.path == fleet_shown or p.path in wanted]
+        problems = [p for p in problems if p.path == fleet_shown or p.path in wanted
+                    or any(p.message.endswith(f" already used by {w}") for w in wanted)]
         problems += [unknown_school(schools_dir, i, sorted(known)) for i in missing]
     if problems:
         raise ConfigError(problems)

@@ -219,7 +219,7 @@ class Server(Strict):
     @classmethod
     def _address(cls, v: str) -> str:
         if v.startswith("lab:"):
-            if not re.match(r"^lab:[a-z0-9][a-z0-9-]{0,19}$", v):
+            if not re.match(r"^lab:(?=.{1,20}$)[a-z](-?[a-z0-9])*$", v):
                 raise ValueError("a lab host is lab:NAME with NAME of lowercase letters, digits and '-'")
         elif not re.match(r"^[A-Za-z0-9.:-]+$", v):
             raise ValueError("expected a host name, an IP address, or lab:NAME")
@@ -332,12 +332,13 @@ class School(Strict):
 
     _srv = field_validator("server", mode="before")(lambda cls, v: _server(v))
 
-    @model_validator(mode="after")
-    def _checks(self) -> School:
-        if self.server.os != "debian-13":
+    @field_validator("server")
+    @classmethod
+    def _debian(cls, v: Server) -> Server:
+        if v.os != "debian-13":
             raise ValueError("a school server runs Debian 13 (os: debian-13); only BigBlueButton's own "
                              "host is Ubuntu 24.04")
-        return self
+        return v
 
 
 # --- the effective configuration of one school -------------------------------------------------

@@ -36,8 +36,9 @@ def read_yaml(path: Path, shown: str) -> tuple[Any, list[Problem]]:
         return None, [Problem(shown, mark.line + 1, mark.column + 1, f"duplicate key '{key}'",
                               "a key may appear only once in a mapping; remove or merge the repeats")]
     except MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        what = (e.problem or e.context or "invalid YAML").strip()
+        at_end = "end of stream" in (e.problem or "") and e.context_mark is not None
+        mark = e.context_mark if at_end else (e.problem_mark or e.context_mark)
+        what = (f"{e.context}: {e.problem}" if at_end else (e.problem or e.context or "invalid YAML")).strip()
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         hint = ("YAML indents with spaces, never tabs" if "\\t" in what or "\t" in what
                 else "check indentation, colons and quotes on this line and the one before")

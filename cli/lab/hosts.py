@@ -109,18 +109,14 @@ def prepare_root(
     """Write the per-host files into the mounted root; return the host's public host keys."""
     etc = root / "etc"
     (etc / "hostname").write_text(f"{name}\n")
-    (etc / "hosts").write_text(
-        f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-    )
+    (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
     mid = etc / "machine-id"
     if not mid.exists() or not mid.read_text().strip():
         mid.write_text(uuid.uuid4().hex + "\n")
     resolv = etc / "resolv.conf"
     if resolv.is_symlink():
         resolv.unlink()
-    resolv.write_text(
-        f"# lab host: no DNS beyond the lab; packages go through the proxy\nnameserver {nameserver}\n"
-    )
+    resolv.write_text(f"# lab host: no DNS beyond the lab; packages go through the proxy\nnameserver {nameserver}\n")
     if not list((etc / "ssh").glob("ssh_host_*_key")):
         run(["ssh-keygen", "-A", "-f", str(root)])
     ssh_dir = root / "root/.ssh"
@@ -159,6 +155,8 @@ def boot(hd: HostDir, name: str) -> int:
         "--resolv-conf=off",
         "--timezone=off",
         "--link-journal=no",
+        # a school server manages its own firewall (nftables) in its namespace
+        "--capability=CAP_NET_ADMIN",
     ]
     env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
     return spawn_daemon(argv, hd.console_log, hd.pid_file, env=env)

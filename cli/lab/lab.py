@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from cli.lab.names import validate_name
 from cli.lab.netutil import allow_network, port_open
 from cli.lab.services import CityServices, Services
 
+log = logging.getLogger(__name__)
 READY_STATES = ("running", "degraded")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$")
 
@@ -71,10 +74,22 @@ class Lab:
             network.ensure_bridge(self.subnet)
             base = self._ensure_image()
             key = sshconf.ensure_key(self.paths.ssh_key)
-            started = [n for n in wanted if self._start_host(n, base, key)]
+            plans = [(n, rec) for n in wanted if (rec := self._plan_host(n, base)) is not None]
+            # Preparing a root (host keys, mount, veth) is mostly waiting on subprocesses: overlap it.
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                keys = list(pool.map(lambda plan: self._launch_host(*plan, key), plans))
+            for (name, rec), pubkeys in zip(plans, keys, strict=True):
+                sshconf.set_known_host(self.paths.known_hosts, name, rec.address, pubkeys)
             self._write_ssh_config()
-            self._wait_ready(started, timeout)
+            self._wait_ready([n for n, _ in plans], timeout)
         return [self.host(n) for n in wanted]
+
+    def ensure_image(self) -> Path:
+        """Build the base image if it is missing or its recipe changed (1-2 min); return its path."""
+        prereqs.require(services=False)
+        with self._locked():
+            network.ensure_bridge(self.subnet)
+            return self._ensure_image()
 
     def down(self, names: Iterable[str] | None = None) -> list[str]:
         """Stop and remove the named hosts (all when None); return the names removed.
@@ -123,6 +138,10 @@ class Lab:
         """Addresses of the services, without starting anything (None for what is not running)."""
         return self._services.info()
 
+    def services_running(self) -> list[str]:
+        """Names of the lab's service daemons that run now."""
+        return self._services.running_names()
+
     def services_down(self) -> None:
         """Stop the city services; the bridge goes too when no host is left."""
         with self._locked():
@@ -146,19 +165,28 @@ class Lab:
         return self._services.fetch_acme_root(Path(dest))
 
     def run(
-        self, name: str, command: str, timeout: float = 600.0, check: bool = False
+        self,
+        name: str,
+        command: str,
+        timeout: float = 600.0,
+        check: bool = False,
+        input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run a shell ``command`` on host ``name`` over the lab's SSH config."""
+        """Run a shell ``command`` on host ``name`` over the lab's SSH config (``input`` on stdin)."""
         self.host(name)
-        proc = subprocess.run(
-            ["ssh", "-F", str(self.ssh_config_path), name, command],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
+        try:
+            proc = subprocess.run(
+                ["ssh", "-F", str(self.ssh_config_path), name, command],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                input=input if input is not None else "",
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise LabError(f"`{command}` on {name} timed out after {timeout:.0f}s") from exc
         if check and proc.returncode != 0:
-            raise LabError(f"`{command}` on {name} failed ({proc.returncode}):\n{proc.stderr.strip()}")
+            detail = (proc.stderr.strip() or proc.stdout.strip())[-3000:]
+            raise LabError(f"`{command}` on {name} failed ({proc.returncode}):\n{detail}")
         return proc
 
     # -- internals -----------------------------------------------------------------------
@@ -197,12 +225,12 @@ class Lab:
             image.build(base, http_proxy=self._services.apt_proxy_url)
         return base
 
-    def _start_host(self, name: str, base: Path, key: Path) -> bool:
-        """Create or restart host ``name``; False when it already runs."""
+    def _plan_host(self, name: str, base: Path) -> hosts.HostRecord | None:
+        """The record of host ``name`` to boot (new or stopped); None when it already runs."""
         hd = hosts.HostDir(self.paths.host(name))
         rec = hd.load()
         if rec is not None and hd.pid():
-            return False
+            return None
         if rec is None:
             if network.netns_path(name).exists():
                 raise LabError(
@@ -212,20 +240,24 @@ class Lab:
                     usage=True,
                 )
             rec = self._new_record(name, base)
-        lower = Path(rec.image)
-        if not image.is_complete(lower):
+        if not image.is_complete(Path(rec.image)):
             raise LabError(
-                f"the base image of {name} is gone ({lower})", f"`schoolctl lab down {name}` and up again"
+                f"the base image of {name} is gone ({rec.image})", f"`schoolctl lab down {name}` and up again"
             )
         hd.save(rec)
-        hosts.mount_root(hd, lower)
+        return rec
+
+    def _launch_host(self, name: str, rec: hosts.HostRecord, key: Path) -> list[str]:
+        """Mount, personalise, wire and boot one host; return its public host keys."""
+        hd = hosts.HostDir(self.paths.host(name))
+        hosts.mount_root(hd, Path(rec.image))
         pubkeys = hosts.prepare_root(
             hd.root, name, Path(f"{key}.pub").read_text(), self._host_env(), self._apt_conf(), self.bridge
         )
-        sshconf.set_known_host(self.paths.known_hosts, name, rec.address, pubkeys)
         network.create_host_net(name, rec.veth, rec.address, self.subnet)
         hosts.boot(hd, name)
-        return True
+        log.debug("started %s (%s)", name, rec.address)
+        return pubkeys
 
     def _new_record(self, name: str, base: Path) -> hosts.HostRecord:
         assignments = load_assignments(self.paths.addresses)
@@ -234,9 +266,7 @@ class Lab:
         taken = [int(v[4:]) for v in network.lab_links() if v[4:].isdigit() and v not in owned]
         index = allocate(name, assignments, self.subnet, live=live, taken=taken)
         save_assignments(self.paths.addresses, assignments)
-        return hosts.HostRecord(
-            name, index, str(host_address(self.subnet, index)), veth_name(index), str(base)
-        )
+        return hosts.HostRecord(name, index, str(host_address(self.subnet, index)), veth_name(index), str(base))
 
     def _host_env(self) -> dict[str, str]:
         proxy = self._services.proxy_url
@@ -274,9 +304,7 @@ class Lab:
             for name, hd in list(pending.items()):
                 rec = hd.load()
                 if hd.pid() is None:
-                    raise LabError(
-                        f"lab host {name} stopped while booting; last console lines:\n{hd.console_tail()}"
-                    )
+                    raise LabError(f"lab host {name} stopped while booting; last console lines:\n{hd.console_tail()}")
                 if rec and port_open(rec.address, 22):
                     try:
                         proc = subprocess.run(
@@ -294,10 +322,14 @@ class Lab:
                             timeout=15,
                             stdin=subprocess.DEVNULL,
                         )
-                        last[name] = (proc.stdout.strip() or proc.stderr.strip())[-200:]
+                        answer = (proc.stdout.strip() or proc.stderr.strip())[-200:]
+                        if answer != last.get(name):
+                            log.debug("%s: %s", name, answer)
+                        last[name] = answer
                     except subprocess.TimeoutExpired:
                         last[name] = "ssh timed out"
                     if last[name] in READY_STATES:
+                        log.debug("%s is up: %s", name, last[name])
                         del pending[name]
             if not pending:
                 return
@@ -326,7 +358,7 @@ class Lab:
         )
         hosts.unmount_root(hd)
         if rec is not None:
-            network.remove_host_net(name, rec.veth)
+            network.remove_host_net(name, rec.veth, rec.address)
             sshconf.set_known_host(self.paths.known_hosts, name, rec.address, [])
         elif network.netns_path(name).exists():
             network.remove_host_net(name, "")

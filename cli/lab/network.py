@@ -75,9 +75,7 @@ def ensure_bridge(subnet: ipaddress.IPv4Network) -> None:
         check_subnet(subnet)
         run(["ip", "link", "add", BRIDGE, "type", "bridge", "stp_state", "0"])
     current = run(["ip", "-j", "-4", "addr", "show", "dev", BRIDGE]).stdout
-    have = {
-        f"{a['local']}/{a['prefixlen']}" for e in json.loads(current or "[]") for a in e.get("addr_info", [])
-    }
+    have = {f"{a['local']}/{a['prefixlen']}" for e in json.loads(current or "[]") for a in e.get("addr_info", [])}
     if addr not in have:
         if have:
             raise LabError(
@@ -127,11 +125,21 @@ def create_host_net(host: str, veth: str, address: str, subnet: ipaddress.IPv4Ne
     run(["ip", "-n", ns, "link", "set", "lo", "up"])
     run(["ip", "-n", ns, "link", "set", "eth0", "up"])
     run(["ip", "-n", ns, "route", "replace", "default", "via", gateway])
+    forget_neighbor(address)
 
 
-def remove_host_net(host: str, veth: str) -> None:
-    """Delete the namespace (which takes the veth pair with it) and any stray host end."""
+def forget_neighbor(address: str) -> None:
+    """Drop the bridge's ARP entry for ``address``: a re-used address has a new MAC behind it,
+    and a stale entry would black-hole the first seconds of traffic to the new host."""
+    if link_exists(BRIDGE):
+        run(["ip", "neigh", "flush", "to", address, "dev", BRIDGE], check=False)
+
+
+def remove_host_net(host: str, veth: str, address: str | None = None) -> None:
+    """Delete the namespace (which takes the veth pair with it), any stray host end, its ARP entry."""
     if netns_path(host).exists():
         run(["ip", "netns", "del", netns_name(host)])
-    if link_exists(veth):
+    if veth and link_exists(veth):
         run(["ip", "link", "del", veth], check=False)
+    if address:
+        forget_neighbor(address)

@@ -108,8 +108,7 @@ def require_disk(path: Path, need: int = MIN_FREE_BYTES) -> None:
     free = shutil.disk_usage(probe).free
     if free < need:
         raise LabError(
-            f"not enough disk space in {probe}: {free >> 20} MiB free, the base image needs about "
-            f"{need >> 20} MiB",
+            f"not enough disk space in {probe}: {free >> 20} MiB free, the base image needs about {need >> 20} MiB",
             "free some space or point SCHOOLCTL_LAB_DIR at a larger filesystem",
             usage=True,
         )

@@ -41,9 +41,8 @@ def run(
             capture_output=True,
             text=True,
             timeout=timeout,
-            input=input,
+            input=input if input is not None else "",
             env=dict(env) if env is not None else None,
-            stdin=None if input is not None else subprocess.DEVNULL,
         )
     except FileNotFoundError as exc:
         raise LabError(f"command not found: {argv[0]}", "run `schoolctl lab doctor`", usage=True) from exc

@@ -229,9 +229,7 @@ class Services:
             )
         )
         env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0")
-        self._start(
-            self.pebble, ["pebble", "-config", str(cfg), "-dnsserver", f"{self.bridge}:{c.DNS_PORT}"], env
-        )
+        self._start(self.pebble, ["pebble", "-config", str(cfg), "-dnsserver", f"{self.bridge}:{c.DNS_PORT}"], env)
 
     def _acme_certs(self) -> tuple[Path, Path, Path]:
         """A throwaway CA and a server cert for the bridge address and loopback (made once)."""

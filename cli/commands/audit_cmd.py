@@ -1,0 +1,78 @@
+"""`schoolctl audit`: run the privacy and security controls on the schools' servers, in parallel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..context import get
+from ..output import err, fail, out, say
+
+app = typer.Typer()
+
+Ids = Annotated[list[str] | None, typer.Argument(help="School ids.", show_default=False)]
+COLOURS = {"pass": "green", "fail": "red", "error": "yellow", "n/a": "dim"}
+
+
+def summary_table(audits) -> Table:
+    t = Table("school", "status", "pass", "fail", "error", "n/a", "time", "failing controls")
+    for a in audits:
+        c = a.counts()
+        bad = [r.control.id for r in a.controls if r.status in ("fail", "error")]
+        shown = a.error if a.error else ", ".join(bad)
+        t.add_row(a.school, f"[{COLOURS[a.status]}]{a.status}[/]", str(c["pass"]), str(c["fail"]), str(c["error"]),
+                  str(c["n/a"]), f"{a.seconds:.1f}s", shown)
+    return t
+
+
+@app.command()
+def audit(ctx: typer.Context, ids: Ids = None,
+          all_: Annotated[bool, typer.Option("--all", help="Every school of the fleet.")] = False,
+          fmt: Annotated[str, typer.Option("--format", "-f", help="table, json, junit or html.")] = "table",
+          output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report to this file.")] = None,
+          lang: Annotated[str | None, typer.Option("--lang", help="HTML report language: ca, es or en "
+                                                                  "(default: the fleet's first).")] = None,
+          control: Annotated[list[str] | None, typer.Option("--control", "-c", help="Only these control ids.")]
+          = None) -> None:
+    """Audit the schools' servers against their privacy policy and the security baseline.
+    Exit 1 if any control fails (or a school cannot be audited), 2 on bad input."""
+    from audit.catalogue import load_all
+
+    from ..audit_runner import audit_all
+    from ..config.problems import ConfigError
+    from ..output import config_errors
+    from ..reports import FORMATS, html, json_report, junit
+
+    if fmt not in FORMATS:
+        fail(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if lang is not None and lang not in html.LANGS:
+        fail(f"unknown language {lang!r}: use one of {', '.join(html.LANGS)}")
+    if not ids and not all_:
+        fail("name the schools to audit, or pass --all")
+    controls = load_all()
+    unknown = [c for c in control or [] if c not in controls]
+    if unknown:
+        fail(f"unknown control(s) {', '.join(unknown)}; known: {', '.join(sorted(controls))}")
+    try:
+        config = get(ctx).config(ids)
+        schools = config.select(ids)
+    except ConfigError as e:
+        config_errors(e)
+    err.print(f"auditing {len(schools)} school(s)...", highlight=False)
+    audits = audit_all(schools, only=control or None)
+    if fmt == "table":
+        out.print(summary_table(audits))
+    else:
+        text = {"json": lambda: json_report.render(audits), "junit": lambda: junit.render(audits),
+                "html": lambda: html.render(audits, lang or config.fleet.languages[0])}[fmt]()
+        if output:
+            output.write_text(text, encoding="utf-8")
+            out.print(summary_table(audits))
+            say(f"{fmt} report written to {output}")
+        else:
+            say(text.rstrip("\n"))
+    if any(a.status in ("fail", "error") for a in audits):
+        raise typer.Exit(1)

@@ -1,0 +1,29 @@
+"""The audit as JSON, schema `schoolctl-audit/1` (stable: fields are only ever added)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from ..secrets import redact
+
+SCHEMA = "schoolctl-audit/1"
+
+
+def as_data(audits: list[Any], generated: dt.datetime | None = None) -> dict[str, Any]:
+    generated = generated or dt.datetime.now(dt.UTC)
+    return {
+        "schema": SCHEMA,
+        "generated": generated.isoformat(timespec="seconds"),
+        "schools": [
+            {"school": a.school, "name": a.name, "status": a.status, "error": redact(a.error) if a.error else None,
+             "seconds": round(a.seconds, 2), "counts": a.counts(),
+             "controls": [c.as_json() for c in a.controls]}
+            for a in audits
+        ],
+    }
+
+
+def render(audits: list[Any], generated: dt.datetime | None = None) -> str:
+    return redact(json.dumps(as_data(audits, generated), indent=2, ensure_ascii=False)) + "\n"

@@ -1,0 +1,236 @@
+"""The fleet commands of the real CLI: validate, list, new, schema, inventory; SCHOOLCTL_SCHOOLS_DIR."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cli.config.model import Fleet, Privacy, School
+
+from .conftest import REPO, SHIPPED, run_cli, summary
+
+IDS = ["demo", "escola-pins", "institut-mar"]
+
+
+def test_validate_the_shipped_schools() -> None:
+    run = run_cli("--schools-dir", str(SHIPPED), "validate")
+    assert (run.code, run.stderr) == (0, "")
+    assert run.stdout.startswith("ok: ") and "is valid (3 schools checked)" in run.stdout
+
+
+def test_validate_named_schools(schools: Path) -> None:
+    run = run_cli("--schools-dir", "schools", "validate", "demo", "institut-mar")
+    assert (run.code, run.stdout) == (0, "ok: schools/ is valid (2 schools checked)\n")
+
+
+def test_env_schools_dir_works_like_the_option(schools: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    env = {"SCHOOLCTL_SCHOOLS_DIR": str(schools)}
+    run = run_cli("validate", env=env)
+    assert (run.code, run.stdout) == (0, f"ok: {schools}/ is valid (3 schools checked)\n")
+    run = run_cli("list", "--json", env=env)
+    assert [r["id"] for r in json.loads(run.stdout)] == IDS
+    (schools / "demo.yaml").write_text("")
+    run = run_cli("validate", env=env)
+    assert run.code == 2
+    assert run.lines == [f"{schools}/demo.yaml:1:1: the file is empty (start from `schoolctl new ID`)", summary(1)]
+    # the option wins over the environment
+    assert run_cli("--schools-dir", str(SHIPPED), "validate", env=env).code == 0
+
+
+def test_default_schools_dir_is_schools(schools: Path) -> None:
+    run = run_cli("validate")
+    assert (run.code, run.stdout) == (0, "ok: schools/ is valid (3 schools checked)\n")
+
+
+def test_list(schools: Path) -> None:
+    run = run_cli("--schools-dir", "schools", "list")
+    assert run.code == 0
+    for sid, name, domain in [("demo", "Escola Demo", "demo.escoles.bcn.example"),
+                              ("escola-pins", "Escola Els Pins", "escola-pins.escoles.bcn.example"),
+                              ("institut-mar", "Institut del Mar", "institutmar.escoles.bcn.example")]:
+        line = next(ln for ln in run.stdout.splitlines() if f" {sid} " in ln)
+        assert name in line and domain in line
+    assert "moodle, nextcloud, etherpad, jitsi, bigbluebutton" in run.stdout
+
+
+def test_list_json(schools: Path) -> None:
+    run = run_cli("--schools-dir", "schools", "list", "--json")
+    assert run.code == 0
+    rows = json.loads(run.stdout)
+    assert [r["id"] for r in rows] == IDS
+    assert rows[0] == {"id": "demo", "name": "Escola Demo", "district": "Ciutat Vella",
+                       "domain": "demo.escoles.bcn.example", "server": "lab:demo",
+                       "services": ["moodle", "nextcloud", "etherpad", "jitsi"]}
+    assert rows[1]["district"] == "Horta-Guinardó"
+
+
+def test_list_of_a_broken_fleet_exits_2(schools: Path) -> None:
+    (schools / "fleet.yaml").unlink()
+    run = run_cli("--schools-dir", "schools", "list", "--json")
+    assert run.code == 2 and run.stdout == ""
+    assert run.lines[0].startswith("schools/fleet.yaml:1:1: the fleet file is missing")
+
+
+@pytest.mark.parametrize("school_id", ["escola-nova", "x1", "escola-de-la-ciutat-vella-nord-numero-2"])
+def test_new_writes_a_file_that_validates(schools: Path, school_id: str) -> None:
+    run = run_cli("--schools-dir", "schools", "new", school_id, "--name", "Escola Nova", "--district", "Gràcia")
+    assert run.stderr == ""
+    assert run.code == 0
+    assert run.stdout == f"wrote schools/{school_id}.yaml; edit it, then `schoolctl validate {school_id}`\n"
+    doc = yaml.safe_load((schools / f"{school_id}.yaml").read_text(encoding="utf-8"))
+    assert (doc["id"], doc["name"], doc["district"]) == (school_id, "Escola Nova", "Gràcia")
+    assert run_cli("--schools-dir", "schools", "validate").code == 0
+    listed = json.loads(run_cli("--schools-dir", "schools", "list", "--json").stdout)
+    assert school_id in [r["id"] for r in listed]
+
+
+@pytest.mark.parametrize("school_id", ["demo", "escola-pins"])
+def test_new_refuses_an_existing_id(schools: Path, school_id: str) -> None:
+    before = (schools / f"{school_id}.yaml").read_bytes()
+    run = run_cli("--schools-dir", "schools", "new", school_id)
+    assert run.code == 2
+    assert run.lines == [f"error: schools/{school_id}.yaml already exists; edit it, or choose another id"]
+    assert (schools / f"{school_id}.yaml").read_bytes() == before
+
+
+def test_new_refuses_an_id_taken_by_a_yml_file(schools: Path) -> None:
+    (schools / "demo.yaml").rename(schools / "demo.yml")
+    run = run_cli("--schools-dir", "schools", "new", "demo")
+    assert run.code == 2 and not (schools / "demo.yaml").exists()
+
+
+@pytest.mark.parametrize("school_id", ["Escola", "a", "-escola", "escola-", "escola_nova", "fleet/../x", "x" * 41])
+def test_new_refuses_a_bad_id(schools: Path, school_id: str) -> None:
+    run = run_cli("--schools-dir", "schools", "new", "--", school_id)
+    assert run.code == 2
+    assert run.lines == [f"error: '{school_id}' is not a valid school id: use lowercase letters, digits and '-' "
+                         "(2 to 40)"]
+    assert sorted(p.name for p in schools.iterdir()) == ["demo.yaml", "escola-pins.yaml", "fleet.yaml",
+                                                         "institut-mar.yaml"]
+
+
+def test_new_refuses_the_fleet_file_name(schools: Path) -> None:
+    run = run_cli("--schools-dir", "schools", "new", "fleet")
+    assert run.code == 2 and "already exists" in run.stderr
+
+
+def test_new_with_a_broken_fleet_writes_nothing(schools: Path) -> None:
+    (schools / "fleet.yaml").write_text("- nope\n")
+    run = run_cli("--schools-dir", "schools", "new", "escola-nova")
+    assert run.code == 2
+    assert not (schools / "escola-nova.yaml").exists()
+
+
+def test_new_that_would_not_validate_is_removed(schools: Path) -> None:
+    # escola-nova.escoles.bcn.example is already taken by another school: the starter must not stay behind
+    p = schools / "escola-pins.yaml"
+    p.write_text(p.read_text(encoding="utf-8") + "domain: escola-nova.escoles.bcn.example\n", encoding="utf-8")
+    run = run_cli("--schools-dir", "schools", "new", "escola-nova")
+    assert run.code == 2
+    assert "domain 'escola-nova.escoles.bcn.example' is already used" in run.stderr
+    assert not (schools / "escola-nova.yaml").exists()
+
+
+def _props(schema: dict, name: str | None = None) -> dict:
+    return (schema["$defs"][name] if name else schema)["properties"]
+
+
+def test_schema_of_a_school() -> None:
+    run = run_cli("schema")
+    assert run.code == 0
+    schema = json.loads(run.stdout)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["title"] == "schoolctl school file"
+    assert set(_props(schema)) == set(School.model_fields)
+    assert set(schema["required"]) == {"id", "name", "district", "server", "services", "contacts"}
+    assert _props(schema)["id"]["description"] == "Must equal the file name."
+    privacy = _props(schema, "PrivacyOverride")
+    assert set(privacy) == set(Privacy.model_fields)
+    assert privacy["lobby"]["stricter"] == "true"
+    assert privacy["access_log"]["order"] == ["off", "anonymised", "full"]
+    assert set(_props(schema, "Services")) == {"moodle", "nextcloud", "etherpad", "jitsi", "bigbluebutton"}
+
+
+def test_schema_of_the_fleet() -> None:
+    run = run_cli("schema", "--fleet")
+    assert run.code == 0
+    schema = json.loads(run.stdout)
+    assert schema["title"] == "schoolctl fleet file"
+    assert set(_props(schema)) == set(Fleet.model_fields)
+    assert set(_props(schema, "Privacy")) == set(Privacy.model_fields)
+    assert _props(schema, "Privacy")["log_retention_days"]["maximum"] == 365
+
+
+def test_inventory_json(schools: Path) -> None:
+    run = run_cli("--schools-dir", "schools", "inventory", "--format", "json")
+    assert run.code == 0
+    inv = json.loads(run.stdout)
+    assert list(inv) == IDS
+    assert inv["escola-pins"]["host"] == "10.20.42.10"
+    assert inv["demo"]["server"] == "lab:demo"  # no lab host up: the address stays as written
+    assert inv["institut-mar"]["bigbluebutton_host"] == "10.20.31.11"
+    assert run_cli("--schools-dir", "schools", "inventory").stdout == run.stdout
+
+
+def test_inventory_to_a_file(schools: Path, tmp_path: Path) -> None:
+    target = tmp_path / "inv.json"
+    run = run_cli("--schools-dir", "schools", "inventory", "-o", str(target))
+    assert run.code == 0 and run.stdout == f"wrote {target}\n"
+    assert list(json.loads(target.read_text(encoding="utf-8"))) == IDS
+
+
+def test_inventory_pyinfra_is_importable(schools: Path, tmp_path: Path) -> None:
+    run = run_cli("--schools-dir", "schools", "inventory", "--format", "pyinfra")
+    assert run.code == 0
+    target = tmp_path / "inventory_fleet.py"
+    target.write_text(run.stdout, encoding="utf-8")
+    module = runpy.run_path(str(target))
+    hosts = dict(module["schools"])
+    assert list(hosts) == IDS
+    assert hosts["escola-pins"] == {"ssh_hostname": "10.20.42.10", "ssh_user": "root", "ssh_port": 22,
+                                    "school_id": "escola-pins"}
+    assert module["bigbluebutton"] == ["institut-mar"]
+    assert module["moodle"] == IDS
+
+
+def test_inventory_ansible_loads_in_ansible_inventory(schools: Path, tmp_path: Path) -> None:
+    tool = REPO / ".venv" / "bin" / "ansible-inventory"
+    if not tool.exists():
+        pytest.skip(f"{tool} is not installed")
+    target = tmp_path / "inventory.yaml"
+    run = run_cli("--schools-dir", "schools", "inventory", "--format", "ansible", "-o", str(target))
+    assert run.code == 0
+    env = {**os.environ, "ANSIBLE_HOME": str(tmp_path / "ansible"), "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
+           "ANSIBLE_INVENTORY_UNPARSED_FAILED": "true", "ANSIBLE_NOCOLOR": "1",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    proc = subprocess.run([str(tool), "-i", str(target), "--list"], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    inv = json.loads(proc.stdout)
+    assert sorted(inv["schools"]["hosts"]) == IDS
+    assert inv["_meta"]["hostvars"]["escola-pins"]["ansible_host"] == "10.20.42.10"
+    assert inv["_meta"]["hostvars"]["institut-mar"]["school_services"][-1] == "bigbluebutton"
+    assert sorted(inv["bigbluebutton"]["hosts"]) == ["institut-mar"]
+    assert inv["_meta"]["hostvars"]["institut-mar-bbb"]["ansible_host"] == "10.20.31.11"
+    assert "district_ciutat_vella" in inv and "district_horta_guinard" in inv
+
+
+def test_inventory_of_a_broken_fleet_exits_2(schools: Path) -> None:
+    (schools / "demo.yaml").write_text("id: [\n")
+    run = run_cli("--schools-dir", "schools", "inventory", "--format", "ansible")
+    assert run.code == 2 and run.stdout == ""
+    assert run.lines[-1] == summary(1)
+
+
+def test_unknown_format_is_a_usage_error(schools: Path) -> None:
+    run = run_cli("--schools-dir", "schools", "inventory", "--format", "csv")
+    assert run.code == 2 and "csv" in run.stderr

@@ -1,0 +1,65 @@
+"""The lab CLI's input errors and read-only commands (no root, no hosts needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.lab import Lab, LabError
+from cli.lab.commands import lab_app
+
+
+@pytest.fixture(autouse=True)
+def empty_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SCHOOLCTL_LAB_DIR", str(tmp_path / "lab"))
+    return tmp_path / "lab"
+
+
+def test_bad_name_exits_2_without_traceback() -> None:
+    result = CliRunner().invoke(lab_app, ["up", "Bad_Name"])
+    assert result.exit_code == 2
+    assert "invalid lab host name" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_status_of_an_empty_lab() -> None:
+    result = CliRunner().invoke(lab_app, ["status", "--json"])
+    assert result.exit_code == 0 and json.loads(result.output) == []
+    assert "no lab hosts" in CliRunner().invoke(lab_app, ["status"]).output
+
+
+def test_ssh_to_an_unknown_host_says_how_to_make_it() -> None:
+    result = CliRunner().invoke(lab_app, ["ssh", "nosuch", "--", "true"])
+    assert result.exit_code == 2
+    assert "no lab host nosuch; run `schoolctl lab up nosuch`" in result.output
+
+
+def test_bad_subnet_env_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SCHOOLCTL_LAB_SUBNET", "8.8.8.0/24")
+    result = CliRunner().invoke(lab_app, ["status"])
+    assert result.exit_code == 2 and "private range" in result.output
+
+
+def test_host_lookup_error(empty_state: Path) -> None:
+    lab = Lab()
+    assert lab.state_dir == empty_state
+    assert lab.status() == []
+    with pytest.raises(LabError, match="no lab host demo"):
+        lab.host("demo")
+
+
+def test_register_domain_only_for_lab_addresses() -> None:
+    lab = Lab()
+    with pytest.raises(LabError, match="not a lab address"):
+        lab.register_domain("school.example.test", "192.0.2.10")
+    with pytest.raises(LabError, match="invalid domain"):
+        lab.register_domain("not a domain", "10.213.0.10")
+
+
+def test_doctor_prints_a_report() -> None:
+    result = CliRunner().invoke(lab_app, ["doctor"])
+    assert result.exit_code in (0, 2)
+    assert "debootstrap" in result.output and "lab subnet" in result.output

@@ -27,7 +27,13 @@ WEAK = "kRSA:aNULL:eNULL:EXPORT:LOW:3DES:DES:RC4:MD5:SEED:IDEA:PSK:SRP:@SECLEVEL
 STRONG = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:" \
          "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 LOG_SOURCE = "127.83.19.201"  # the audit's own request comes from this loopback address
-MARK = f"schoolctl-audit-{secrets.token_hex(4)}"  # and carries this marker (one per audit run)
+_MARKS: dict[str, str] = {}  # and carries a fresh marker per school and audit run
+
+
+def mark(school_id: str, new: bool = False) -> str:
+    if new or school_id not in _MARKS:
+        _MARKS[school_id] = f"schoolctl-audit-{secrets.token_hex(6)}"
+    return _MARKS[school_id]
 
 
 def page_cmd(name: str, path: str = "/") -> str:
@@ -35,8 +41,10 @@ def page_cmd(name: str, path: str = "/") -> str:
 
 
 def tls_cmd(name: str, option: str, ciphers: str) -> str:
-    return (f"out=$({OPENSSL} -servername {shlex.quote(name)} {option} -cipher {shlex.quote(ciphers)} "
-            "</dev/null 2>&1); rc=$?; printf '%s\\n' \"$out\" | grep -E '^New, |^Verify return'; echo rc=$rc")
+    # OPENSSL_CONF=/dev/null: the probe must not be limited by the host's own client settings
+    return (f"out=$(OPENSSL_CONF=/dev/null {OPENSSL} -servername {shlex.quote(name)} {option} "
+            f"-cipher {shlex.quote(ciphers)} </dev/null 2>&1); rc=$?; "
+            "printf '%s\\n' \"$out\" | grep -E '^New, |^Verify return'; echo rc=$rc")
 
 
 def cert_cmd(name: str) -> str:
@@ -48,9 +56,10 @@ def redirect_cmd(name: str) -> str:
            f"{shlex.quote(f'http://{name}/schoolctl-audit')}"
 
 
-def log_cmd(name: str) -> str:
+def log_cmd(name: str, marker: str) -> str:
     return (f"{CURL} -o /dev/null --interface {LOG_SOURCE} --resolve {shlex.quote(name)}:443:127.0.0.1 "
-            f"'https://{name}/?{MARK}'; sleep 0.3; grep -rhF -- '{MARK}' /var/log/nginx/ 2>/dev/null | tail -n 3; "
+            f"'https://{name}/?{marker}'; sleep 0.3; grep -rhF -- '{marker}' /var/log/nginx/ 2>/dev/null "
+            "| tail -n 3; "
             "echo '@@nginx'; nginx -T 2>/dev/null | grep -E '^[[:space:]]*access_log[[:space:]]' | sort | uniq -c")
 
 
@@ -67,8 +76,8 @@ def _web_evidence(school: Any, expect: Expect) -> list[str]:
         cmds.append(page_cmd(n))
     domain = school.domain
     cmds += [tls_cmd(domain, "-tls1", "DEFAULT:@SECLEVEL=0"), tls_cmd(domain, "-tls1_1", "DEFAULT:@SECLEVEL=0"),
-             tls_cmd(domain, "-tls1_2", STRONG), tls_cmd(domain, "-tls1_2", WEAK), log_cmd(domain),
-             redirect_cmd(domain)]
+             tls_cmd(domain, "-tls1_2", STRONG), tls_cmd(domain, "-tls1_2", WEAK),
+             log_cmd(domain, mark(school.id, new=True)), redirect_cmd(domain)]
     cmds += [cert_cmd(n) for n in expect.pages]
     return cmds
 
@@ -303,12 +312,13 @@ def server_tokens(ctx: Context) -> Outcome:
                                                        "es": "Registros de acceso según la política de la escuela"})
 def access_log(ctx: Context) -> Outcome:
     mode = ctx.policy.access_log
-    out = ctx.run(log_cmd(ctx.school.domain)).stdout
+    marker = mark(ctx.school.id)
+    out = ctx.run(log_cmd(ctx.school.domain, marker)).stdout
     lines, _, directives = out.partition("@@nginx")
-    logged = [x.strip() for x in lines.splitlines() if MARK in x]
+    logged = [x.strip() for x in lines.splitlines() if marker in x]
     full = [x for x in logged if LOG_SOURCE in x]
     conf = " | ".join(" ".join(d.split()[1:]) for d in directives.strip().splitlines()) or "none"
-    req = f"a request from {LOG_SOURCE} to https://{ctx.school.domain}/?{MARK}"
+    req = f"a request from {LOG_SOURCE} to https://{ctx.school.domain}/?{marker}"
     note = " (baselines such as Lynis HTTP-6712 want full logs; the school's policy decides)"
     if mode == "off":
         return verdict(not logged, f"{req}: " + (f"LOGGED: {logged[0]}" if logged else "not logged")

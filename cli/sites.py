@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+from gevent.lock import RLock
+
 from deploy.site import Endpoint, Site
 
 from .config.model import EffectiveSchool
@@ -59,7 +61,15 @@ def build_site(school: EffectiveSchool, store: SecretStore, readonly: bool = Fal
     return site
 
 
+_lab_lock = RLock()  # the lab's own lock is a process-wide flock: one greenlet at a time goes in
+
+
 def _lab(site: Site, school: EffectiveSchool) -> None:
+    with _lab_lock:
+        _lab_services(site, school)
+
+
+def _lab_services(site: Site, school: EffectiveSchool) -> None:
     from .lab import Lab
 
     lab = Lab()

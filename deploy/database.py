@@ -57,8 +57,8 @@ def _role_step(name: str) -> Step:
     check = f'[ "$(sha256sum < {pw})" = "$(cat {applied} 2>/dev/null)" ] && {exists}'
     sql = render("database/role.sql.j2", db=name)
     # psql reads `\set pw <value>` and the SQL from stdin: the password is on no command line.
-    apply = (f"{{ printf '\\\\set pw '; cat {pw}; printf '\\n'; cat <<'SQL'\n{sql}SQL\n}} | {PSQL} -d postgres\n"
-             f"sha256sum < {pw} > {applied}")
+    apply = (f"umask 077\n{{ printf '\\\\set pw '; cat {pw}; printf '\\n'; cat <<'SQL'\n{sql}SQL\n}} "
+             f"| {PSQL} -d postgres\nsha256sum < {pw} > {applied}")
     return Step(f"database and role {name}", check=check, apply=apply)
 
 

@@ -252,5 +252,7 @@ def steps(items: list[Step]) -> Iterator[Any]:
         if ok:
             continue
         _record("step", step.name)
+        if step.upload:
+            yield FileUploadCommand(step.upload[0], step.upload[1])
         script = f"if ! ( {step.check} ) >/dev/null 2>&1 </dev/null; then\n{step.apply}\nfi"
         yield f"timeout {step.timeout} sh -ec {shlex.quote(script)}"

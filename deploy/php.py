@@ -11,7 +11,9 @@ from .state import SYSTEM, File, Layer, Service, Step
 
 PHP_VERSION = "8.4"
 PHP_SERVICES = ("moodle", "nextcloud")
-FPM = f"php{PHP_VERSION}-fpm"
+# the unit with its suffix: ops.unit_name() would take the dot in "8.4" for one
+FPM_PACKAGE = f"php{PHP_VERSION}-fpm"
+FPM = f"{FPM_PACKAGE}.service"
 REDIS_SOCKET = "/run/redis/redis-server.sock"
 ETC = f"/etc/php/{PHP_VERSION}"
 
@@ -55,7 +57,7 @@ def php_services(site: Site) -> list[str]:
 def packages(services: list[str]) -> list[str]:
     """The Debian packages for PHP-FPM, the CLI and the enabled apps' extensions, and Redis."""
     exts = list(dict.fromkeys(e for s in services for e in EXTENSIONS[s]))
-    names = [FPM, f"php{PHP_VERSION}-cli"]
+    names = [FPM_PACKAGE, f"php{PHP_VERSION}-cli"]
     names += [e if e.startswith("php-") else f"php{PHP_VERSION}-{e}" for e in exts]
     return [*names, "redis-server"]
 

@@ -10,7 +10,6 @@ that is what makes a no-op deploy cost a handful of round trips instead of hundr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 # Rounds run in order; within a round: packages -> directories -> files -> services -> steps.
 SYSTEM, APPS = 0, 1
@@ -58,13 +57,13 @@ class Service:
 @dataclass(frozen=True)
 class Step:
     """An idempotent action guarded by a check: `apply` runs only when `check` (a shell command)
-    fails. Both run as root with `sh -c`. `env` values may be pyinfra HiddenValues (secrets)."""
+    fails. Both run as root with `sh -ec`. With `upload`, a controller file is sent first."""
 
     name: str
     check: str
     apply: str
-    env: tuple[tuple[str, Any], ...] = ()
     timeout: int = 1800
+    upload: tuple[str, str] | None = None  # (file on the controller, path on the server) sent first
 
 
 @dataclass

@@ -209,7 +209,7 @@ LANDING_BODY = f"""root {LANDING_ROOT};
 index index.html;
 
 location / {{
-    try_files $uri =404;
+    try_files $uri $uri/ =404;
 }}"""
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,9 +141,12 @@ def _close_nested(word: Any, model: type[BaseModel] | None) -> str:
     return f"did you mean '{nested[close[0]]}'?" if close else ""
 
 
+TAG = re.compile(r"^(function|nullable|default|union|tagged-union|json-or-python)[\w-]*\[.*\]$")
+
+
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     # pydantic adds validator/union tags such as 'function-after[...]' to locations
-    return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    return tuple(p for p in loc if not (isinstance(p, str) and TAG.match(p)))
 
 
 def problems_from(err: ValidationError, doc: Any, shown: str, model: type[BaseModel]) -> list[Problem]:

@@ -165,8 +165,11 @@ class Artifacts(Strict):
 
 
 class AptRepos(Strict):
-    jitsi: AptRepo
-    bigbluebutton: AptRepo
+    """Upstream apt repositories. null: the city ships these packages another way (its own apt
+    mirror); in the lab, where they are unreachable, only the Debian-side parts are deployed."""
+
+    jitsi: AptRepo | None = None
+    bigbluebutton: AptRepo | None = None
 
 
 class BbbPool(Strict):

@@ -81,7 +81,8 @@ class Lab:
             for (name, rec), pubkeys in zip(plans, keys, strict=True):
                 sshconf.set_known_host(self.paths.known_hosts, name, rec.address, pubkeys)
             self._write_ssh_config()
-            self._wait_ready([n for n, _ in plans], timeout)
+        # Waiting needs no lock: other lab users may go on meanwhile.
+        self._wait_ready([n for n, _ in plans], timeout)
         return [self.host(n) for n in wanted]
 
     def ensure_image(self) -> Path:

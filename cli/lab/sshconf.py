@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -49,9 +50,19 @@ def render_config(entries: Iterable[SshEntry], key: Path, known_hosts: Path, con
     return "\n".join(lines)
 
 
+def control_dir_for(state_ssh_dir: Path) -> Path:
+    """Where the control sockets go: the state dir, unless its path is too long for a socket
+    (108 bytes with the 43-character ``cm-%C`` name); then a short dir named after it in /tmp."""
+    if len(str(state_ssh_dir)) + 44 < 100:
+        return state_ssh_dir
+    digest = hashlib.sha256(str(state_ssh_dir).encode()).hexdigest()[:10]
+    return Path("/tmp") / f"schoolctl-lab-{digest}"
+
+
 def write_config(path: Path, entries: Iterable[SshEntry], key: Path, known_hosts: Path) -> None:
-    control_dir = known_hosts.parent
+    control_dir = control_dir_for(known_hosts.parent)
     control_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(control_dir, 0o700)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(render_config(entries, key, known_hosts, control_dir))
     tmp.replace(path)

@@ -69,9 +69,11 @@ def lab():
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, lab) -> dict[str, str]:
-    base = tmp_path_factory.mktemp("audit")
+    # SCHOOLCTL_AUDIT_LAB_DIR keeps the schools dir and vault between runs (then the deploy is a no-op)
+    kept = os.environ.get("SCHOOLCTL_AUDIT_LAB_DIR")
+    base = Path(kept) if kept else tmp_path_factory.mktemp("audit")
     schools = base / "schools"
-    schools.mkdir()
+    schools.mkdir(parents=True, exist_ok=True)
     fleet = yaml.safe_load((ROOT / "schools" / "fleet.yaml").read_text())
     fleet.update(dns=[], ntp=[])
     (schools / "fleet.yaml").write_text(yaml.safe_dump(fleet))
@@ -81,8 +83,9 @@ def env(tmp_path_factory: pytest.TempPathFactory, lab) -> dict[str, str]:
         "privacy": {"log_retention_days": 7}}))
     env = dict(os.environ, SCHOOLCTL_SCHOOLS_DIR=str(schools), SCHOOLCTL_VAULT_KEY_FILE=str(base / "vault.key"),
                SCHOOLCTL_SECRETS_DIR=str(base / "secrets"))
-    subprocess.run([sys.executable, "-m", "cli", "secrets", "init"], env=env, cwd=ROOT, check=True,
-                   capture_output=True)
+    if not (base / "vault.key").exists():
+        subprocess.run([sys.executable, "-m", "cli", "secrets", "init"], env=env, cwd=ROOT, check=True,
+                       capture_output=True)
     proc = subprocess.run([sys.executable, "-c", DEPLOY, str(schools), LAYERS, SID], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
@@ -195,7 +198,7 @@ BREAKS: dict[str, tuple[str, str, str]] = {
                                 "rm -f /etc/systemd/journald.conf.d/99-audit-break.conf", "30day"),
     "HOST-LOGROTATE-RETENTION": ("printf '/var/log/audit-break.log {\\n weekly\\n rotate 52\\n maxage 365\\n}\\n' > "
                                  "/etc/logrotate.d/audit-break", "rm -f /etc/logrotate.d/audit-break",
-                                 "/var/log/audit-break.log: 365 days"),
+                                 "/var/log/audit-break.log: 364 days"),
     "HOST-NO-TELEMETRY": ("DEBIAN_FRONTEND=noninteractive apt-get -qq -y -o DPkg::Lock::Timeout=120 install "
                           "--no-install-recommends popularity-contest >/dev/null",
                           "DEBIAN_FRONTEND=noninteractive apt-get -qq -y -o DPkg::Lock::Timeout=120 purge "
@@ -205,9 +208,16 @@ BREAKS: dict[str, tuple[str, str, str]] = {
     "HOST-ADMIN-KEYS": ("echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAuditBreakKeyAuditBreakKeyAuditBreakKey00 "
                         "intruder' >> /home/ana/.ssh/authorized_keys",
                         "sed -i '/intruder$/d' /home/ana/.ssh/authorized_keys", "unknown key"),
-    "WEB-TLS-PROTOCOLS": (*_edit(NGX_TLS, "-e 's/^ssl_protocols .*/ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;/' "
-                                          "-e 's/^ssl_ciphers \\(.*\\);/ssl_ciphers \\1:"
-                                          "ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0;/'"), "TLS 1.0 TLSv1"),
+    # nginx negotiates the protocol in the listen socket's default server, so TLS 1.0 needs the http level
+    # (and security level 0 there, OpenSSL 3 refuses TLS < 1.2 above it) as well as the site's snippet
+    "WEB-TLS-PROTOCOLS": (
+        f"cp -p /etc/nginx/nginx.conf /root/audit-nginx.bak && cp -p {NGX_TLS} /root/audit-tls.bak && "
+        "sed -i 's/^    server_tokens off;/&\\n    ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;\\n"
+        "    ssl_ciphers HIGH:!aNULL:!MD5:@SECLEVEL=0;/' /etc/nginx/nginx.conf && "
+        "sed -i -e 's/^ssl_protocols .*/ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;/' "
+        f"-e 's/^ssl_ciphers \\(.*\\);/ssl_ciphers \\1:ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0;/' {NGX_TLS} && {RELOAD}",
+        f"mv /root/audit-nginx.bak /etc/nginx/nginx.conf && mv /root/audit-tls.bak {NGX_TLS} && {RELOAD}",
+        "TLS 1.0 TLSv1"),
     "WEB-TLS-CIPHERS": (*_edit(NGX_TLS, "'s/^ssl_ciphers \\(.*\\);/ssl_ciphers \\1:ECDHE-ECDSA-NULL-SHA:"
                                         "@SECLEVEL=0;/'"), "ACCEPTED"),
     "WEB-CERT-VALID": ("cd /etc/schoolctl/tls && ln -sfn placeholder.crt fullchain.pem && ln -sfn placeholder.key "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cli.lab.hosts import HostDir
-from cli.lab.sshconf import SshEntry, render_config, set_known_host
+from cli.lab.sshconf import SshEntry, control_dir_for, render_config, set_known_host, write_config
 
 KEY = Path("/state/ssh/id_ed25519")
 KNOWN = Path("/state/ssh/known_hosts")
@@ -40,6 +40,17 @@ def test_one_host_block_per_host_with_connection_reuse() -> None:
         "ControlPersist 60s",
     ):
         assert want in demo
+
+
+def test_control_sockets_stay_short(tmp_path: Path) -> None:
+    assert control_dir_for(Path("/var/lib/schoolctl/lab/ssh")) == Path("/var/lib/schoolctl/lab/ssh")
+    deep = Path("/var/tmp") / ("x" * 80) / "ssh"
+    short = control_dir_for(deep)
+    assert len(str(short / ("cm-" + "0" * 40))) < 108
+    assert short == control_dir_for(deep)
+    cfg = tmp_path / "ssh_config"
+    write_config(cfg, [SshEntry("demo", "10.213.0.10")], KEY, tmp_path / "ssh" / "known_hosts")
+    assert f"ControlPath {tmp_path / 'ssh'}/cm-%C" in cfg.read_text() or "ControlPath /tmp/" in cfg.read_text()
 
 
 def test_empty_config_is_valid() -> None:

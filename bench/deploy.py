@@ -1,0 +1,170 @@
+"""Deploy benchmark on lab hosts: first deploy, no-op re-deploy, no-op of 1, 3 and 10 schools at
+once, against the floor (one SSH command running the same checks) and against the same state
+written the plain pyinfra way (one operation per item). Prints figures and ratios.
+
+    .venv/bin/python bench/deploy.py [--hosts 10] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import yaml  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cli.config.loader import load  # noqa: E402
+from cli.lab import Lab  # noqa: E402
+from cli.runner import run  # noqa: E402
+from cli.secrets import SecretStore  # noqa: E402
+from cli.sites import build_site  # noqa: E402
+from deploy import ops  # noqa: E402
+from deploy.school import school_rounds  # noqa: E402
+
+
+def timed(fn, repeat: int = 1) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.monotonic()
+        fn()
+        times.append(time.monotonic() - t)
+    return statistics.median(times)
+
+
+def make_fleet(tmp: Path, names: list[str]) -> Path:
+    schools = tmp / "schools"
+    schools.mkdir()
+    fleet = yaml.safe_load((ROOT / "schools" / "fleet.yaml").read_text())
+    fleet.update(dns=[], ntp=[])
+    (schools / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    for n in names:
+        (schools / f"{n}.yaml").write_text(yaml.safe_dump({
+            "id": n, "name": n, "district": "Bench", "server": f"lab:{n}", "services": {"moodle": {}},
+            "contacts": {"dpo": {"name": "DPO", "email": "dpo@example.org"}}}))
+    return schools
+
+
+def deploy(schools, store) -> None:
+    results = run(schools, plan=False, store=store)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        raise SystemExit(f"deploy failed: {failed[0].school}: {failed[0].error}")
+
+
+def floor_script(school, store) -> str:
+    """One shell script running exactly the checks the coarse operations run."""
+    rounds = school_rounds(build_site(school, store, readonly=True))
+    parts = []
+    for r in rounds:
+        files = [*r.pre_files, *r.files]
+        paths = tuple(dict.fromkeys([d.path for d in r.directories] + [f.path for f in files]))
+        parts.append(ops.PathStates().command(paths=paths))
+        if r.packages:
+            parts.append(ops.PackageStates().command(packages=tuple(r.packages)))
+        if r.services:
+            parts.append(ops.UnitStates().command(units=tuple(ops.unit_name(s.name) for s in r.services)))
+        checks = tuple(s.check for s in [*r.pre_steps, *r.steps])
+        if checks:
+            parts.append(ops.StepChecks().command(checks=checks))
+    return "\n".join(parts)
+
+
+def per_item_noop(school, store, lab: Lab) -> float:
+    """The same state as plain pyinfra operations, one per item (files.put, apt, systemd, guards)."""
+    import io
+
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.api import deploy as pyinfra_deploy
+    from pyinfra.api.connect import connect_all, disconnect_all
+    from pyinfra.api.deploy import add_deploy
+    from pyinfra.api.operations import run_ops
+    from pyinfra.operations import apt, files, server, systemd
+
+    from inventories.build import connection
+
+    rounds = school_rounds(build_site(school, store, readonly=True))
+
+    @pyinfra_deploy("per item")
+    def per_item() -> None:
+        for r in rounds:
+            for d in r.directories:
+                files.directory(path=d.path, mode=d.mode, user=d.owner, group=d.group)
+            for f in [*r.pre_files, *r.files]:
+                if not f.absent:
+                    files.put(src=io.BytesIO(f.data), dest=f.path, mode=f.mode, user=f.owner, group=f.group)
+            if r.packages:
+                apt.packages(packages=r.packages)
+            for s in r.services:
+                systemd.service(service=ops.unit_name(s.name), running=s.running, enabled=s.running)
+            for s in [*r.pre_steps, *r.steps]:
+                server.shell(commands=[f"( {s.check} ) >/dev/null 2>&1 || true"])
+
+    def once() -> None:
+        inv = Inventory(([(school.id, connection(school))], {}))
+        state = State(inventory=inv, config=Config(), check_for_changes=False)
+        connect_all(state)
+        add_deploy(state, per_item)
+        run_ops(state)
+        disconnect_all(state)
+
+    once()
+    return timed(once, 3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hosts", type=int, default=10)
+    ap.add_argument("--keep", action="store_true", help="leave the bench hosts up")
+    args = ap.parse_args()
+    names = [f"b-{i}" for i in range(1, args.hosts + 1)]
+    lab = Lab()
+    tmp = Path(tempfile.mkdtemp(prefix="schoolctl-bench-"))
+    os.environ.update(SCHOOLCTL_VAULT_KEY_FILE=str(tmp / "vault.key"), SCHOOLCTL_SECRETS_DIR=str(tmp / "secrets"))
+    store = SecretStore()
+    store.init_key()
+    try:
+        t = time.monotonic()
+        lab.up(names)
+        print(f"boot {len(names)} lab hosts: {time.monotonic() - t:.1f} s")
+        config = load(make_fleet(tmp, names))
+        schools = [config.schools[n] for n in names]
+        first = timed(lambda: deploy(schools[:1], store))
+        noop1 = timed(lambda: deploy(schools[:1], store), 5)
+        deploy(schools, store)  # bring every bench school up to date
+        noop3 = timed(lambda: deploy(schools[:3], store), 3)
+        noop10 = timed(lambda: deploy(schools, store), 3)
+        script = floor_script(schools[0], store)
+        floor = timed(lambda: lab.run(names[0], script, check=True), 5)
+        plain = per_item_noop(schools[0], store, lab)
+        items = sum(len(r.files) + len(r.pre_files) + len(r.directories) + len(r.packages) + len(r.services)
+                    + len(r.steps) + len(r.pre_steps) for r in school_rounds(build_site(schools[0], store, True)))
+        print(f"managed items per school:           {items}")
+        print(f"first deploy, one school:           {first:6.2f} s")
+        print(f"no-op deploy, one school:           {noop1:6.2f} s")
+        print(f"floor (one SSH script, same checks):{floor:6.2f} s   schoolctl/floor = {noop1 / floor:.1f}x")
+        print(f"plain pyinfra, one op per item:     {plain:6.2f} s   plain/schoolctl = {plain / noop1:.1f}x")
+        print(f"no-op deploy, 3 schools at once:    {noop3:6.2f} s   ({noop3 / noop1:.2f}x one school)")
+        print(f"no-op deploy, 10 schools at once:   {noop10:6.2f} s   ({noop10 / noop1:.2f}x one school, "
+              f"{noop10 / 10:.2f} s per school)")
+    finally:
+        if not args.keep:
+            lab.down(names)
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run(["true"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""Moodle: the release from the mirror or upstream (pinned sha256) under /srv/moodle/releases/<version>,
+`current` switched atomically once unpacked; the data root outside the code (/var/lib/moodle/data,
+0700, the moodle user's); config.php from a template (root:moodle 0640: it holds the database and
+LDAP bind passwords); install once (guarded by `mdl_config`), upgrade when the code's version.php
+is newer than the database's; every policy setting set and checked by ONE PHP script; LDAP login
+against the school's directory; cron and the LDAP sync as systemd timers; nginx per the release
+layout (5.1+ serves `public/`).
+
+Extension points: `settings(site)` returns the dict the settings script applies (component ->
+name -> value); BigBlueButton and Etherpad layers add their plugins' settings there.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+from . import artifacts
+from .database import PSQL, credentials
+from .identity import ldap_settings
+from .php import PHP_VERSION, REDIS_SOCKET, php_cli, pool_socket, service_user
+from .render import render
+from .site import Site
+from .state import APPS, Directory, File, Layer, Service, Step
+from .web import server_block
+
+APP = "moodle"
+HOME = "/srv/moodle"
+CURRENT = f"{HOME}/current"
+CONFIG = f"{CURRENT}/config.php"
+TOOLS = f"{HOME}/schoolctl"                      # our own CLI scripts (root-owned, readable by moodle)
+SETTINGS_SCRIPT = f"{TOOLS}/settings.php"
+DELETE_SCRIPT = f"{TOOLS}/delete_user.php"
+VAR = "/var/lib/moodle"
+DATAROOT = f"{VAR}/data"
+INSTALLED = f"{VAR}/installed"                   # written after install_database.php succeeded
+ADMIN_SECRET = "/etc/schoolctl/secrets/moodle_admin"
+REDIS_DB = 1                                     # Nextcloud uses Redis database 0
+DPO_ROLE, DPO_USER = "schoolctl_dpo", "privacy-officer"
+# Tasks that would call servers outside the school: the H5P hub's content types, moodle.org registration.
+DISABLED_TASKS = ("\\core\\task\\h5p_get_content_types_task", "\\core\\task\\registration_cron_task")
+# Moodle needs inline and eval'd scripts (YUI, AMD loader); still nothing from another origin.
+CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data: blob:; font-src 'self' data:; media-src 'self' blob:; connect-src 'self'; "
+       "frame-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'self'; form-action 'self'; "
+       "frame-ancestors 'self'")
+
+
+def php(value: Any) -> str:
+    """A PHP literal for a str/int/bool (single-quoted strings: no interpolation)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    text = str(value)
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def version_tuple(version: str) -> tuple[int, int]:
+    major, minor = (int(x) for x in version.split(".")[:2])
+    return major, minor
+
+
+def serves_public(version: str) -> bool:
+    """Moodle 5.1 and later serve (and keep their CLI scripts) under `public/` in the code tree."""
+    return version_tuple(version) >= (5, 1)
+
+
+def code_dir(version: str, base: str = CURRENT) -> str:
+    """Where the PHP code (web root, admin/cli, version.php) of `version` lives under `base`."""
+    return f"{base}/public" if serves_public(version) else base
+
+
+def ldap_config(site: Site) -> dict[str, Any]:
+    """auth_ldap's settings, forced in config.php (the bind password included)."""
+    s = ldap_settings(site)
+    cfg: dict[str, Any] = {
+        "host_url": s.uri, "ldap_version": 3, "start_tls": 0, "ldapencoding": "utf-8", "pagesize": 250,
+        "bind_dn": s.bind_dn, "bind_pw": s.bind_password.reveal(), "user_type": "default",
+        "contexts": s.people_dn, "search_sub": 0, "opt_deref": 0, "user_attribute": s.uid_attr,
+        "objectclass": "inetOrgPerson", "suspended_attribute": "", "memberattribute": s.member_attr,
+        "memberattribute_isdn": 1, "passtype": "plaintext", "preventpassindb": 1, "changepasswordurl": "",
+        "stdchangepassword": 0, "forcechangepassword": 0, "expiration": 0, "gracelogins": 0,
+        "auth_user_create": 0, "create_context": "", "creators": "", "ntlmsso_enabled": 0,
+        "removeuser": 1,  # AUTH_REMOVEUSER_SUSPEND: a person gone from ou=people is suspended by the sync
+    }
+    for field, attr in (("firstname", s.given_name_attr), ("lastname", s.family_name_attr), ("email", s.mail_attr)):
+        cfg[f"field_map_{field}"] = attr.lower()
+        cfg[f"field_updatelocal_{field}"] = "onlogin"
+        cfg[f"field_updateremote_{field}"] = 0
+        cfg[f"field_lock_{field}"] = "locked"
+    return cfg
+
+
+def settings(site: Site) -> dict[str, dict[str, Any]]:
+    """Every Moodle setting the policy asks for: component ('core' or a plugin) -> name -> value."""
+    p = site.school.privacy
+    days = p.log_retention_days
+    contacts = site.school.contacts
+    support = contacts.technician or contacts.dpo
+    return {
+        "core": {
+            # who sees what
+            "forcelogin": int(p.require_login), "forceloginforprofiles": 1,
+            "forceloginforprofileimage": int(p.require_login),
+            "opentowebcrawlers": int(p.search_indexing), "allowindexing": 1 if p.search_indexing else 2,
+            "protectusernames": 1, "profilesforenrolledusersonly": 1, "allowobjectembed": 0,
+            "enabletrusttext": 0, "allowframembedding": 0, "referrerpolicy": "no-referrer",
+            "cookiesecure": 1, "cookiehttponly": 1,
+            # accounts come from the school's directory only
+            "auth": "ldap", "registerauth": "", "authpreventaccountcreation": 0,
+            # nothing leaves for moodle.org, Google, gravatar or geoplugin
+            "registrationpending": 0, "updateautocheck": 0, "enablegravatar": 0, "geopluginapikey": "",
+            "googlemapkey3": "", "recaptchapublickey": "", "recaptchaprivatekey": "",
+            "enablewebservices": 0, "enablemobilewebservice": 0, "airnotifieraccesskey": "",
+            # no profiling, no statistics; logs kept as long as the policy says
+            "enableanalytics": 0, "enablestats": 0, "loglifetime": days,
+            "timezone": site.school.fleet.timezone, "supportemail": support.email, "supportname": support.name,
+        },
+        "logstore_standard": {"loglifetime": days, "logguests": 0},
+        "tool_log": {"enabled_stores": "logstore_standard"},
+        "tool_dataprivacy": {
+            "contactdataprotectionofficer": 1,
+            # a person's export or erasure is reviewed by the privacy officer first (no automatic release);
+            # deleted accounts raise a deletion request on their own
+            "automaticdataexportapproval": 0, "automaticdatadeletionapproval": 0, "automaticdeletionrequests": 1,
+            "requireallenddatesforuserdeletion": 1, "showdataretentionsummary": 1,
+            "privacyrequestexpiry": 7 * 86400,
+        },
+    }
+
+
+def wanted(site: Site) -> dict[str, Any]:
+    """What the settings script makes true: the settings, the language, the DPO and data retention."""
+    dpo = site.school.contacts.dpo
+    first, _, last = dpo.name.partition(" ")
+    return {
+        "config": settings(site),
+        "lang": site.school.languages[0],
+        "dpo": {"role": DPO_ROLE, "username": DPO_USER, "firstname": first, "lastname": last or first,
+                "email": dpo.email,
+                "capabilities": ["tool/dataprivacy:managedatarequests", "tool/dataprivacy:managedataregistry"]},
+        "retention": {"purpose": "School records (schoolctl)", "category": "School (schoolctl)",
+                      "period": f"P{site.school.privacy.data_retention_days}D",
+                      "lawfulbases": "gdpr_art_6_1_e",
+                      "description": "Public task of the school (GDPR Art. 6(1)(e)); retention from the school's "
+                                     "privacy policy (data_retention_days)."},
+    }
+
+
+def _admin_email(site: Site) -> str:
+    c = site.school.contacts
+    return (c.technician or c.dpo).email
+
+
+def _db_value(sql: str) -> str:
+    return f"{PSQL} -d {APP} -tAc {shlex.quote(sql)}"
+
+
+def install_step(site: Site, version: str) -> Step:
+    code = code_dir(version)
+    school = site.school
+    has_config = f"{_db_value('SELECT to_regclass(' + chr(39) + 'mdl_config' + chr(39) + ')')} | grep -qx mdl_config"
+    # The admin password is on install_database.php's command line for this one run only (there is
+    # no stdin or file option); it is read from the root-only secret file, never from the deploy log.
+    install = php_cli(APP, (
+        f"{code}/admin/cli/install_database.php --agree-license --lang=en --adminuser=admin "
+        f'--adminpass="$(cat {ADMIN_SECRET})" --adminemail={shlex.quote(_admin_email(site))} '
+        f"--fullname={shlex.quote(school.name)} --shortname={shlex.quote(school.id)} "
+        f"--supportemail={shlex.quote(_admin_email(site))}"))
+    return Step(f"moodle database installed (install_database.php, about 2-3 minutes the first time)",
+                check=f"test -e {INSTALLED} && {has_config}",
+                apply=f"if ! {has_config}; then\n{install}\nfi\ntouch {INSTALLED}", timeout=1800)
+
+
+def upgrade_step(version: str) -> Step:
+    code = code_dir(version)
+    code_version = f"sed -n 's/^\\$version *= *\\([0-9.]*\\);.*/\\1/p' {code}/version.php"
+    db_version = _db_value("SELECT value FROM mdl_config WHERE name = 'version'")
+    return Step(f"moodle database matches the code ({version})",
+                check=f'v=$({code_version}) && [ -n "$v" ] && [ "$v" = "$({db_version})" ]',
+                apply=php_cli(APP, f"{code}/admin/cli/upgrade.php --non-interactive"), timeout=3600)
+
+
+def switch_step(rel: artifacts.Release) -> Step:
+    target = f"releases/{rel.version}"
+    return Step(f"moodle current -> {target}",
+                check=f'[ "$(readlink {CURRENT})" = {target} ]',
+                apply=f"ln -sfn {target} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}")
+
+
+def settings_step() -> Step:
+    return Step("moodle settings per the school's policy (one PHP check)",
+                check=php_cli(APP, f"{SETTINGS_SCRIPT} --check"),
+                apply=php_cli(APP, SETTINGS_SCRIPT), timeout=600)
+
+
+def delete_user_command(site: Site, uid: str) -> str:
+    """Shell (as root on the server): delete the Moodle account `uid` and its personal data; succeeds
+    when the account is already gone (or Moodle is not installed yet)."""
+    return (f"if [ -e {INSTALLED} ]; then {php_cli(APP, f'{DELETE_SCRIPT} {shlex.quote(uid)}')}; "
+            f"else echo 'moodle: not installed, nothing to delete'; fi")
+
+
+def _units(version: str) -> list[File]:
+    ctx = {"user": service_user(APP), "php_version": PHP_VERSION, "code": code_dir(version), "installed": INSTALLED}
+    return [File(f"/etc/systemd/system/moodle-{name}.{kind}", render(f"moodle/{name}.{kind}.j2", **ctx))
+            for name in ("cron", "ldap-sync") for kind in ("service", "timer")]
+
+
+def layer(site: Site) -> Layer | None:
+    moodle = site.school.services.moodle
+    if moodle is None:
+        return None
+    rel = artifacts.release(site, APP)
+    user = service_user(APP)
+    setup = "/public/lib/setup.php" if serves_public(rel.version) else "/lib/setup.php"
+    config = render("moodle/config.php.j2", php=php, version=rel.version, fqdn=site.fqdn(APP),
+                    db=credentials(site, APP), dataroot=DATAROOT, redis_socket=REDIS_SOCKET, redis_db=REDIS_DB,
+                    php_version=PHP_VERSION, disabled_tasks=DISABLED_TASKS, user=user, ldap=ldap_config(site),
+                    setup=setup)
+    settings_php = render("moodle/settings.php.j2", php=php, config=CONFIG,
+                          wanted=json.dumps(wanted(site), indent=1, sort_keys=True, ensure_ascii=False))
+    body = render("moodle/nginx.conf.j2", version=rel.version, root=code_dir(rel.version),
+                  upload_mb=moodle.max_upload_mb, socket=pool_socket(APP))
+    files = [
+        # in the release folder (unpacked by the pre-step): each version gets its own
+        File(f"{rel.path}/config.php", config, "0640", "root", user, secret=True),
+        File(ADMIN_SECRET, site.secret("moodle_admin").reveal(), "0600", secret=True),
+        File(SETTINGS_SCRIPT, settings_php, "0644"),
+        File(DELETE_SCRIPT, render("moodle/delete_user.php.j2", php=php, config=CONFIG), "0644"),
+        *_units(rel.version),
+        server_block(site, APP, body, csp=CSP),
+    ]
+    return Layer(
+        name=APP, round=APPS,
+        # the release is unpacked before the files (its config.php goes into the release folder);
+        # code owned by root: the PHP processes (user moodle) cannot change it
+        pre_steps=[artifacts.fetch_step(site, rel, owner="root")],
+        # PHP's LDAP and Redis extensions for auth_ldap and the session handler
+        packages=[f"php{PHP_VERSION}-ldap", "php-redis"],
+        directories=[Directory(TOOLS), Directory(VAR, "0750", user, user), Directory(DATAROOT, "0700", user, user),
+                     Directory("/etc/schoolctl/secrets", "0700")],
+        files=files,
+        services=[Service("moodle-cron.timer"), Service("moodle-ldap-sync.timer")],
+        steps=[
+            # extensions installed in this round: FPM must have started after them
+            Step("php-fpm has loaded the ldap and redis extensions",
+                 check=f"started=$(stat -c %Y /proc/$(cat /run/php/php{PHP_VERSION}-fpm.pid)) && "
+                       f"for m in ldap redis; do [ $(stat -c %Z /etc/php/{PHP_VERSION}/fpm/conf.d/20-$m.ini) "
+                       "-lt $started ] || exit 1; done",
+                 apply=f"systemctl restart php{PHP_VERSION}-fpm.service"),
+            switch_step(rel),
+            install_step(site, rel.version),
+            upgrade_step(rel.version),
+            settings_step(),
+        ],
+    )

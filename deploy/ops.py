@@ -184,27 +184,28 @@ def paths(files: list[File], directories: list[Directory]) -> Iterator[Any]:
     all_paths = tuple(dict.fromkeys([d.path for d in directories] + [f.path for f in files]))
     states = host.get_fact(PathStates, paths=all_paths)
     fix_dirs, write, perms = file_changes(files, directories, states)
-    if fix_dirs:
-        for d in fix_dirs:
-            _record("directory", d.path, "create" if d.path not in states else "fix mode/owner")
-        yield " && ".join(f"install -d -m {d.mode} -o {d.owner} -g {d.group} {shlex.quote(d.path)}"
-                          for d in fix_dirs)
     remove = [f for f in write if f.absent]
     write = [f for f in write if not f.absent]
+    # record everything before the first yield: a plan advances the generator only that far
+    for d in fix_dirs:
+        _record("directory", d.path, "create" if d.path not in states else "fix mode/owner")
     for f in remove:
         _record("file", f.path, "remove")
+    for f in write:
+        _record("file", f.path, "create" if f.path not in states else "modify", file=f,
+                old_sha256=states.get(f.path, {}).get("sha256"))
+    for f in perms:
+        _record("file", f.path, "fix mode/owner")
+    if fix_dirs:
+        yield " && ".join(f"install -d -m {d.mode} -o {d.owner} -g {d.group} {shlex.quote(d.path)}"
+                          for d in fix_dirs)
     if remove:
         yield f"rm -f -- {_q([f.path for f in remove])}"
     if write:
-        for f in write:
-            _record("file", f.path, "create" if f.path not in states else "modify", file=f,
-                    old_sha256=states.get(f.path, {}).get("sha256"))
         data = _tar(write)
         temp = f"/root/.schoolctl-upload-{hashlib.sha256(data).hexdigest()[:16]}.tar"
         yield FileUploadCommand(io.BytesIO(data), temp)
         yield StringCommand(f"umask 077; tar -x --same-owner --same-permissions -f {temp} -C / && rm -f {temp}")
-    for f in perms:
-        _record("file", f.path, "fix mode/owner")
     if perms:
         yield " && ".join(f"chown {f.owner}:{f.group} {shlex.quote(f.path)} && chmod {f.mode} {shlex.quote(f.path)}"
                           for f in perms)
@@ -228,6 +229,7 @@ def paths(files: list[File], directories: list[Directory]) -> Iterator[Any]:
 def services(units: list[Service]) -> Iterator[Any]:
     """Units enabled and running (or stopped and disabled), checked in one command."""
     states = host.get_fact(UnitStates, units=tuple(unit_name(s.name) for s in units))
+    commands = []
     for s in units:
         name = unit_name(s.name)
         st = states.get(name, {})
@@ -236,11 +238,12 @@ def services(units: list[Service]) -> Iterator[Any]:
         active = st.get("ActiveState") == "active" or (enabled and st.get("ConditionResult") == "no")
         if s.running and not (enabled and active):
             _record("service", name, "enable and start" if not enabled else "start")
-            yield f"systemctl enable --now {shlex.quote(name)}" if st.get("UnitFileState") != "static" \
-                else f"systemctl start {shlex.quote(name)}"
+            commands.append(f"systemctl enable --now {shlex.quote(name)}" if st.get("UnitFileState") != "static"
+                            else f"systemctl start {shlex.quote(name)}")
         elif not s.running and (enabled or active) and st.get("LoadState") == "loaded":
             _record("service", name, "stop and disable")
-            yield f"systemctl disable --now {shlex.quote(name)}"
+            commands.append(f"systemctl disable --now {shlex.quote(name)}")
+    yield from commands
 
 
 @operation(is_idempotent=True)
@@ -248,10 +251,10 @@ def steps(items: list[Step]) -> Iterator[Any]:
     """Guarded steps: every check runs in one command; each step still to do runs its `apply`,
     re-checking first (an earlier step may have satisfied it)."""
     done = host.get_fact(StepChecks, checks=tuple(s.check for s in items))
-    for step, ok in zip(items, done + [False] * (len(items) - len(done)), strict=True):
-        if ok:
-            continue
+    todo = [s for s, ok in zip(items, done + [False] * (len(items) - len(done)), strict=True) if not ok]
+    for step in todo:
         _record("step", step.name)
+    for step in todo:
         if step.upload:
             yield FileUploadCommand(step.upload[0], step.upload[1])
         script = f"if ! ( {step.check} ) >/dev/null 2>&1 </dev/null; then\n{step.apply}\nfi"

@@ -1,0 +1,110 @@
+"""The deploy machinery without a host: desired-state merging, the coarse facts' parsing, change
+detection, and a whole plan through pyinfra's @fake connector."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+from pyinfra.api import Config, Inventory, State
+from pyinfra.api.connect import connect_all
+from pyinfra.api.deploy import add_deploy
+
+from cli.config.loader import load
+from cli.secrets import Secret
+from deploy import ops
+from deploy.school import school_deploy
+from deploy.site import Site
+from deploy.state import APPS, SYSTEM, DesiredStateError, Directory, File, Layer, Service, Step, merge
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_merge_orders_rounds_and_dedups() -> None:
+    a = Layer("a", SYSTEM, packages=["nginx", "curl"], files=[File("/etc/a", "1")], services=[Service("nginx")])
+    b = Layer("b", APPS, packages=["php"], steps=[Step("s", "true", "true")])
+    c = Layer("c", SYSTEM, packages=["curl", "jq"], services=[Service("nginx")])
+    rounds = merge([b, a, c])
+    assert [r.number for r in rounds] == [SYSTEM, APPS]
+    assert rounds[0].packages == ["nginx", "curl", "jq"]
+    assert rounds[0].services == [Service("nginx")]
+    assert [s.name for s in rounds[1].steps] == ["s"]
+
+
+def test_merge_refuses_two_layers_wanting_different_content() -> None:
+    with pytest.raises(DesiredStateError, match="/etc/x is wanted by both a and b"):
+        merge([Layer("a", files=[File("/etc/x", "1")]), Layer("b", files=[File("/etc/x", "2")])])
+
+
+def test_path_states_parses_stat_and_sha() -> None:
+    out = ["regular file|644|root|root|/etc/a", "directory|755|root|adm|/var/x", "--sha--",
+           f"{'a' * 64}  /etc/a"]
+    states = ops.PathStates().process(out)
+    assert states["/etc/a"] == {"type": "regular file", "mode": 0o644, "owner": "root", "group": "root",
+                                "sha256": "a" * 64}
+    assert states["/var/x"]["type"] == "directory" and "sha256" not in states["/var/x"]
+
+
+def test_file_changes_detects_content_mode_and_absence() -> None:
+    same = File("/etc/same", "x\n")
+    digest = hashlib.sha256(b"x\n").hexdigest()
+    states = {
+        "/etc/same": {"type": "regular file", "mode": 0o644, "owner": "root", "group": "root", "sha256": digest},
+        "/etc/mode": {"type": "regular file", "mode": 0o600, "owner": "root", "group": "root", "sha256": digest},
+        "/etc/old": {"type": "regular file", "mode": 0o644, "owner": "root", "group": "root", "sha256": "0" * 64},
+        "/etc/gone": {"type": "regular file", "mode": 0o644, "owner": "root", "group": "root", "sha256": digest},
+        "/srv/d": {"type": "directory", "mode": 0o755, "owner": "root", "group": "root"},
+    }
+    files = [same, File("/etc/mode", "x\n"), File("/etc/old", "new"), File("/etc/new", "n"),
+             File("/etc/gone", "", absent=True), File("/etc/never", "", absent=True)]
+    dirs, write, perms = ops.file_changes(files, [Directory("/srv/d"), Directory("/srv/e", "0700")], states)
+    assert [d.path for d in dirs] == ["/srv/e"]
+    assert [f.path for f in write] == ["/etc/old", "/etc/new", "/etc/gone"]
+    assert [f.path for f in perms] == ["/etc/mode"]
+
+
+def test_tar_carries_owner_mode_and_content() -> None:
+    data = ops._tar([File("/etc/x/y.conf", "hello", "0640", "root", "adm")])
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        [info] = tar.getmembers()
+        assert (info.name, info.mode, info.uname, info.gname) == ("etc/x/y.conf", 0o640, "root", "adm")
+        assert tar.extractfile(info).read() == b"hello"
+
+
+def test_package_unit_and_step_facts() -> None:
+    pk = ops.PackageStates().process(["nginx|ii ", "curl|rc ", "!interrupted 123"])
+    assert pk == {"installed": {"nginx"}, "interrupted": True}
+    units = ops.UnitStates().process(["Id=ssh.service", "UnitFileState=enabled", "ActiveState=active", "",
+                                      "Id=x.timer", "UnitFileState=disabled", "ActiveState=inactive"])
+    assert units["ssh.service"]["ActiveState"] == "active" and units["x.timer"]["UnitFileState"] == "disabled"
+    assert ops.StepChecks().process(["0:ok", "1:todo"]) == [True, False]
+    assert "if ( test -e /x )" in ops.StepChecks().command(checks=("test -e /x",))
+
+
+def _site(school_id: str) -> Site:
+    school = load(ROOT / "schools").schools[school_id]
+    return Site(school=school, secret=lambda name, length=32: Secret("s3cr3t-" + name), outbound=[])
+
+
+def test_a_whole_plan_through_the_fake_connector() -> None:
+    """Every operation plans its changes against an empty host; no command carries a secret."""
+    from deploy.school import school_rounds
+
+    site = _site("escola-pins")
+    rounds = school_rounds(site)
+    inventory = Inventory(([("@fake/escola-pins", {"fake_delay": 0, "fake_delay_jitter": 0})], {}))
+    state = State(inventory=inventory, config=Config(), check_for_changes=True)
+    connect_all(state)
+    host = inventory.get_host("@fake/escola-pins")
+    ops.reset_changes(host.name)
+    add_deploy(state, school_deploy, rounds)
+    found = ops.changes(host.name)
+    kinds = {c["kind"] for c in found}
+    assert {"packages", "file", "directory", "service", "step"} <= kinds
+    paths = {c["what"] for c in found if c["kind"] == "file"}
+    assert {"/etc/nftables.conf", "/etc/ssh/sshd_config.d/50-schoolctl.conf", "/etc/logrotate.conf"} <= paths
+    executed = " ".join(str(c) for c in host.connector.executed_commands)
+    assert "s3cr3t" not in executed

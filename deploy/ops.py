@@ -124,8 +124,12 @@ class StepChecks(FactBase):
 
 # --- operations ------------------------------------------------------------------------------
 
+UNIT_TYPES = (".service", ".socket", ".timer", ".target", ".path", ".mount", ".slice", ".scope")
+
+
 def unit_name(name: str) -> str:
-    return name if "." in name else f"{name}.service"
+    """`nginx` -> `nginx.service`; `php8.4-fpm` -> `php8.4-fpm.service`; `x.timer` stays."""
+    return name if name.endswith(UNIT_TYPES) else f"{name}.service"
 
 
 @operation(is_idempotent=True)

@@ -23,8 +23,9 @@ DOWN_ADDRESS = "10.213.0.250"  # inside the lab's own subnet, where no host runs
 
 
 def school(sid: str, server: str) -> dict:
+    """A school with no web service: the base, firewall and identity layers (fast to deploy)."""
     return {"id": sid, "name": f"Test {sid}", "district": "Lab", "server": server,
-            "services": {"moodle": {}}, "contacts": {"dpo": {"name": "DPO", "email": "dpo@example.org"}}}
+            "services": {}, "contacts": {"dpo": {"name": "DPO", "email": "dpo@example.org"}}}
 
 
 @pytest.fixture(scope="module")

@@ -108,3 +108,19 @@ def test_a_whole_plan_through_the_fake_connector() -> None:
     assert {"/etc/nftables.conf", "/etc/ssh/sshd_config.d/50-schoolctl.conf", "/etc/logrotate.conf"} <= paths
     executed = " ".join(str(c) for c in host.connector.executed_commands)
     assert "s3cr3t" not in executed
+
+
+@pytest.mark.parametrize(("name", "unit"), [("nginx", "nginx.service"), ("php8.4-fpm", "php8.4-fpm.service"),
+                                           ("certbot.timer", "certbot.timer"), ("ssh.service", "ssh.service")])
+def test_unit_names(name: str, unit: str) -> None:
+    assert ops.unit_name(name) == unit
+
+
+def test_firewall_lets_replies_of_inbound_services_out() -> None:
+    """Loading the ruleset must not cut the SSH session it is loaded over (its first reply counts as new)."""
+    from deploy import firewall
+
+    conf = firewall.layer(_site("escola-pins")).files[0].data.decode()
+    output = conf[conf.index("chain output"):]
+    assert 'tcp sport 22 accept' in output and "policy drop" in output
+    assert 'tcp sport 443 accept' in output

@@ -169,7 +169,7 @@ def install_step(site: Site, version: str) -> Step:
         f'--adminpass="$(cat {ADMIN_SECRET})" --adminemail={shlex.quote(_admin_email(site))} '
         f"--fullname={shlex.quote(school.name)} --shortname={shlex.quote(school.id)} "
         f"--supportemail={shlex.quote(_admin_email(site))}"))
-    return Step(f"moodle database installed (install_database.php, about 2-3 minutes the first time)",
+    return Step("moodle database installed (install_database.php, about 2-3 minutes the first time)",
                 check=f"test -e {INSTALLED} && {has_config}",
                 apply=f"if ! {has_config}; then\n{install}\nfi\ntouch {INSTALLED}", timeout=1800)
 

@@ -56,8 +56,13 @@ class HostDir:
         tmp.replace(self.record_file)
 
     def pid(self) -> int | None:
-        """The live nspawn pid, or None."""
-        return daemon_pid(self.pid_file, NSPAWN)
+        """The live nspawn pid of this host (its command line names this root), or None."""
+        pid = daemon_pid(self.pid_file, NSPAWN)
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if pid else []
+        except OSError:
+            return None
+        return pid if str(self.root).encode() in args else None
 
     def console_tail(self, lines: int = 20) -> str:
         try:

@@ -66,7 +66,7 @@ class Lab:
 
     def up(self, names: Iterable[str], timeout: float = 90.0) -> list[LabHost]:
         """Boot the named hosts (a running one is left alone); wait until each is up over SSH."""
-        wanted = list(dict.fromkeys(validate_name(n) for n in names))
+        wanted = list(dict.fromkeys(validate_name(n) for n in ([names] if isinstance(names, str) else names)))
         if not wanted:
             raise LabError("no host name given", "e.g. `schoolctl lab up demo`", usage=True)
         prereqs.require(services=False)
@@ -101,6 +101,8 @@ class Lab:
         if os.geteuid() != 0:
             prereqs.require(services=False)
         with self._locked():
+            if isinstance(names, str):
+                names = [names]
             targets = self._names() if names is None else [validate_name(n) for n in names]
             removed = [n for n in targets if self._remove_host(n)]
             self._write_ssh_config()

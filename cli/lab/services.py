@@ -32,6 +32,7 @@ class CityServices:
     acme_ca_file: Path | None = None
     dns: str | None = None
     mirror_url: str | None = None
+    mirror_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ class Services:
         if port_open(d.host, d.port):
             raise LabError(
                 f"{d.host}:{d.port} is already taken by something that is not the lab's {d.name}",
-                f"stop that program (see `ss -ltnp 'sport = :{d.port}'`)",
+                f"see `ss -ltnp 'sport = :{d.port}'`; a system-wide {d.exe} service started by its Debian "
+                f"package listens there too: `systemctl disable --now {d.exe}`",
             )
         self.dir.mkdir(parents=True, exist_ok=True)
         spawn_daemon(argv, self._log(d.name), self._pid_file(d.name), env=env, cwd=self.dir)
@@ -361,6 +363,7 @@ class Services:
     # -- summary and teardown --------------------------------------------------------------
     def info(self) -> CityServices:
         acme = self.running(self.pebble)
+        mirror = self.running(self.mirror) and (self.dir / "mirror.dir").exists()
         return CityServices(
             bridge=self.bridge,
             apt_proxy_url=self.apt_proxy_url,
@@ -368,7 +371,8 @@ class Services:
             acme_directory=f"https://{self.bridge}:{c.ACME_PORT}/dir" if acme else None,
             acme_ca_file=self.acme_dir / "ca.pem" if acme else None,
             dns=f"{self.bridge}:{c.DNS_PORT}" if self.running(self.dns) else None,
-            mirror_url=f"http://{self.bridge}:{c.MIRROR_PORT}/" if self.running(self.mirror) else None,
+            mirror_url=f"http://{self.bridge}:{c.MIRROR_PORT}/" if mirror else None,
+            mirror_dir=Path((self.dir / "mirror.dir").read_text().strip()) if mirror else None,
         )
 
     def running_names(self) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,10 +32,13 @@ def mirror_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pair(lab: Lab, lab_hosts, mirror_dir: Path) -> dict[str, LabHost]:
+def pair(lab: Lab, lab_hosts, mirror_dir: Path) -> Iterator[dict[str, LabHost]]:
     hosts = lab_hosts(A, B)
+    before = lab.services_info().mirror_dir  # another lab user's mirror: give it back afterwards
     lab.services(acme=True, mirror=mirror_dir)
-    return {h.name: h for h in hosts}
+    yield {h.name: h for h in hosts}
+    if before and before.is_dir() and lab.services_info().mirror_url:
+        lab.services(acme=False, mirror=before)
 
 
 def sh(lab: Lab, name: str, command: str, timeout: float = 600, **kw) -> str:

@@ -1,0 +1,180 @@
+"""Etherpad (etherpad-lite 2.x on Debian's Node.js 20), PostgreSQL, behind nginx at pad.<domain>.
+
+- Code: /srv/etherpad/releases/<version> (the release archive, owned by the etherpad user), built
+  once per version with pnpm (`pnpm install --frozen-lockfile`, `pnpm run build:etherpad`; a marker
+  holds the release's sha256) through the city proxy (npm `proxy`/`https-proxy`/`cafile` in
+  /etc/npmrc and the etherpad user's ~/.npmrc), with SCARF_ANALYTICS=false.
+- Config outside the code: /etc/etherpad/settings.json and APIKEY.txt (both 0600 etherpad), passed
+  with --settings/--apikey, so a new release never loses them.
+- Access (decision): Etherpad has no LDAP login that installs offline (ep_ldapauth is an old,
+  unmaintained plugin), so pads are reachable ONLY through sessions created with the HTTP API
+  (`requireSession`, `editOnly`): Moodle and Nextcloud create group pads and author sessions for
+  their logged-in users with the API key. A pad name alone opens nothing; nobody creates pads by
+  URL. The API needs the key (`authenticationMethod: apikey`); /admin needs the admin user's
+  password (basic auth; `users.admin`, a generated secret). No SSO clients are configured, so the
+  built-in OIDC provider has no client with a default secret.
+- Privacy: no IP logging, loglevel WARN (journald keeps it privacy.log_retention_days), metrics
+  off, settings not shown in /admin, update check aimed at a closed loopback port (there is no off
+  switch; egress is blocked by the firewall anyway), neutral default pad text.
+- The service listens on 127.0.0.1:9001 only, runs as etherpad with a hardened systemd unit.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import artifacts
+from .database import credentials
+from .render import render
+from .site import Site
+from .state import APPS, Directory, File, Layer, Step
+from .web import NGINX_CHECK, server_block
+
+USER = "etherpad"
+HOME = "/var/lib/etherpad"
+ETC = "/etc/etherpad"
+SETTINGS = f"{ETC}/settings.json"
+APIKEY = f"{ETC}/APIKEY.txt"
+PORT = 9001
+LISTEN = "127.0.0.1"
+PNPM_VERSION = "10.20.0"
+PNPM = "/usr/local/bin/pnpm"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+UPDATE_SERVER = "http://127.0.0.1:9"   # discard port: nothing listens, the update check fails at once
+UNIT = "etherpad"
+WS_MAP = "/etc/nginx/conf.d/schoolctl-etherpad.conf"
+DEFAULT_PAD_TEXT = {
+    "ca": "Aquest document és compartit: el que hi escriviu ho veuen els altres participants.\n",
+    "es": "Este documento es compartido: lo que escribáis lo ven los demás participantes.\n",
+    "en": "This document is shared: what you write here is seen by the other participants.\n",
+}
+
+
+def npmrc(site: Site) -> str:
+    """npm/pnpm settings: the city proxy and the system CA bundle; no registry name (npm's default)."""
+    lines = ["# Managed by schoolctl: npm and pnpm reach the registry through the city proxy.",
+             f"cafile={CA_BUNDLE}", "fund=false", "audit=false", "update-notifier=false"]
+    if site.proxy:
+        lines += [f"proxy={site.proxy}", f"https-proxy={site.proxy}"]
+    return "\n".join(lines) + "\n"
+
+
+def settings(site: Site) -> dict[str, Any]:
+    """settings.json as data (contains the database and admin passwords: a secret file)."""
+    db = credentials(site, "etherpad")
+    lang = site.school.languages[0]
+    return {
+        "title": f"Etherpad · {site.school.name}",
+        "favicon": None,
+        "skinName": "colibris",
+        "skinVariants": "super-light-toolbar super-light-editor light-background",
+        "ip": LISTEN,
+        "port": PORT,
+        "showSettingsInAdminPage": False,
+        "enableMetrics": False,
+        "showRecentPads": False,
+        "dbType": "postgres",
+        "dbSettings": {"user": db.user, "host": db.host, "port": db.port, "password": db.password.reveal(),
+                       "database": db.name},
+        "defaultPadText": DEFAULT_PAD_TEXT[lang],
+        "padOptions": {"lang": lang, "userName": None, "userColor": None},
+        "updateServer": UPDATE_SERVER,
+        "suppressErrorsInPadText": True,
+        "requireSession": True,
+        "editOnly": True,
+        "minify": True,
+        "maxAge": 21600,
+        "abiword": None,
+        "soffice": None,
+        "allowUnknownFileEnds": False,
+        "requireAuthentication": False,
+        "requireAuthorization": False,
+        "trustProxy": True,
+        "cookie": {"keyRotationInterval": 86400000, "sameSite": "Lax", "sessionLifetime": 86400000,
+                   "sessionRefreshInterval": 3600000},
+        "disableIPlogging": True,
+        "automaticReconnectionTimeout": 0,
+        "users": {"admin": {"password": site.secret("etherpad_admin").reveal(), "is_admin": True}},
+        "socketTransportProtocols": ["websocket", "polling"],
+        "socketIo": {"maxHttpBufferSize": 50000},
+        "loadTest": False,
+        "dumpOnUncleanExit": False,
+        "importExportRateLimiting": {"windowMs": 90000, "max": 10},
+        "importMaxFileSize": 52428800,
+        "commitRateLimiting": {"duration": 1, "points": 10},
+        "authenticationMethod": "apikey",
+        "sso": {"issuer": f"https://{site.fqdn('etherpad')}", "clients": []},
+        "exposeVersion": False,
+        "loglevel": "WARN",
+        "logLayoutType": "basic",
+        "enableAdminUITests": False,
+        "lowerCasePadIds": False,
+        "enableDarkMode": False,
+    }
+
+
+def nginx_body() -> str:
+    return render("etherpad/nginx.conf.j2", port=PORT, listen=LISTEN)
+
+
+def csp(site: Site) -> str:
+    """Pads may be framed by the school's own Moodle and Nextcloud, nobody else."""
+    framers = [f"https://{site.fqdn(s)}" for s in ("moodle", "nextcloud") if site.school.has(s)]
+    return "frame-ancestors " + " ".join(["'self'", *framers])
+
+
+def _steps(site: Site, rel: artifacts.Release) -> list[Step]:
+    built = f"{rel.path}/.schoolctl-built"
+    env = (f"env HOME={HOME} SCARF_ANALYTICS=false NODE_EXTRA_CA_CERTS={CA_BUNDLE} "
+           "npm_config_userconfig=" + f"{HOME}/.npmrc PATH=/usr/local/bin:/usr/bin:/bin")
+    pnpm = Step(f"pnpm {PNPM_VERSION}",
+                check=f'[ "$({PNPM} --version 2>/dev/null)" = {PNPM_VERSION} ]',
+                apply=(f"SCARF_ANALYTICS=false npm install --global --userconfig /etc/npmrc --no-fund --no-audit "
+                       f"pnpm@{PNPM_VERSION} >/dev/null"), timeout=600)
+    build = Step(f"etherpad {rel.version} built (pnpm install, build:etherpad)",
+                 check=f"grep -qx {rel.sha256} {built}",
+                 apply=(f"cd {rel.path}\n"
+                        f"runuser -u {USER} -- {env} {PNPM} install --frozen-lockfile --reporter=silent\n"
+                        f"runuser -u {USER} -- {env} {PNPM} run build:etherpad >/dev/null\n"
+                        f"install -d -o {USER} -g {USER} -m 0750 {rel.path}/var\n"
+                        f"echo {rel.sha256} > {built}"), timeout=1800)
+    current = Step(f"etherpad {rel.version} in use", check=f'[ "$(readlink {rel.current})" = {rel.path} ]',
+                   apply=f"ln -sfn {rel.path} {rel.current}.new && mv -T {rel.current}.new {rel.current}")
+    running = Step("etherpad running", check=f"systemctl is-active -q {UNIT} && systemctl is-enabled -q {UNIT}",
+                   apply=(f"systemctl enable -q {UNIT} && systemctl restart {UNIT}\n"
+                          # bounded wait for the port (first start creates the database tables)
+                          f"for i in $(seq 60); do curl -fsS -o /dev/null http://{LISTEN}:{PORT}/health && exit 0; "
+                          "sleep 1; done; echo 'etherpad did not answer on its port within 60 s' >&2; exit 1"),
+                   timeout=300)
+    return [pnpm, artifacts.fetch_step(site, rel, owner=USER), build, current, running]
+
+
+def layer(site: Site) -> Layer | None:
+    if not site.school.has("etherpad"):
+        return None
+    rel = artifacts.release(site, "etherpad")
+    rc = npmrc(site)
+    files = [
+        File("/etc/npmrc", rc),
+        File(f"{HOME}/.npmrc", rc, "0644", USER, USER),
+        File(SETTINGS, json.dumps(settings(site), indent=2, ensure_ascii=False) + "\n", "0600", USER, USER,
+             restart=(UNIT,), secret=True),
+        File(APIKEY, site.secret("etherpad_api").reveal(), "0600", USER, USER, restart=(UNIT,), secret=True),
+        File(f"/etc/systemd/system/{UNIT}.service",
+             render("etherpad/etherpad.service.j2", user=USER, home=HOME, release=rel.path, settings=SETTINGS,
+                    apikey=APIKEY, pnpm=PNPM), restart=(UNIT,)),
+        File(WS_MAP, "# Managed by schoolctl: Etherpad's websocket upgrade (used in its nginx site).\n"
+             "map $http_upgrade $etherpad_connection {\n    default upgrade;\n    '' close;\n}\n",
+             check=NGINX_CHECK, reload=("nginx",)),
+        server_block(site, "etherpad", nginx_body(), csp=csp(site)),
+    ]
+    return Layer(
+        name="etherpad", round=APPS,
+        pre_steps=[Step("system user etherpad", check=f"id -u {USER}",
+                        apply=(f"useradd --system --user-group --home-dir {HOME} --shell /usr/sbin/nologin {USER}"))],
+        packages=["nodejs", "npm"],
+        directories=[Directory(HOME, "0750", USER, USER), Directory(ETC, "0750", USER, USER)],
+        files=files,
+        steps=_steps(site, rel),
+    )

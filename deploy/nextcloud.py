@@ -1,0 +1,274 @@
+"""Nextcloud (PHP-FPM pool `nextcloud`, PostgreSQL, Redis by socket, APCu) with the school's LDAP
+users and privacy defaults.
+
+- Code: /srv/nextcloud/releases/<version> (owned by the nextcloud user, as upstream's manual has it;
+  config.php lives in its config/), `current` points at the version in use. Data:
+  /var/lib/nextcloud/data (0750 nextcloud, outside the code and web root). Log:
+  /var/log/nextcloud/nextcloud.log, rotated daily by logrotate and kept privacy.log_retention_days.
+- config.php is Nextcloud's own: installed once with `occ maintenance:install` (its --database-pass
+  and --admin-pass options are the only way in: the values come from root-only files via `$(cat)`,
+  so they are on occ's argv for the ~20 s of the install, never in a logged command), then every
+  wanted system and app value is set in ONE `occ config:import` of a rendered JSON file, checked in
+  ONE `occ config:list` compared against that file (schoolctl-nextcloud-config). The two secrets
+  Nextcloud keeps (database and LDAP bind passwords) are imported from a root-only JSON on stdin.
+- Users: the school's LDAP (user_ldap, ldaps://127.0.0.1:636, CA from /etc/ldap/ldap.conf), login
+  by uid; the internal user name is the uid, so leavers are deleted by uid (`delete_user_command`).
+- Background jobs: cron.php every 5 minutes from a systemd timer, as the nextcloud user.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shlex
+from typing import Any
+
+from . import artifacts
+from .database import credentials, secret_file
+from .identity import ldap_settings
+from .php import FPM, PHP_VERSION, REDIS_SOCKET, pool_socket, service_user
+from .render import render
+from .site import Site
+from .state import APPS, Directory, File, Layer, Service, Step
+from .web import server_block
+
+USER = service_user("nextcloud")
+HOME = "/var/lib/nextcloud"
+DATA = f"{HOME}/data"
+LOG_DIR = "/var/log/nextcloud"
+LOG_FILE = f"{LOG_DIR}/nextcloud.log"
+CURRENT = "/srv/nextcloud/current"
+CONF_DIR = "/etc/schoolctl/nextcloud"
+WANTED = f"{CONF_DIR}/config.json"
+SECRET_JSON = "/etc/schoolctl/secrets/nextcloud-config.json"
+ADMIN_PASSWORD_FILE = "/etc/schoolctl/secrets/nextcloud_admin"
+STATE_DIR = "/var/lib/schoolctl/nextcloud"
+CONFIG_SCRIPT = "/usr/local/sbin/schoolctl-nextcloud-config"
+ADMIN = "admin"
+LDAP_PREFIX = "s01"
+PHP = f"/usr/bin/php{PHP_VERSION}"
+UPLOAD_MB = 2048
+
+# Shipped apps that talk to third parties or advertise upstream: disabled wherever present
+# (survey_client: usage survey; nextcloud_announcements: pushfeed; weather_status: a weather API
+# even without internet; support/updatenotification: upstream's servers; firstrunwizard and
+# recommendations: app store links; app_api: external app daemons).
+DISABLED_APPS = ("survey_client", "nextcloud_announcements", "weather_status", "support", "updatenotification",
+                 "firstrunwizard", "recommendations", "app_api")
+ENABLED_APPS = ("user_ldap",)
+
+
+def occ(args: str) -> str:
+    """Shell: occ as the nextcloud user, from the code folder."""
+    return f"(cd {CURRENT} && runuser -u {USER} -- {PHP} occ {args})"
+
+
+def quota(site: Site) -> str:
+    """The per-user default quota as Nextcloud writes it ('5 GB')."""
+    q = site.school.services.nextcloud.default_quota  # type: ignore[union-attr]
+    m = re.match(r"^(\d+) ?(MB|GB|TB)$", q)
+    if not m:
+        raise ValueError(f"nextcloud default_quota {q!r}: expected e.g. '5 GB'")
+    return f"{m.group(1)} {m.group(2)}"
+
+
+def ldap_app_config(site: Site) -> dict[str, str]:
+    """user_ldap's app config (keys prefixed with the configuration id), without the bind password."""
+    s = ldap_settings(site)
+    people_filter = s.user_filter
+    values = {
+        "ldap_host": f"ldaps://{s.host}", "ldap_port": str(s.port), "ldap_tls": "0",
+        "ldap_turn_off_cert_check": "0",
+        "ldap_dn": s.bind_dn, "ldap_base": s.base_dn, "ldap_base_users": s.people_dn,
+        "ldap_base_groups": s.groups_dn,
+        "ldap_userfilter_objectclass": "inetOrgPerson", "ldap_user_filter_mode": "1",
+        "ldap_userlist_filter": people_filter,
+        "ldap_login_filter_mode": "1", "ldap_login_filter": f"(&{people_filter}({s.uid_attr}=%uid))",
+        "ldap_loginfilter_username": "1", "ldap_attributes_for_user_search": s.uid_attr,
+        "ldap_group_filter_mode": "1", "ldap_group_filter": s.group_filter,
+        "ldap_groupfilter_objectclass": "groupOfNames", "ldap_group_member_assoc_attribute": s.member_attr,
+        "ldap_group_display_name": s.group_name_attr, "ldap_attributes_for_group_search": s.group_name_attr,
+        "ldap_display_name": s.display_name_attr, "ldap_email_attr": s.mail_attr,
+        "ldap_expert_username_attr": s.uid_attr, "ldap_expert_uuid_user_attr": "entryUUID",
+        "ldap_expert_uuid_group_attr": "entryUUID",
+        "ldap_nested_groups": "0", "ldap_paging_size": "500", "turn_on_pwd_change": "0",
+        "ldap_configuration_active": "1",
+    }
+    return {f"{LDAP_PREFIX}{k}": v for k, v in values.items()}
+
+
+def system_config(site: Site) -> dict[str, Any]:
+    """The config.php values schoolctl owns (everything else is Nextcloud's own)."""
+    school = site.school
+    fqdn = site.fqdn("nextcloud")
+    return {
+        # where it lives and how it is reached
+        "trusted_domains": [fqdn],
+        "overwrite.cli.url": f"https://{fqdn}",
+        "overwriteprotocol": "https",
+        "htaccess.RewriteBase": "/",
+        "default_language": school.languages[0],
+        "default_locale": {"ca": "ca_ES", "es": "es_ES", "en": "en_GB"}[school.languages[0]],
+        "default_phone_region": "ES",
+        # caches and file locks
+        "memcache.local": "\\OC\\Memcache\\APCu",
+        "memcache.distributed": "\\OC\\Memcache\\Redis",
+        "memcache.locking": "\\OC\\Memcache\\Redis",
+        "redis": {"host": REDIS_SOCKET, "port": 0, "timeout": 1.5},
+        # no traffic to upstream or third parties
+        "has_internet_connection": False,
+        "connectivity_check_domains": [],
+        "appstoreenabled": False,
+        "updatechecker": False,
+        "upgrade.disable-web": True,
+        "lookup_server": "",
+        "gs.enabled": False,
+        "gs.federation": "internal",
+        "reference_opengraph": False,
+        "simpleSignUpLink.shown": False,
+        "knowledgebaseenabled": False,
+        # users' first contact: empty home, no templates
+        "skeletondirectory": "",
+        "templatedirectory": "",
+        # logs: warnings and up, in /var/log, rotated by logrotate (Nextcloud's own rotation off)
+        "log_type": "file",
+        "logfile": LOG_FILE,
+        "logfilemode": 0o640,
+        "loglevel": 2,
+        "log_rotate_size": 0,
+        "logtimezone": school.fleet.timezone,
+        # security
+        "auth.bruteforce.protection.enabled": True,
+        "ratelimit.protection.enabled": True,
+        "login_form_autocomplete": False,
+        "enable_previews": True,
+        "enabledPreviewProviders": ["OC\\Preview\\PNG", "OC\\Preview\\JPEG", "OC\\Preview\\GIF",
+                                    "OC\\Preview\\BMP", "OC\\Preview\\MarkDown", "OC\\Preview\\TXT"],
+        "preview_max_x": 2048,
+        "preview_max_y": 2048,
+        "localstorage.allowsymlinks": False,
+        "allow_local_remote_servers": False,
+        "maintenance_window_start": 1,
+    }
+
+
+def app_config(site: Site) -> dict[str, dict[str, str]]:
+    """App values (strings, as Nextcloud stores them)."""
+    return {
+        "core": {"backgroundjobs_mode": "cron", "shareapi_allow_links": "yes"},
+        "files": {"default_quota": quota(site)},
+        "files_sharing": {"lookupServerEnabled": "no", "lookupServerUploadEnabled": "no",
+                          "outgoing_server2server_share_enabled": "no",
+                          "incoming_server2server_share_enabled": "no",
+                          "outgoing_server2server_group_share_enabled": "no",
+                          "incoming_server2server_group_share_enabled": "no"},
+        "user_ldap": ldap_app_config(site),
+    }
+
+
+def wanted_config(site: Site) -> dict[str, Any]:
+    """The JSON `occ config:import` reads (no secrets)."""
+    return {"system": system_config(site), "apps": app_config(site)}
+
+
+def secret_config(site: Site) -> dict[str, Any]:
+    """The secret values Nextcloud keeps: the database password and the LDAP bind password (which
+    user_ldap stores base64-encoded)."""
+    ldap_pw = ldap_settings(site).bind_password.reveal()
+    return {"system": {"dbpassword": credentials(site, "nextcloud").password.reveal()},
+            "apps": {"user_ldap": {f"{LDAP_PREFIX}ldap_agent_password": base64.b64encode(ldap_pw.encode()).decode()}}}
+
+
+def delete_user_command(site: Site, uid: str) -> str:
+    """Shell (root, on the server): delete Nextcloud user `uid` and their files. Works for an LDAP
+    user who is still in the directory (about to be deleted, or suspended), one who vanished from it
+    already (user_ldap must first mark them deleted: `ldap:check-user --force`), and succeeds when
+    the user is not (or no longer) in Nextcloud."""
+    if not re.match(r"^[A-Za-z0-9._@-]+$", uid):
+        raise ValueError(f"unexpected uid {uid!r}")
+    u = shlex.quote(uid)
+    return (f"if [ -f {CURRENT}/config/config.php ] && {occ(f'user:info {u}')} >/dev/null 2>&1; then\n"
+            f"  {occ(f'ldap:check-user --force {u}')} >/dev/null 2>&1 || true\n"
+            f"  {occ(f'user:delete {u}')}\n"
+            f"fi")
+
+
+def _installed_check() -> str:
+    return f"grep -Eq \"'installed' => true\" {CURRENT}/config/config.php"
+
+
+def _steps(site: Site, rel: artifacts.Release) -> list[Step]:
+    db = credentials(site, "nextcloud")
+    current = Step(
+        f"nextcloud {rel.version} in use ({CURRENT})",
+        check=f'[ "$(readlink {CURRENT})" = {rel.path} ]',
+        apply=(f"old=$(readlink {CURRENT} || true)\n"
+               f"if [ -n \"$old\" ] && [ -f \"$old/config/config.php\" ] && [ ! -f {rel.path}/config/config.php ]; "
+               f"then cp -p \"$old/config/config.php\" {rel.path}/config/config.php; fi\n"
+               f"ln -sfn {rel.path} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}\n"
+               f"systemctl try-restart {FPM}"))
+    install = Step(
+        "nextcloud installed (occ maintenance:install)",
+        check=_installed_check(),
+        apply=(occ("maintenance:install -n --database pgsql "
+                   f"--database-name {db.name} --database-host {db.host} --database-port {db.port} "
+                   f"--database-user {db.user} --database-pass \"$(cat {secret_file('nextcloud')})\" "
+                   f"--admin-user {ADMIN} --admin-pass \"$(cat {ADMIN_PASSWORD_FILE})\" --data-dir {DATA}")
+               + " >/dev/null"),
+        timeout=900)
+    upgrade = Step(
+        f"nextcloud database at {rel.version} (occ upgrade)",
+        check=(f"{PHP} -r 'include \"{CURRENT}/version.php\"; include \"{CURRENT}/config/config.php\"; "
+               "exit(implode(\".\", $OC_Version) === $CONFIG[\"version\"] ? 0 : 1);'"),
+        apply=f"{occ('upgrade -n')}\n{occ('maintenance:mode --off')} >/dev/null",
+        timeout=1800)
+    secrets = Step(
+        "nextcloud database and LDAP bind passwords",
+        check=f'[ "$(sha256sum < {SECRET_JSON})" = "$(cat {STATE_DIR}/secrets.applied 2>/dev/null)" ]',
+        apply=(f"{occ('config:import')} < {SECRET_JSON} >/dev/null\n"
+               f"sha256sum < {SECRET_JSON} > {STATE_DIR}/secrets.applied"))
+    admin = Step(
+        f"nextcloud {ADMIN} password",
+        check=f'[ "$(sha256sum < {ADMIN_PASSWORD_FILE})" = "$(cat {STATE_DIR}/admin.applied 2>/dev/null)" ]',
+        apply=(f"OC_PASS=\"$(cat {ADMIN_PASSWORD_FILE})\" && export OC_PASS && "
+               f"(cd {CURRENT} && runuser -u {USER} -- {PHP} occ user:resetpassword "
+               f"--password-from-env {ADMIN}) >/dev/null\n"
+               f"sha256sum < {ADMIN_PASSWORD_FILE} > {STATE_DIR}/admin.applied"))
+    config = Step("nextcloud settings, apps and LDAP (occ config:import)",
+                  check=f"{CONFIG_SCRIPT} check", apply=f"{CONFIG_SCRIPT} apply", timeout=600)
+    return [artifacts.fetch_step(site, rel, owner=USER), current, install, upgrade, secrets, admin, config]
+
+
+def nginx_body(site: Site) -> str:
+    return render("nextcloud/nginx.conf.j2", root=CURRENT, socket=pool_socket("nextcloud"), upload_mb=UPLOAD_MB)
+
+
+def layer(site: Site) -> Layer | None:
+    if not site.school.has("nextcloud"):
+        return None
+    rel = artifacts.release(site, "nextcloud")
+    days = site.school.privacy.log_retention_days
+    wanted = json.dumps(wanted_config(site), indent=1, sort_keys=True) + "\n"
+    files = [
+        File(WANTED, wanted, "0640", "root", USER),
+        File(SECRET_JSON, json.dumps(secret_config(site), sort_keys=True), "0600", secret=True),
+        File(ADMIN_PASSWORD_FILE, site.secret("nextcloud_admin").reveal(), "0600", secret=True),
+        File(CONFIG_SCRIPT, render("nextcloud/config.py.j2", wanted=WANTED, current=CURRENT, user=USER, php=PHP,
+                                   disabled=list(DISABLED_APPS), enabled=list(ENABLED_APPS)), "0755"),
+        File("/etc/systemd/system/nextcloud-cron.service",
+             render("nextcloud/cron.service.j2", user=USER, php=PHP, current=CURRENT)),
+        File("/etc/systemd/system/nextcloud-cron.timer", render("nextcloud/cron.timer.j2")),
+        File("/etc/logrotate.d/nextcloud", render("nextcloud/logrotate.j2", log_dir=LOG_DIR, user=USER, days=days)),
+        server_block(site, "nextcloud", nginx_body(site)),
+    ]
+    return Layer(
+        name="nextcloud", round=APPS,
+        packages=["bzip2"],   # the release is a .tar.bz2
+        directories=[Directory(HOME, "0750", USER, USER), Directory(DATA, "0750", USER, USER),
+                     Directory(LOG_DIR, "0750", USER, USER), Directory(CONF_DIR, "0755"),
+                     Directory(STATE_DIR, "0700")],
+        files=files,
+        services=[Service("nextcloud-cron.timer")],
+        steps=_steps(site, rel),
+    )

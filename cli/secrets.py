@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from ansible.parsing.vault import AnsibleVaultError, VaultLib, VaultSecret
 
 MASK = "********"
 _known: set[str] = set()
@@ -106,7 +105,7 @@ class SecretStore:
     def __init__(self, directory: Path | None = None, key_file: Path | None = None):
         self.directory = Path(directory or default_secrets_dir())
         self.key_file = Path(key_file or default_key_file())
-        self._vault: VaultLib | None = None
+        self._vault = None  # ansible's VaultLib, imported on first use (it takes most of a second)
 
     def init_key(self) -> bool:
         """Create the vault key if there is none. Returns True when it was created."""
@@ -115,8 +114,10 @@ class SecretStore:
         _write_private(self.key_file, generate(64).encode())
         return True
 
-    def _lib(self) -> VaultLib:
+    def _lib(self):
         if self._vault is None:
+            from ansible.parsing.vault import VaultLib, VaultSecret
+
             try:
                 key = self.key_file.read_bytes().strip()
             except FileNotFoundError:
@@ -139,6 +140,8 @@ class SecretStore:
         path = self._path(scope)
         if not path.exists():
             return {}
+        from ansible.parsing.vault import AnsibleVaultError
+
         try:
             plain = self._lib().decrypt(path.read_bytes())
         except AnsibleVaultError:

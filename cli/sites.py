@@ -77,6 +77,7 @@ def _lab_services(site: Site, school: EffectiveSchool) -> None:
     city = lab.services(acme=True, mirror=Path(folder) if folder and Path(folder).is_dir() else None)
     address = lab.host(school.server.lab_name).address
     site.lab = True
+    site.upstream_apt = False  # the lab reaches Debian's and npm's registries only
     for name in site.names:
         lab.register_domain(name, address)
     site.proxy, site.apt_proxy = city.proxy_url, city.apt_proxy_url

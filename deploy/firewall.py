@@ -12,7 +12,6 @@ from .render import render
 from .site import Endpoint, Site
 from .state import SYSTEM, Directory, File, Layer, Service, Step
 
-WEB = ("moodle", "nextcloud", "etherpad", "jitsi")
 STAMP = "/var/lib/schoolctl/nftables.loaded"
 
 
@@ -28,9 +27,9 @@ class Rule:
 def inbound(site: Site) -> list[Rule]:
     """The ports the school's enabled services need, and nothing else."""
     school = site.school
-    rules = [Rule("tcp", school.server.ssh_port, "ssh (technicians, deploys)")]
-    if any(school.has(s) for s in WEB):
-        rules += [Rule("tcp", 80, "http (ACME challenges, redirect to https)"), Rule("tcp", 443, "https")]
+    # every school serves its landing page (and ACME challenges) through nginx
+    rules = [Rule("tcp", school.server.ssh_port, "ssh (technicians, deploys)"),
+             Rule("tcp", 80, "http (ACME challenges, redirect to https)"), Rule("tcp", 443, "https")]
     if school.services.jitsi:
         j = school.services.jitsi
         rules += [Rule("udp", j.jvb_port, "jitsi videobridge media"),

@@ -209,7 +209,7 @@ def paths(files: list[File], directories: list[Directory]) -> Iterator[Any]:
         data = _tar(write)
         temp = f"/root/.schoolctl-upload-{hashlib.sha256(data).hexdigest()[:16]}.tar"
         yield FileUploadCommand(io.BytesIO(data), temp)
-        yield StringCommand(f"umask 077; tar -x --same-owner --same-permissions -f {temp} -C / && rm -f {temp}")
+        yield StringCommand(f"umask 077; tar -x --touch --same-owner --same-permissions -f {temp} -C / && rm -f {temp}")
     if perms:
         yield " && ".join(f"chown {f.owner}:{f.group} {shlex.quote(f.path)} && chmod {f.mode} {shlex.quote(f.path)}"
                           for f in perms)

@@ -340,6 +340,8 @@ class Services:
             return {}
 
     def _add_a(self, domain: str, address: str) -> None:
+        # add-a appends: clear first, or each deploy adds the address again until answers overflow
+        http(f"http://{c.DNS_MGMT}/clear-a", data={"host": domain})
         http(f"http://{c.DNS_MGMT}/add-a", data={"host": domain, "addresses": [address]})
 
     def register_domain(self, domain: str, address: str) -> None:

@@ -9,8 +9,8 @@ export SCHOOLCTL_VAULT_KEY_FILE ?= $(CURDIR)/.schoolctl/vault.key
 export SCHOOLCTL_SECRETS_DIR ?= $(CURDIR)/secrets
 # the artifact mirror the lab serves (real release trees, built outside the repo; see README)
 export SCHOOLCTL_MIRROR ?= /var/lib/schoolctl/mirror
-LAB_PACKAGES := debootstrap systemd-container iproute2 tinyproxy apt-cacher-ng pebble openssl curl \
-	nftables ldap-utils chromium fonts-noto-core bzip2 python3-venv
+LAB_PACKAGES := debootstrap debian-archive-keyring systemd-container iproute2 openssh-client tinyproxy \
+	apt-cacher-ng pebble openssl curl nftables ldap-utils coturn chromium fonts-noto-core bzip2 python3-venv
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-fast lint bench setup prereqs clean-lab
@@ -27,6 +27,7 @@ prereqs:
 	if [ -n "$$missing" ]; then \
 	  echo "installing the lab's Debian packages: $$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  if [ -d /run/systemd/system ]; then systemctl disable --now apt-cacher-ng tinyproxy coturn 2>/dev/null || true; fi; \
 	fi
 
 demo: setup prereqs

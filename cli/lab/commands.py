@@ -135,6 +135,17 @@ def services_down() -> None:
 
 @lab_app.command()
 @_errors
+def image() -> None:
+    """Build the Debian 13 base image now if it is missing or outdated (`up` does it when needed)."""
+    import time
+
+    start = time.monotonic()
+    path = _lab().ensure_image()
+    typer.echo(f"base image {path} ready ({time.monotonic() - start:.0f} s)")
+
+
+@lab_app.command()
+@_errors
 def doctor() -> None:
     """Check this machine for the lab: root, Debian packages, kernel, subnet, disk space."""
     from cli.lab import doctor as doc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from cli.lab import image, prereqs
 from cli.lab.config import BRIDGE, state_dir_from_env, subnet_from_env
@@ -43,6 +44,15 @@ def run_doctor() -> tuple[bool, str]:
     disk_ok = free >= need + (256 << 20)
     lines.append(f"{'ok     ' if disk_ok else 'PROBLEM'} {free >> 20} MiB free for {state}")
     ok &= disk_ok
+    from cli.lab.hosts import KERNEL_MINIMUMS
+
+    for key, minimum in KERNEL_MINIMUMS.items():
+        try:
+            value = int((Path("/proc/sys") / key).read_text())
+        except (OSError, ValueError):
+            continue
+        if value < minimum:
+            lines.append(f"info    {key.replace('/', '.')}={value}: `lab up` raises it to {minimum} (many hosts)")
     lines.append(f"info    base image {base}: {'built' if have_image else 'not built yet (about 1-2 min)'}")
     if pkgs:
         lines.append(f"\ninstall the missing packages with:\n  {prereqs.apt_line(pkgs)}")

@@ -144,6 +144,28 @@ def _set_environment(path: Path, env: dict[str, str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+# Every systemd inside a host takes ~8 inotify instances from root's shared quota (default 128):
+# without more, the 16th or so host dies at boot with "Too many open files".
+KERNEL_MINIMUMS = {
+    "fs/inotify/max_user_instances": 8192,
+    "fs/inotify/max_user_watches": 524288,
+}
+
+
+def raise_kernel_limits() -> list[str]:
+    """Raise the per-user inotify limits to what many hosts need; return what was changed."""
+    changed = []
+    for key, minimum in KERNEL_MINIMUMS.items():
+        path = Path("/proc/sys") / key
+        try:
+            if int(path.read_text()) < minimum:
+                path.write_text(f"{minimum}\n")
+                changed.append(f"{key.replace('/', '.')}={minimum}")
+        except (OSError, ValueError):
+            continue
+    return changed
+
+
 def boot(hd: HostDir, name: str) -> int:
     """Start systemd-nspawn for the host in its namespace; return nspawn's own pid."""
     hd.console_log.write_text("")

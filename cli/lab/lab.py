@@ -75,6 +75,8 @@ class Lab:
             base = self._ensure_image()
             key = sshconf.ensure_key(self.paths.ssh_key)
             plans = [(n, rec) for n in wanted if (rec := self._plan_host(n, base)) is not None]
+            for change in hosts.raise_kernel_limits():
+                log.info("raised kernel limit for many lab hosts: %s", change)
             # Preparing a root (host keys, mount, veth) is mostly waiting on subprocesses: overlap it.
             with ThreadPoolExecutor(max_workers=4) as pool:
                 keys = list(pool.map(lambda plan: self._launch_host(*plan, key), plans))

@@ -133,6 +133,7 @@ def _rule_scope(expr: list[dict[str, Any]], hook: str) -> str | list[tuple[str, 
     proto: list[str] = []
     addrs: list[str] | None = None
     ports: list[int] | None = None
+    sports: list[tuple[str, int]] = []
     for e in expr:
         m = e.get("match")
         if not m:
@@ -159,6 +160,10 @@ def _rule_scope(expr: list[dict[str, Any]], hook: str) -> str | list[tuple[str, 
                 return None
             proto = [payload.get("protocol", "tcp")]
             ports = [int(v) for v in vals]
+        if field == "sport" and vals is not None:
+            sports = [(payload.get("protocol", "tcp"), int(v)) for v in vals]
+    if hook == "output" and sports and ports is None and addrs is None:
+        return [("reply", p, port) for p, port in sports]
     if ports is None or (hook == "output" and addrs is None):
         return None
     return [(p, a, port) for p in proto for a in (addrs or ["*"]) for port in ports]
@@ -203,17 +208,25 @@ def _families(family: str) -> set[str]:
 
 def firewall(ctx: Context, hook: str, allowed: set[tuple[str, str, int]]) -> tuple[bool, str]:
     """Whether every IP family meets a default-drop `hook` chain whose accepts stay within `allowed`;
-    and the evidence."""
+    and the evidence. On output, a rule accepting packets FROM the port of one of the school's own
+    inbound services (its replies, `tcp sport 443 accept`) is allowed and shown as such."""
+    inbound = set(ctx.expect.inbound)
     chains = _chains(ruleset(ctx), hook)
     covered: set[str] = set()
     notes = []
     for c in chains:
         extra: list[str] = []
         opened: list[str] = []
+        replies: list[str] = []
         for expr in c["accepts"]:
             scope = _rule_scope(expr, hook)
             if scope is None:
                 extra.append("a broad accept rule (no exact address and port)")
+            elif isinstance(scope, list) and scope and scope[0][0] == "reply":
+                for _, p, port in scope:
+                    replies.append(f"{p} {port}")
+                    if (p, port) not in inbound:
+                        extra.append(f"anything from {p} port {port} (not a service of the school)")
             elif isinstance(scope, list):
                 for p, a, port in scope:
                     item = f"{p} {port}" if hook == "input" else f"{p} {a}:{port}"
@@ -222,7 +235,8 @@ def firewall(ctx: Context, hook: str, allowed: set[tuple[str, str, int]]) -> tup
                         extra.append(item)
         name = f"{c['family']} {c['table']} {c['name']}"
         policy = "drop" if c["drop"] else "accept"
-        notes.append(f"{name}: policy {policy}; accepts {', '.join(opened) or 'nothing'} (+ lo, established, icmp)"
+        notes.append(f"{name}: policy {policy}; accepts {', '.join(opened) or 'nothing'} (+ lo, established, icmp"
+                     + (f", replies from the school's own {', '.join(replies)}" if replies else "") + ")"
                      + (f"; NOT ALLOWED: {', '.join(dict.fromkeys(extra))}" if extra else ""))
         if c["drop"] and not extra:
             covered |= _families(c["family"])
@@ -256,7 +270,8 @@ def egress(ctx: Context) -> Outcome:
                       "privacy.outbound: allow, so no egress filter is required")
     ok, observed = firewall(ctx, "output", allowed)
     return verdict(ok, f"nft -j list ruleset: {observed}",
-                   f"output policy drop; accept only the allow-list: {listed}{ctx.expect.outbound_note}")
+                   f"output policy drop; accept only the allow-list: {listed}{ctx.expect.outbound_note} "
+                   "(and replies from the ports of the school's own inbound services)")
 
 
 # --- updates, time -------------------------------------------------------------------------------

@@ -25,9 +25,9 @@ def _root(ctx: typer.Context,
 
 
 def _mount() -> None:
-    from .commands import deploy_cmd, fleet, secrets_cmd, users_cmd
+    from .commands import audit_cmd, deploy_cmd, fleet, secrets_cmd, users_cmd
 
-    for group in (fleet, deploy_cmd):
+    for group in (fleet, deploy_cmd, audit_cmd):
         app.registered_commands.extend(group.app.registered_commands)
     app.add_typer(secrets_cmd.app, name="secrets")
     app.add_typer(users_cmd.app, name="users", help="The school's people: import a roster into its directory.")
@@ -43,7 +43,10 @@ _mount()
 
 def main() -> None:
     """Console entry point."""
-    from gevent import monkey  # pyinfra is gevent based: patch before ssl/threading are used
+    # pyinfra is gevent based: patch before ssl/threading are used; resolve names in-line (gevent's
+    # thread-pool resolver prints a traceback for every name that does not resolve)
+    os.environ.setdefault("GEVENT_RESOLVER", "block")
+    from gevent import monkey
 
     monkey.patch_all()
     from .logs import setup

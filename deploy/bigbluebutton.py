@@ -11,7 +11,8 @@ is followed for the repository and packages; its certificate, haproxy and firewa
 - /etc/bigbluebutton/bbb-html5.yml: no browser speech recognition (Web Speech sends voices to
   third parties), no external video players, no external client logging, no fallback STUN.
 - /etc/bigbluebutton/turn-stun-servers.xml (replaces the packaged one with stun:stun.freeswitch.org):
-  the school's coturn when the school runs Jitsi (same shared secret), else a coturn on this host.
+  the BBB host's own coturn (as bbb-install sets up), with its own shared secret. Not the school
+  server's: that one's firewall denies outbound traffic, so it cannot relay media to the BBB host.
 - Retention: /etc/default/bigbluebutton-cron-config (variables of /etc/cron.daily/bigbluebutton),
   the commented-out raw cleanup turned on, and /etc/cron.daily/schoolctl-bbb-retention deleting
   every recording older than `privacy.recording_retention_days` (all of them, daily, when
@@ -23,7 +24,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from .jitsi import SECRETS, apt_conf_dir, apt_repo, coturn_file
+from .jitsi import SECRETS, apt_conf_dir, apt_repo, coturn_file, running_current
 from .render import render
 from .site import Site
 from .state import APPS, SYSTEM, File, Layer, Service, Step
@@ -106,12 +107,17 @@ def retention(site: Site) -> dict[str, int]:
     }
 
 
-def _turn(site: Site) -> tuple[str, int, bool]:
-    """(TURN host, port, local): the school's coturn when it runs Jitsi, else one on the BBB host."""
-    j = site.school.services.jitsi
-    if j is not None:
-        return site.fqdn("jitsi"), j.turn_port, False
-    return bbb_host(site), 3478, True
+TURN_PORT = 3478
+TURN_SECRET = "bbb_turn_secret"
+
+
+def _allowed_peers(site: Site) -> list[str]:
+    """The BBB host's own address when it is a literal IP (behind NAT its media is reached through the relay)."""
+    server = site.school.services.bigbluebutton.server if site.school.services.bigbluebutton else None
+    try:
+        return [str(ipaddress.ip_address(server.address))] if server else []
+    except ValueError:
+        return []
 
 
 def web_properties(site: Site) -> str:
@@ -132,8 +138,8 @@ def html5_yml(site: Site) -> str:
 
 
 def turn_xml(site: Site) -> str:
-    host, port, _ = _turn(site)
-    return render("bigbluebutton/turn-stun-servers.xml.j2", host=host, port=port, secret=site.secret("turn_secret"))
+    return render("bigbluebutton/turn-stun-servers.xml.j2", host=bbb_host(site), port=TURN_PORT,
+                  secret=site.secret(TURN_SECRET))
 
 
 def _steps(site: Site) -> list[Step]:
@@ -186,7 +192,6 @@ def layer(site: Site) -> Layer | None:
             pre_files += [f for f in files if f not in pre_files]
             pre_steps += steps
     keep = retention(site)
-    _, _, local_turn = _turn(site)
     group = "bigbluebutton"
     files = [
         File(SECRET_FILE, site.secret("bbb_secret").reveal(), "0600", secret=True),
@@ -195,19 +200,17 @@ def layer(site: Site) -> Layer | None:
         File(TURN_XML, turn_xml(site), "0640", "root", group, secret=True, restart=("bbb-web",)),
         File(CRON_CONFIG, render("bigbluebutton/cron-config.j2", **keep)),
         File(RETENTION, render("bigbluebutton/retention.sh.j2", days=keep["recordings"]), "0755"),
+        coturn_file(site, bbb_host(site), TURN_PORT, _allowed_peers(site), secret_name=TURN_SECRET),
     ]
-    packages = list(PACKAGES)
-    services = [Service("nginx"), Service("bbb-web"), Service("cron")]
-    if local_turn:
-        packages.append("coturn")
-        files.append(coturn_file(site, bbb_host(site), 3478))
-        services.append(Service("coturn"))
+    packages = [*PACKAGES, "coturn"]
+    services = [Service("nginx"), Service("bbb-web"), Service("cron"), Service("coturn")]
     return Layer(
         name="bigbluebutton", round=APPS,
         pre_files=pre_files, pre_steps=pre_steps,
         packages=packages,
-        directories=[apt_conf_dir(), *()],
+        directories=[apt_conf_dir()],
         files=files,
         services=services,
-        steps=_steps(site),
+        steps=[*_steps(site), running_current("coturn", ["/etc/turnserver.conf"]),
+               running_current("bbb-web", [WEB_PROPERTIES, TURN_XML])],
     )

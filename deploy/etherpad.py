@@ -130,7 +130,7 @@ def _steps(site: Site, rel: artifacts.Release) -> list[Step]:
            "npm_config_userconfig=" + f"{HOME}/.npmrc PATH=/usr/local/bin:/usr/bin:/bin")
     pnpm = Step(f"pnpm {PNPM_VERSION}",
                 check=f'[ "$({PNPM} --version 2>/dev/null)" = {PNPM_VERSION} ]',
-                apply=(f"SCARF_ANALYTICS=false npm install --global --userconfig /etc/npmrc --no-fund --no-audit "
+                apply=(f"SCARF_ANALYTICS=false npm install --global --no-fund --no-audit "
                        f"pnpm@{PNPM_VERSION} >/dev/null"), timeout=600)
     build = Step(f"etherpad {rel.version} built (pnpm install, build:etherpad)",
                  check=f"grep -qx {rel.sha256} {built}",

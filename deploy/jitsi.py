@@ -46,7 +46,10 @@ STATE = "/var/lib/schoolctl/jitsi"
 TURN_CONF = "/etc/turnserver.conf"
 MEET_ROOT = "/usr/share/jitsi-meet"
 NOTE_FILE = "/etc/jitsi/meet/SCHOOLCTL-NOTE"
-DEBIAN_PACKAGES = ["prosody", "prosody-modules", "lua-ldap", "coturn"]
+# prosody's unit is Type=simple: wait (10 s at most) until it listens before talking to it
+WAIT_PROSODY = ("i=0; until ss -Hltn | grep -q '127.0.0.1:5222 '; do i=$((i+1)); [ $i -le 50 ] || "
+                "{ echo 'prosody does not listen on 127.0.0.1:5222' >&2; exit 1; }; sleep 0.2; done")
+DEBIAN_PACKAGES = ["prosody", "prosody-modules", "lua-ldap", "lua-unbound", "coturn"]
 JITSI_PACKAGES = ["jitsi-videobridge2", "jicofo", "jitsi-meet-web", "jitsi-meet-prosody"]
 NOTE = ("apt_repos.jitsi is null: only the Debian side of Jitsi Meet is deployed (prosody with the "
         "secure domain and LDAP, coturn, nginx site, web config); jicofo, jitsi-videobridge2 and "
@@ -102,13 +105,10 @@ def apt_conf_dir() -> Directory:
 
 # --- the pieces ---------------------------------------------------------------------------------
 
-def turn_credentials_note() -> str:
-    return "TURN REST API: username '<expiry>:<name>', password base64(HMAC-SHA1(secret, username))"
-
-
-def coturn_file(site: Site, realm: str, port: int, allowed: list[str] | None = None) -> File:
+def coturn_file(site: Site, realm: str, port: int, allowed: list[str] | None = None,
+                secret_name: str = "turn_secret") -> File:
     """coturn's config: the shared secret inside, so root:turnserver 0640 and hidden from plans."""
-    conf = render("jitsi/turnserver.conf.j2", realm=realm, port=port, secret=site.secret("turn_secret"),
+    conf = render("jitsi/turnserver.conf.j2", realm=realm, port=port, secret=site.secret(secret_name),
                   denied=DENIED_PEERS, allowed=allowed or [])
     return File(TURN_CONF, conf, "0640", "root", "turnserver", secret=True, restart=("coturn",))
 
@@ -157,8 +157,20 @@ def _accounts_step(meet: str) -> Step:
     return Step(f"XMPP accounts focus and jvb on {auth}",
                 check=f'[ "$(cat {files} | sha256sum)" = "$(cat {marker} 2>/dev/null)" ] && '
                       f"systemctl is-active -q prosody",
-                apply=f"systemctl is-active -q prosody || systemctl restart prosody\n{register}"
+                apply=f"systemctl is-active -q prosody || systemctl restart prosody\n{WAIT_PROSODY}\n{register}"
                       f"cat {files} | sha256sum > {marker}")
+
+
+def running_current(unit: str, paths: list[str]) -> Step:
+    """`unit` runs and started after its config files last changed: a deploy interrupted between
+    writing a file and restarting the unit (a failed check, a lost connection) is healed next time.
+    ctime, not mtime: uploaded files carry mtime 0."""
+    newest = " ".join(paths)
+    return Step(f"{unit} runs with its current configuration",
+                check=f"systemctl is-active -q {unit} && "
+                      f"[ \"$(stat -c %Z {newest} | sort -n | tail -n1)\" -le \"$(date -d \"$(systemctl show -p "
+                      f"ActiveEnterTimestamp --value {unit})\" +%s)\" ]",
+                apply=f"systemctl restart {unit}")
 
 
 def layer(site: Site) -> Layer | None:
@@ -220,7 +232,14 @@ def layer(site: Site) -> Layer | None:
         directories=[*([apt_conf_dir()] if full else []), *directories],
         files=files,
         services=services,
-        steps=[_accounts_step(meet)],
+        steps=[running_current("prosody", ["/etc/prosody/prosody.cfg.lua", f"{PROSODY_SECRETS}/ldap_password",
+                                           f"{PROSODY_SECRETS}/turn_secret"]),
+               running_current("coturn", [TURN_CONF]),
+               *([running_current("jicofo", ["/etc/jitsi/jicofo/jicofo.conf"]),
+                  running_current("jitsi-videobridge2", ["/etc/jitsi/videobridge/jvb.conf",
+                                                        "/etc/jitsi/videobridge/sip-communicator.properties"])]
+                 if full else []),
+               _accounts_step(meet)],
     )
 
 

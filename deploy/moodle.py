@@ -247,9 +247,9 @@ def layer(site: Site) -> Layer | None:
         steps=[
             # extensions installed in this round: FPM must have started after them
             Step("php-fpm has loaded the ldap and redis extensions",
-                 check=f"started=$(stat -c %Y /proc/$(cat /run/php/php{PHP_VERSION}-fpm.pid)) && "
-                       f"for m in ldap redis; do [ $(stat -c %Z /etc/php/{PHP_VERSION}/fpm/conf.d/20-$m.ini) "
-                       "-lt $started ] || exit 1; done",
+                 check=(f"started=$(date -d \"$(ps -o lstart= -p $(cat /run/php/php{PHP_VERSION}-fpm.pid))\" +%s) && "
+                        f"for m in ldap redis; do c=$(stat -c %Z /etc/php/{PHP_VERSION}/fpm/conf.d/*-$m.ini) && "
+                        '[ "$c" -lt "$started" ] || exit 1; done'),
                  apply=f"systemctl restart php{PHP_VERSION}-fpm.service"),
             switch_step(rel),
             install_step(site, rel.version),

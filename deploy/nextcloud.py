@@ -3,11 +3,14 @@ users and privacy defaults.
 
 - Code: /srv/nextcloud/releases/<version> (owned by the nextcloud user, as upstream's manual has it;
   config.php lives in its config/), `current` points at the version in use. Data:
-  /var/lib/nextcloud/data (0750 nextcloud, outside the code and web root). Log:
+  /var/lib/nextcloud/data (0770 nextcloud:nextcloud, as Nextcloud itself resets it; the group
+  has no other member; outside the code and web root). Log:
   /var/log/nextcloud/nextcloud.log, rotated daily by logrotate and kept privacy.log_retention_days.
-- config.php is Nextcloud's own: installed once with `occ maintenance:install` (its --database-pass
-  and --admin-pass options are the only way in: the values come from root-only files via `$(cat)`,
-  so they are on occ's argv for the ~20 s of the install, never in a logged command), then every
+- config.php is Nextcloud's own: installed once with `occ maintenance:install`. Its --database-pass
+  option is the only non-interactive way in (its prompt refuses a non-terminal stdin): the value
+  comes from a root-only file via `$(cat)`, so it is on occ's argv on the server for the ~20 s of
+  the install, never in a logged command. The admin account is installed with a throwaway
+  password and then given the real one with `user:resetpassword --password-from-env`. Then every
   wanted system and app value is set in ONE `occ config:import` of a rendered JSON file, checked in
   ONE `occ config:list` compared against that file (schoolctl-nextcloud-config). The two secrets
   Nextcloud keeps (database and LDAP bind passwords) are imported from a root-only JSON on stdin.
@@ -128,6 +131,12 @@ def system_config(site: Site) -> dict[str, Any]:
         "reference_opengraph": False,
         "simpleSignUpLink.shown": False,
         "knowledgebaseenabled": False,
+        # profile fields stay on this server (no federation scope), no public profile pages
+        "account_manager.default_property_scope": {
+            "displayname": "v2-local", "email": "v2-local", "avatar": "v2-local", "pronouns": "v2-local",
+            "phone": "v2-private", "address": "v2-private", "website": "v2-private", "twitter": "v2-private",
+            "fediverse": "v2-private"},
+        "profile.enabled": False,
         # users' first contact: empty home, no templates
         "skeletondirectory": "",
         "templatedirectory": "",
@@ -214,8 +223,10 @@ def _steps(site: Site, rel: artifacts.Release) -> list[Step]:
         apply=(occ("maintenance:install -n --database pgsql "
                    f"--database-name {db.name} --database-host {db.host} --database-port {db.port} "
                    f"--database-user {db.user} --database-pass \"$(cat {secret_file('nextcloud')})\" "
-                   f"--admin-user {ADMIN} --admin-pass \"$(cat {ADMIN_PASSWORD_FILE})\" --data-dir {DATA}")
-               + " >/dev/null"),
+                   f"--admin-user {ADMIN} --admin-pass \"$(openssl rand -hex 24)\" --data-dir {DATA}")
+               + " >/dev/null\n"
+               # the installer logs to the default data folder in the code tree before it knows --data-dir
+               f"rm -rf {CURRENT}/data {DATA}/nextcloud.log"),
         timeout=900)
     upgrade = Step(
         f"nextcloud database at {rel.version} (occ upgrade)",
@@ -264,8 +275,8 @@ def layer(site: Site) -> Layer | None:
     ]
     return Layer(
         name="nextcloud", round=APPS,
-        packages=["bzip2"],   # the release is a .tar.bz2
-        directories=[Directory(HOME, "0750", USER, USER), Directory(DATA, "0750", USER, USER),
+        packages=["bzip2", "openssl"],   # the release is a .tar.bz2; a throwaway install password
+        directories=[Directory(HOME, "0750", USER, USER), Directory(DATA, "0770", USER, USER),
                      Directory(LOG_DIR, "0750", USER, USER), Directory(CONF_DIR, "0755"),
                      Directory(STATE_DIR, "0700")],
         files=files,

@@ -90,7 +90,7 @@ class UnitStates(FactBase):
     """Enabled and active state of many systemd units in one command."""
 
     def command(self, units: tuple[str, ...]) -> str:
-        return (f"systemctl show --property=Id,UnitFileState,ActiveState,LoadState,ConditionResult "
+        return (f"systemctl show --property=Id,UnitFileState,ActiveState,LoadState,ConditionResult,ConditionTimestamp "
                 f"-- {_q(list(units))}; true")
 
     def process(self, output: list[str]) -> dict[str, dict[str, str]]:
@@ -239,7 +239,8 @@ def services(units: list[Service]) -> Iterator[Any]:
         st = states.get(name, {})
         enabled = st.get("UnitFileState") in ("enabled", "static", "generated", "alias", "indirect")
         # a unit whose conditions say it does not belong here (e.g. timesyncd in a container) is fine
-        active = st.get("ActiveState") == "active" or (enabled and st.get("ConditionResult") == "no")
+        active = st.get("ActiveState") == "active" or (
+            enabled and st.get("ConditionResult") == "no" and bool(st.get("ConditionTimestamp")))
         if s.running and not (enabled and active):
             _record("service", name, "enable and start" if not enabled else "start")
             commands.append(f"systemctl enable --now {shlex.quote(name)}" if st.get("UnitFileState") != "static"

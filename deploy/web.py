@@ -262,7 +262,7 @@ def layer(site: Site) -> Layer:
         pre_steps=pre_steps,
         packages=packages,
         directories=[Directory("/etc/schoolctl"), Directory(TLS_DIR, "0700"), Directory(ACME_WEBROOT),
-                     Directory(LANDING_ROOT)],
+                     Directory(LANDING_ROOT), Directory("/var/log/nginx", "0750", "root", "adm")],
         files=files,
         services=services,
         steps=steps,

@@ -96,7 +96,9 @@ def main() -> int:
               f"not the pinned {conf['fingerprint']}: refusing to trust it", file=sys.stderr)
         return 1
     os.makedirs(os.path.dirname(conf["keyring"]), mode=0o755, exist_ok=True)
-    for path, data in ((conf["keyring"], key), (conf["sources"], open(conf["staged"], "rb").read())):
+    with open(conf["staged"], "rb") as f:
+        staged = f.read()
+    for path, data in ((conf["keyring"], key), (conf["sources"], staged)):
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
         with os.fdopen(fd, "wb") as f:
             f.write(data)

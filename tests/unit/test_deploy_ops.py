@@ -122,5 +122,6 @@ def test_firewall_lets_replies_of_inbound_services_out() -> None:
 
     conf = firewall.layer(_site("escola-pins")).files[0].data.decode()
     output = conf[conf.index("chain output"):]
-    assert 'tcp sport 22 accept' in output and "policy drop" in output
-    assert 'tcp sport 443 accept' in output
+    assert "tcp sport 22 tcp flags & (syn | ack) != syn accept" in output and "policy drop" in output
+    assert "tcp sport 443 tcp flags & (syn | ack) != syn accept" in output
+    assert "udp sport" not in output  # UDP has no replies-only test; conntrack covers media

@@ -1,0 +1,419 @@
+"""Jitsi Meet's Debian side for real on lab host v-1 (layers base, firewall, identity, web, jitsi with
+`apt_repos.jitsi: null`: Jitsi's repository is unreachable here): prosody's secure domain logs a
+person of the school's directory in over BOSH through nginx (LDAP over TLS) and refuses a wrong
+password; coturn accepts a TURN REST credential derived from the shared secret and refuses a wrong
+or expired one, and never relays into a private network; a second deploy changes nothing; the
+Jitsi and BigBlueButton audit controls pass on compliant files and fail on violating ones.
+
+Needs root and the lab. Everything is sent to the lab host's own address only."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import hmac
+import json
+import os
+import re
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible.parsing.vault import VaultLib, VaultSecret
+
+from cli.lab import Lab
+
+pytestmark = pytest.mark.lab
+
+HOST = "v-1"
+SCHOOL = "v-meet"
+DOMAIN = f"{SCHOOL}.escoles.bcn.example"
+MEET = f"meet.{DOMAIN}"
+REPO = Path(__file__).resolve().parents[2]
+LAUNCHER = """
+import sys
+import deploy.school as school
+school.LAYERS = ("base", "firewall", "identity", "web", "jitsi")
+from cli import main
+sys.argv[0] = "schoolctl"
+main.main()
+"""
+ROSTER = "given_name,family_name,role,group,email\nMarta,Puig Soler,teacher,1A,marta@escola.example\n" \
+         "Joan,Vidal Roca,student,1A,\n"
+
+
+def school_yaml(privacy: dict | None = None, bbb: bool = False) -> str:
+    data: dict = {"id": SCHOOL, "name": "Escola Videotrucada", "district": "Gràcia", "server": f"lab:{HOST}",
+                  "services": {"jitsi": {}}, "contacts": {"dpo": {"name": "DPD", "email": "dpd@bcn.example"}}}
+    if bbb:   # only for the audit of BBB files laid down on this host (the BBB layer is not deployed here)
+        # (validate refuses a lab host for BBB: an address in the lab's subnet where no host runs, never contacted)
+        data["services"]["bigbluebutton"] = {"server": {"address": "10.213.0.250", "os": "ubuntu-24.04"}}
+    if privacy:
+        data["privacy"] = privacy
+    return yaml.safe_dump(data, allow_unicode=True)
+
+
+class Env:
+    def __init__(self, lab: Lab, work: Path):
+        self.lab, self.work = lab, work
+        self.schools = work / "schools"
+        self.launcher = work / "schoolctl.py"
+        self.env = {**os.environ, "SCHOOLCTL_VAULT_KEY_FILE": str(work / "vault.key"),
+                    "SCHOOLCTL_SECRETS_DIR": str(work / "secrets"), "PYTHONPATH": str(REPO)}
+        self.env.pop("SCHOOLCTL_LOG", None)
+        self.address = ""
+        self.timings: dict[str, float] = {}
+
+    def cli(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(self.launcher), "--schools-dir", str(self.schools), *args],
+                              capture_output=True, text=True, timeout=timeout, env=self.env, cwd=self.work)
+
+    def deploy(self) -> dict:
+        start = time.monotonic()
+        proc = self.cli("deploy", SCHOOL, "--yes", "--json")
+        assert proc.stdout.strip(), proc.stderr[-3000:]
+        [result] = json.loads(proc.stdout)
+        result["wall"] = time.monotonic() - start
+        assert proc.returncode == 0, (result["error"] or "") + proc.stderr[-2000:]
+        return result
+
+    def sh(self, command: str) -> subprocess.CompletedProcess[str]:
+        return self.lab.run(HOST, command, timeout=120)
+
+    def restart_prosody(self) -> None:
+        """Restart prosody and wait (10 s at most) until BOSH answers on loopback again."""
+        from deploy.jitsi import WAIT_PROSODY
+
+        proc = self.sh(f"systemctl restart prosody && {WAIT_PROSODY} && "
+                       "i=0; until ss -Hltn | grep -q '127.0.0.1:5280 '; do i=$((i+1)); [ $i -le 50 ] || exit 1; "
+                       "sleep 0.2; done")
+        assert proc.returncode == 0, proc.stderr
+
+    def secret(self, name: str) -> str:
+        from cli.secrets import SecretStore
+
+        return SecretStore(self.work / "secrets", self.work / "vault.key").get(SCHOOL, name).reveal()
+
+
+@pytest.fixture(scope="module")
+def env(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    work = tmp_path_factory.mktemp("jitsi")
+    e = Env(lab, work)
+    e.schools.mkdir()
+    fleet = yaml.safe_load((REPO / "schools" / "fleet.yaml").read_text())
+    fleet.update(dns=[], ntp=[])
+    fleet["apt_repos"]["jitsi"] = None          # unreachable here: the Debian side only
+    fleet["privacy"].update(recordings=True)    # a floor the BBB audit cases below may tighten
+    (e.schools / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    (e.schools / f"{SCHOOL}.yaml").write_text(school_yaml({"recordings": False}), encoding="utf-8")
+    e.launcher.write_text(LAUNCHER, encoding="utf-8")
+    lab.down([HOST])            # a fresh host: the deploy starts from a bare Debian 13
+    lab.up([HOST], timeout=180)
+    e.address = lab.host(HOST).address
+    assert e.cli("secrets", "init").returncode == 0
+    try:
+        yield e
+    finally:
+        lab.down([HOST])
+
+
+@pytest.fixture(scope="module")
+def deployed(env: Env) -> Env:
+    first = env.deploy()
+    assert first["status"] == "changed"
+    second = env.deploy()
+    assert second["status"] == "unchanged", second["changes"]
+    env.timings = {"first deploy": first["wall"], "no-op deploy": second["wall"],
+                   "no-op deploy (runner)": second["seconds"]}
+    print(f"\n{env.timings}")
+    return env
+
+
+@pytest.fixture(scope="module")
+def people(deployed: Env) -> list[dict[str, str]]:
+    roster = deployed.work / "roster.csv"
+    roster.write_text(ROSTER, encoding="utf-8")
+    proc = deployed.cli("users", "import", SCHOOL, str(roster), "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    vault = Path(json.loads(proc.stdout)["passwords_file"])
+    key = Path(deployed.env["SCHOOLCTL_VAULT_KEY_FILE"]).read_bytes().strip()
+    return list(csv.DictReader(VaultLib([("default", VaultSecret(key))]).decrypt(vault.read_bytes())
+                               .decode().splitlines()))
+
+
+# --- XMPP over BOSH, through nginx ------------------------------------------------------------
+
+BOSH = "http://jabber.org/protocol/httpbind"
+
+
+def _https_post(address: str, name: str, path: str, body: str | None = None) -> tuple[int, str]:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE   # the lab ACME's root: not what is tested
+    with socket.create_connection((address, 443), timeout=20) as raw, ctx.wrap_socket(raw, server_hostname=name) as s:
+        method = "POST" if body is not None else "GET"
+        data = (body or "").encode()
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: {name}\r\nContent-Type: text/xml; charset=utf-8\r\n"
+                  f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode() + data)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    head, _, payload = b"".join(chunks).partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        out, rest = b"", payload
+        while rest:
+            size, _, rest = rest.partition(b"\r\n")
+            n = int(size, 16)
+            if n == 0:
+                break
+            out, rest = out + rest[:n], rest[n + 2:]
+        payload = out
+    return int(head.split()[1]), payload.decode()
+
+
+def sasl(address: str, user: str, password: str, mechanism: str = "PLAIN") -> tuple[list[str], str]:
+    """Open a BOSH session on meet.<domain> and authenticate: (offered mechanisms, the auth answer)."""
+    _, first = _https_post(address, MEET, "/http-bind",
+                           f"<body rid='4000' to='{MEET}' xml:lang='en' wait='10' hold='1' ver='1.6' "
+                           f"xmpp:version='1.0' xmlns='{BOSH}' xmlns:xmpp='urn:xmpp:xbosh'/>")
+    sid = re.search(r"sid=['\"]([^'\"]+)", first)
+    assert sid, first
+    mechanisms = re.findall(r"<mechanism>([^<]+)</mechanism>", first)
+    payload = base64.b64encode(f"\0{user}\0{password}".encode()).decode() if mechanism == "PLAIN" else "="
+    _, answer = _https_post(address, MEET, "/http-bind",
+                            f"<body rid='4001' sid='{sid.group(1)}' xmlns='{BOSH}'><auth "
+                            f"xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{payload}</auth></body>")
+    return mechanisms, answer
+
+
+def test_a_person_of_the_directory_logs_in_a_wrong_password_is_refused(deployed: Env, people: list[dict]) -> None:
+    teacher = next(p for p in people if p["role"] == "teacher")
+    mechanisms, ok = sasl(deployed.address, teacher["uid"], teacher["initial_password"])
+    assert mechanisms == ["PLAIN"]           # over nginx's TLS only; no ANONYMOUS (privacy.guests: false)
+    assert "<success" in ok, ok
+    _, wrong = sasl(deployed.address, teacher["uid"], teacher["initial_password"] + "x")
+    assert "<failure" in wrong and "not-authorized" in wrong
+    _, unknown = sasl(deployed.address, "nobody.here", "whatever")
+    assert "<failure" in unknown
+    _, anonymous = sasl(deployed.address, "", "", "ANONYMOUS")
+    assert "<failure" in anonymous and "invalid-mechanism" in anonymous
+    # the same check proves LDAP is asked: with the apps account's password wrong, nobody logs in
+    deployed.sh("cp /etc/prosody/schoolctl/ldap_password /root/ldap_password.bak && "
+                "printf wrong > /etc/prosody/schoolctl/ldap_password")
+    deployed.restart_prosody()
+    try:
+        _, broken = sasl(deployed.address, teacher["uid"], teacher["initial_password"])
+        assert "<failure" in broken
+    finally:
+        deployed.sh("cp /root/ldap_password.bak /etc/prosody/schoolctl/ldap_password")
+        deployed.restart_prosody()
+    assert "<success" in sasl(deployed.address, teacher["uid"], teacher["initial_password"])[1]
+
+
+def test_prosody_and_the_bridge_ports_stay_on_loopback(deployed: Env) -> None:
+    listening = deployed.sh("ss -Hltnu").stdout
+    for port in (5222, 5280):
+        sockets = [line.split()[4] for line in listening.splitlines() if line.split()[4].endswith(f":{port}")]
+        assert sockets and all(s.startswith("127.0.0.1:") for s in sockets), sockets
+    assert not re.search(r":(5269|5347|5281)\s", listening)     # no federation, no components, no https
+    with pytest.raises(OSError):
+        socket.create_connection((deployed.address, 5280), timeout=3).close()
+
+
+def test_the_web_config_is_served_through_nginx(deployed: Env) -> None:
+    status, js = _https_post(deployed.address, MEET, "/config.js")
+    assert status == 200 and "disableThirdPartyRequests: true," in js
+    assert f"stunServers: [ {{ urls: 'stun:{MEET}:3478' }} ]" in js
+    assert not re.search(r"jitsi\.net|gravatar\.com|google\.com", re.sub(r"(^|\s)//.*$", "", js, flags=re.M))
+    status, ui = _https_post(deployed.address, MEET, "/interface_config.js")
+    assert status == 200 and "MOBILE_APP_PROMO: false," in ui
+
+
+# --- TURN (RFC 5766 Allocate with long-term credentials, the TURN REST API scheme) ------------------
+
+MAGIC = 0x2112A442
+
+
+def _stun(mtype: int, attrs: list[tuple[int, bytes]], key: bytes | None = None) -> bytes:
+    tid = os.urandom(12)
+    body = b"".join(struct.pack("!HH", t, len(v)) + v + b"\0" * ((4 - len(v) % 4) % 4) for t, v in attrs)
+    if key is not None:
+        mi = hmac.new(key, struct.pack("!HHI", mtype, len(body) + 24, MAGIC) + tid + body, hashlib.sha1).digest()
+        body += struct.pack("!HH", 0x0008, 20) + mi
+    return struct.pack("!HHI", mtype, len(body), MAGIC) + tid + body
+
+
+def _parse(data: bytes) -> tuple[int, dict[int, bytes]]:
+    mtype, length, _ = struct.unpack("!HHI", data[:8])
+    attrs, i = {}, 20
+    while i < 20 + length:
+        t, n = struct.unpack("!HH", data[i:i + 4])
+        attrs[t] = data[i + 4:i + 4 + n]
+        i += 4 + n + (4 - n % 4) % 4
+    return mtype, attrs
+
+
+def _code(attrs: dict[int, bytes]) -> int:
+    v = attrs[0x0009]
+    return (v[2] & 7) * 100 + v[3]
+
+
+def turn_allocate(address: str, port: int, user: str | None, password: str, peer: str | None = None) \
+        -> tuple[str | int, str | int | None]:
+    """(Allocate: 'success' or error code, CreatePermission for `peer`: 'success', code or None)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+
+        def ask(mtype: int, attrs: list[tuple[int, bytes]], key: bytes | None = None) -> tuple[int, dict]:
+            s.sendto(_stun(mtype, attrs, key), (address, port))
+            return _parse(s.recv(2048))
+
+        udp = [(0x0019, bytes([17, 0, 0, 0]))]
+        mtype, attrs = ask(0x0003, udp)
+        if mtype == 0x0103:
+            return "success (no credentials!)", None
+        if user is None:
+            return _code(attrs), None
+        realm, nonce = attrs[0x0014], attrs[0x0015]
+        key = hashlib.md5(user.encode() + b":" + realm + b":" + password.encode()).digest()
+        auth = [(0x0006, user.encode()), (0x0014, realm), (0x0015, nonce)]
+        mtype, attrs = ask(0x0003, udp + auth, key)
+        if mtype != 0x0103:
+            return _code(attrs), None
+        perm = None
+        if peer:
+            xaddr = bytes(a ^ b for a, b in zip(socket.inet_aton(peer), struct.pack("!I", MAGIC), strict=True))
+            mtype, attrs = ask(0x0008, [(0x0012, struct.pack("!BBH", 0, 1, MAGIC >> 16) + xaddr), *auth], key)
+            perm = "success" if mtype == 0x0108 else _code(attrs)
+        ask(0x0004, [(0x000D, struct.pack("!I", 0)), *auth], key)   # release the allocation
+        return "success", perm
+
+
+def rest_credential(secret: str, name: str, valid_for: int) -> tuple[str, str]:
+    user = f"{int(time.time()) + valid_for}:{name}"
+    return user, base64.b64encode(hmac.new(secret.encode(), user.encode(), hashlib.sha1).digest()).decode()
+
+
+def test_coturn_takes_only_credentials_from_the_shared_secret(deployed: Env) -> None:
+    secret = deployed.secret("turn_secret")
+    user, password = rest_credential(secret, "probe", 3600)
+    # accepted; but the relay refuses to open a path to a private address (the lab host's own)
+    assert turn_allocate(deployed.address, 3478, user, password, peer=deployed.address) == ("success", 403)
+    assert turn_allocate(deployed.address, 3478, None, "") == (401, None)
+    assert turn_allocate(deployed.address, 3478, user, password + "x") == (401, None)
+    expired_user, expired_password = rest_credential(secret, "probe", -60)
+    assert turn_allocate(deployed.address, 3478, expired_user, expired_password) == (401, None)
+    other_user, other_password = rest_credential("not-the-school-secret", "probe", 3600)
+    assert turn_allocate(deployed.address, 3478, other_user, other_password) == (401, None)
+
+
+# --- the audit's Jitsi and BigBlueButton controls on this host --------------------------------
+
+def _audit(env: Env, prefix: str, privacy: dict | None = None, bbb: bool = False) -> dict[str, tuple[str, str]]:
+    from audit.catalogue import load_all
+    from cli.audit_runner import audit_school, expectations
+    from cli.config.loader import load
+
+    (env.schools / f"{SCHOOL}.yaml").write_text(school_yaml(privacy, bbb), encoding="utf-8")
+    school = load(env.schools).select([SCHOOL])[0]
+    ids = sorted(c for c in load_all() if c.startswith(prefix))
+    result = audit_school(school, expect=expectations(school, outbound=[]), only=ids)
+    assert result.error is None, result.error
+    return {r.control.id: (r.status, r.observed) for r in result.controls}
+
+
+def test_jitsi_controls_pass_then_fail_on_violations(deployed: Env) -> None:
+    os.environ.update({k: deployed.env[k] for k in ("SCHOOLCTL_VAULT_KEY_FILE", "SCHOOLCTL_SECRETS_DIR")})
+    found = _audit(deployed, "JITSI-", {"recordings": False})
+    assert len(found) == 5 and all(s == "pass" for s, _ in found.values()), found
+    config = f"/etc/jitsi/meet/{MEET}-config.js"
+    deployed.sh(f"cp {config} /root/config.bak && cp /etc/turnserver.conf /root/turn.bak && "
+                f"sed -i 's/disableThirdPartyRequests: true/disableThirdPartyRequests: false/; "
+                f"s#stun:{MEET}:3478#stun:meet-jit-si-turnrelay.jitsi.net:443#; "
+                "s/localRecording: { disable: true/localRecording: { disable: false/' " + config + " && "
+                "sed -i '/^denied-peer-ip=10.0.0.0/d; /^use-auth-secret/d' /etc/turnserver.conf && "
+                "cp /etc/prosody/prosody.cfg.lua /root/prosody.bak && printf '\\nVirtualHost \"guest.%s\"\\n"
+                "    authentication = \"anonymous\"\\n' " + MEET + " >> /etc/prosody/prosody.cfg.lua && "
+                # a file in conf.d is not loaded (schoolctl's prosody.cfg.lua has no Include): not a finding
+                "mkdir -p /etc/prosody/conf.d && printf 'VirtualHost \"%s\"\\n    authentication = "
+                "\"anonymous\"\\n' " + MEET + " > /etc/prosody/conf.d/zz-audit.cfg.lua")
+    try:
+        broken = _audit(deployed, "JITSI-", {"recordings": False})
+    finally:
+        deployed.sh(f"cp /root/config.bak {config} && cp /root/turn.bak /etc/turnserver.conf && "
+                    "cp /root/prosody.bak /etc/prosody/prosody.cfg.lua && rm -f /etc/prosody/conf.d/zz-audit.cfg.lua")
+    assert {k: s for k, (s, _) in broken.items()} == {k: "fail" for k in found}, broken
+    assert "disableThirdPartyRequests: false" in broken["JITSI-NO-THIRD-PARTY"][1]
+    assert "meet-jit-si-turnrelay" in broken["JITSI-STUN-OWN"][1]
+    assert "10.0.0.0-10.255.255.255" in broken["JITSI-TURN"][1]
+    assert broken["JITSI-SECURE-DOMAIN"][1] == f"guest.{MEET} exists but privacy.guests is false"
+    assert all(deployed.secret("turn_secret") not in o for _, o in broken.values())
+    # restored by hand: the files are the deploy's again, but were rewritten after the services started
+    again = deployed.deploy()
+    assert [(c["kind"], c["what"]) for c in again["changes"]] == [
+        ("step", "prosody runs with its current configuration"), ("step", "coturn runs with its current configuration")]
+
+
+def _lay_bbb(env: Env, recordings: bool, days: int, violating: bool) -> None:
+    """BBB's files as the BBB layer renders them (or with violations), laid on this Debian host."""
+    from cli.config.loader import load
+    from cli.secrets import Secret
+    from deploy import bigbluebutton
+    from deploy.site import Site
+
+    school = load(env.schools).select([SCHOOL])[0]
+    site = Site(school=school, secret=lambda name, length=32: Secret(env.secret(name)))
+    files = {f.path: f.data.decode() for f in bigbluebutton.layer(site).files
+             if f.path.startswith(("/etc/bigbluebutton/", "/etc/default/bigbluebutton", "/etc/cron.daily/"))}
+    if violating:
+        web = bigbluebutton.WEB_PROPERTIES
+        files[web] = re.sub(r"(?m)^disableRecordingDefault=.*$", "disableRecordingDefault=false", files[web])
+        files[web] = re.sub(r"(?m)^defaultGuestPolicy=.*$", "defaultGuestPolicy=ALWAYS_ACCEPT", files[web])
+        files[web] = re.sub(r"(?m)^securitySalt=.*$", "securitySalt=330a8b08c3b4c61533e1d0c5ce1ac88f", files[web])
+        files[web] = re.sub(r"(?m)^learningDashboardEnabled=.*$", "learningDashboardEnabled=true", files[web])
+        files[web] = re.sub(r"(?m)^autoStartRecording=.*$", "autoStartRecording=true", files[web])
+        files[web] = files[web].replace("learningDashboard,", "").replace(",learningDashboard", "")
+        files[bigbluebutton.HTML5_YML] = files[bigbluebutton.HTML5_YML].replace(
+            "audioCaptions:\n      enabled: false", "audioCaptions:\n      enabled: true")
+        files[bigbluebutton.TURN_XML] = re.sub(r'value="stun:[^"]+"', 'value="stun:stun.freeswitch.org"',
+                                               files[bigbluebutton.TURN_XML])
+        files[bigbluebutton.RETENTION] = re.sub(r"(?m)^days=\d+", "days=90", files[bigbluebutton.RETENTION])
+    # upstream's daily job with the raw cleanup as the BBB layer's step leaves it (or as shipped: off)
+    files["/etc/cron.daily/bigbluebutton"] = ("#!/bin/sh\n# stand-in for BigBlueButton's daily job\n"
+                                              + ("#" if violating else "") + "remove_raw_of_published_recordings\n")
+    script = ["rm -rf /etc/bigbluebutton /var/bigbluebutton /etc/default/bigbluebutton-cron-config",
+              "mkdir -p /etc/bigbluebutton /var/bigbluebutton/published/presentation/meeting-1"]
+    for path, text in files.items():
+        script.append(f"cat > {path} <<'SCHOOLCTL_EOF'\n{text}SCHOOLCTL_EOF")
+    if violating:   # a recording 30 days old that the schedule should have deleted
+        script.append("touch -d '30 days ago' /var/bigbluebutton/published/presentation/meeting-1")
+    env.lab.run(HOST, "\n".join(script), check=True, timeout=60)
+
+
+@pytest.mark.parametrize(("recordings", "days"), [(False, 7), (True, 7)])
+def test_bbb_controls_read_the_files(deployed: Env, recordings: bool, days: int) -> None:
+    """The BBB controls against BBB's files laid down on this host: compliant, then violating."""
+    os.environ.update({k: deployed.env[k] for k in ("SCHOOLCTL_VAULT_KEY_FILE", "SCHOOLCTL_SECRETS_DIR")})
+    privacy = {"recordings": recordings, "recording_retention_days": days}
+    try:
+        (deployed.schools / f"{SCHOOL}.yaml").write_text(school_yaml(privacy, bbb=True), encoding="utf-8")
+        _lay_bbb(deployed, recordings, days, violating=False)
+        good = _audit(deployed, "BBB-", privacy, bbb=True)
+        assert len(good) == 6 and all(s == "pass" for s, _ in good.values()), good
+        _lay_bbb(deployed, recordings, days, violating=True)
+        bad = _audit(deployed, "BBB-", privacy, bbb=True)
+        assert {k: s for k, (s, _) in bad.items()} == {k: "fail" for k in good}, bad
+        assert "30" in bad["BBB-RECORDING-RETENTION"][1] or "older than" in bad["BBB-RECORDING-RETENTION"][1]
+        assert all(deployed.secret("bbb_secret") not in o and deployed.secret("bbb_turn_secret") not in o
+                   for _, o in bad.values())
+    finally:
+        deployed.sh("rm -rf /etc/bigbluebutton /var/bigbluebutton /etc/default/bigbluebutton-cron-config "
+                    "/etc/cron.daily/schoolctl-bbb-retention /etc/cron.daily/bigbluebutton")
+        (deployed.schools / f"{SCHOOL}.yaml").write_text(school_yaml({"recordings": False}), encoding="utf-8")

@@ -1,0 +1,108 @@
+"""The Etherpad layer rendered for example schools: settings.json, npm settings, the hardened unit,
+the nginx site, and secrets only in secret files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.config.loader import load
+from cli.secrets import Secret
+from deploy import etherpad
+from deploy.site import Site
+from deploy.state import APPS, File
+
+SCHOOLS = Path(__file__).resolve().parents[2] / "schools"
+SUMS = "2e310ef09ba9cfb857767ff112a439e83120f84c0b27d384800ee1ed9f8906d3  etherpad-lite-2.5.3.tar.gz\n"
+
+
+def secret(name: str, length: int = 32) -> Secret:
+    return Secret(f"S3CRET-{name}-xyzzy")
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Site:
+    (tmp_path / "SHA256SUMS").write_text(SUMS)
+    school = load(SCHOOLS).select(["demo"])[0]
+    return Site(school=school, secret=secret, mirror=str(tmp_path), proxy="http://10.213.0.1:8888")
+
+
+def files(site: Site) -> dict[str, File]:
+    return {f.path: f for f in etherpad.layer(site).files}
+
+
+def settings(site: Site) -> dict[str, Any]:
+    return json.loads(files(site)[etherpad.SETTINGS].data)
+
+
+def test_settings_for_a_school(site):
+    s = settings(site)
+    assert s["ip"] == "127.0.0.1" and s["port"] == 9001 and s["trustProxy"] is True
+    assert s["disableIPlogging"] is True and s["loglevel"] == "WARN"
+    assert s["authenticationMethod"] == "apikey"
+    assert s["requireSession"] is True and s["editOnly"] is True
+    assert s["showSettingsInAdminPage"] is False and s["enableMetrics"] is False
+    assert s["updateServer"].startswith("http://127.0.0.1:")
+    assert s["suppressErrorsInPadText"] is True and s["minify"] is True and s["skinName"] == "colibris"
+    assert s["socketTransportProtocols"] == ["websocket", "polling"]
+    assert s["dbType"] == "postgres"
+    assert s["dbSettings"] == {"user": "etherpad", "host": "127.0.0.1", "port": 5432,
+                               "password": "S3CRET-db_etherpad-xyzzy", "database": "etherpad"}
+    assert s["users"] == {"admin": {"password": "S3CRET-etherpad_admin-xyzzy", "is_admin": True}}
+    assert s["sso"]["clients"] == []
+    assert "etherpad.org" not in s["defaultPadText"] and s["padOptions"]["lang"] == "ca"
+
+
+def test_secrets_only_in_secret_files(site):
+    layer = etherpad.layer(site)
+    for f in layer.files:
+        if "S3CRET-" in f.data.decode():
+            assert f.secret and f.mode == "0600", f.path
+    assert files(site)[etherpad.APIKEY].data == b"S3CRET-etherpad_api-xyzzy"
+    for s in [*layer.steps, *layer.pre_steps]:
+        assert "S3CRET-" not in s.check + s.apply, s.name
+
+
+def test_npm_goes_through_the_proxy_with_the_system_cas(site):
+    rc = files(site)["/etc/npmrc"].data.decode()
+    assert "proxy=http://10.213.0.1:8888" in rc and "https-proxy=http://10.213.0.1:8888" in rc
+    assert "cafile=/etc/ssl/certs/ca-certificates.crt" in rc
+    assert "registry=" not in rc
+    assert files(site)["/var/lib/etherpad/.npmrc"].data.decode() == rc
+
+
+def test_unit_is_hardened(site):
+    unit = files(site)["/etc/systemd/system/etherpad.service"].data.decode()
+    for line in ("User=etherpad", "NoNewPrivileges=true", "ProtectSystem=strict", "ProtectHome=true",
+                 "PrivateTmp=true", "Environment=NODE_ENV=production", "Environment=SCARF_ANALYTICS=false",
+                 "WorkingDirectory=/srv/etherpad/releases/2.5.3",
+                 "ExecStart=/usr/local/bin/pnpm run prod --settings /etc/etherpad/settings.json "
+                 "--apikey /etc/etherpad/APIKEY.txt",
+                 "ReadWritePaths=/srv/etherpad/releases/2.5.3/var /var/lib/etherpad"):
+        assert line in unit.splitlines(), line
+
+
+def test_steps_and_site(site):
+    layer = etherpad.layer(site)
+    assert layer.round == APPS and {"nodejs", "npm"} <= set(layer.packages)
+    names = [s.name for s in layer.steps]
+    assert names == ["pnpm 10.20.0", names[1], "etherpad 2.5.3 built (pnpm install, build:etherpad)",
+                     "etherpad 2.5.3 in use", "etherpad running"]
+    build = layer.steps[2]
+    assert "--frozen-lockfile" in build.apply and "build:etherpad" in build.apply
+    assert "SCARF_ANALYTICS=false" in build.apply
+    conf = files(site)["/etc/nginx/sites-enabled/schoolctl-etherpad.conf"].data.decode()
+    assert "server_name pad.demo.escoles.bcn.example;" in conf and "proxy_pass http://127.0.0.1:9001;" in conf
+    assert "proxy_set_header Upgrade $http_upgrade;" in conf
+    assert "frame-ancestors 'self' https://moodle.demo.escoles.bcn.example https://cloud.demo.escoles.bcn.example" \
+        in conf
+    assert "map $http_upgrade $etherpad_connection" in files(site)[etherpad.WS_MAP].data.decode()
+
+
+def test_no_proxy_no_proxy_lines(site):
+    site.proxy = None
+    settings_lines = [ln for ln in files(site)["/etc/npmrc"].data.decode().splitlines() if not ln.startswith("#")]
+    assert not [ln for ln in settings_lines if "proxy" in ln]

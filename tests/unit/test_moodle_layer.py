@@ -1,0 +1,149 @@
+"""The Moodle layer rendered for a 5.0 and a 5.3 school: web root per release layout, settings derived
+from the privacy policy, secrets only in secret files, the leaver command."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.config.loader import load
+from cli.secrets import Secret
+from deploy import moodle
+from deploy.site import Site
+from deploy.state import APPS
+
+SCHOOLS = Path(__file__).resolve().parents[2] / "schools"
+NGINX = "/etc/nginx/sites-enabled/schoolctl-moodle.conf"
+
+
+def make_site(school_id: str, mirror: str | None = None, privacy: dict[str, Any] | None = None,
+              version: str | None = None) -> Site:
+    school = load(SCHOOLS).select([school_id])[0]
+    if privacy:
+        school = school.model_copy(update={"privacy": school.privacy.model_copy(update=privacy)})
+    if version:
+        school = school.model_copy(update={"versions": {**school.versions, "moodle": version}})
+    return Site(school=school, secret=lambda name, length=32: Secret(f"s3cr3t-{name}-value"), mirror=mirror)
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> str:
+    (tmp_path / "moodle-5.0.6.tgz").write_bytes(b"not a real tree")
+    (tmp_path / "SHA256SUMS").write_text("c381bbe8b77dfddb315215d1af38483dd0c36b8672a1cbf8e8b6dd6dd6581440  "
+                                         "moodle-5.0.6.tgz\n")
+    return str(tmp_path)
+
+
+def files(site: Site) -> dict[str, Any]:
+    return {f.path: f for f in moodle.layer(site).files}
+
+
+def wanted(site: Site) -> dict[str, Any]:
+    text = files(site)[moodle.SETTINGS_SCRIPT].data.decode()
+    return json.loads(re.search(r"<<<'JSON'\n(.*)\nJSON,", text, re.S).group(1))
+
+
+def test_off_without_moodle() -> None:
+    site = make_site("demo")
+    site.school = site.school.model_copy(update={"services": site.school.services.model_copy(update={"moodle": None})})
+    assert moodle.layer(site) is None
+
+
+def test_5_0_serves_the_code_root(mirror: str) -> None:
+    site = make_site("demo", mirror=mirror)
+    layer = moodle.layer(site)
+    assert layer.round == APPS
+    f = files(site)
+    nginx = f[NGINX].data.decode()
+    assert "\n    root /srv/moodle/current;\n" in nginx and "/public" not in nginx
+    assert "fastcgi_pass unix:/run/php/php8.4-fpm-moodle.sock;" in nginx
+    assert "client_max_body_size 100M;" in nginx
+    config = f["/srv/moodle/releases/5.0.6/config.php"]
+    assert "require_once(__DIR__ . '/lib/setup.php');" in config.data.decode()
+    fetch = layer.pre_steps[0]
+    assert fetch.upload and fetch.upload[0].endswith("moodle-5.0.6.tgz")
+    steps = {s.name: s for s in layer.steps}
+    assert "/srv/moodle/current/admin/cli/upgrade.php" in next(s.apply for n, s in steps.items() if "matches" in n)
+    assert any(s.check == '[ "$(readlink /srv/moodle/current)" = releases/5.0.6 ]' for s in layer.steps)
+
+
+def test_5_3_serves_public() -> None:
+    site = make_site("institut-mar")
+    assert site.school.versions["moodle"] == "5.3"
+    f = files(site)
+    assert "root /srv/moodle/current/public;" in f[NGINX].data.decode()
+    assert "client_max_body_size 200M;" in f[NGINX].data.decode()
+    assert "require_once(__DIR__ . '/public/lib/setup.php');" in f["/srv/moodle/releases/5.3/config.php"].data.decode()
+    cron = f["/etc/systemd/system/moodle-cron.service"].data.decode()
+    assert "ExecStart=/usr/bin/php8.4 /srv/moodle/current/public/admin/cli/cron.php" in cron
+    install = next(s for s in moodle.layer(site).steps if "installed" in s.name)
+    assert "/srv/moodle/current/public/admin/cli/install_database.php" in install.apply
+    assert "mdl_config" in install.check
+
+
+def test_config_php_is_secret_and_complete(mirror: str) -> None:
+    site = make_site("demo", mirror=mirror)
+    config = files(site)["/srv/moodle/releases/5.0.6/config.php"]
+    assert (config.mode, config.owner, config.group, config.secret) == ("0640", "root", "moodle", True)
+    text = config.data.decode()
+    for line in ("$CFG->dbtype    = 'pgsql';", "$CFG->wwwroot   = 'https://moodle.demo.escoles.bcn.example';",
+                 "$CFG->dataroot  = '/var/lib/moodle/data';", "$CFG->preventexecpath = true;",
+                 "$CFG->disableupdatenotifications = true;", "$CFG->disableupdateautodeploy = true;",
+                 "$CFG->site_is_public = false;", "$CFG->session_handler_class = '\\core\\session\\redis';",
+                 "$CFG->session_redis_host = '/run/redis/redis-server.sock';",
+                 "$CFG->dbpass    = 's3cr3t-db_moodle-value';", "'bind_pw' => 's3cr3t-ldap_apps-value',",
+                 "'host_url' => 'ldaps://127.0.0.1:636',", "'removeuser' => 1,",
+                 "'contexts' => 'ou=people,dc=demo,dc=escoles,dc=bcn,dc=example',"):
+        assert line in text, line
+
+
+def test_no_secret_outside_secret_files(mirror: str) -> None:
+    for site in (make_site("demo", mirror=mirror), make_site("institut-mar")):
+        layer = moodle.layer(site)
+        for f in layer.files:
+            if not f.secret:
+                assert "s3cr3t" not in f.data.decode(), f.path
+        for s in [*layer.pre_steps, *layer.steps]:
+            assert "s3cr3t" not in s.check + s.apply, s.name
+        admin = files(site)[moodle.ADMIN_SECRET]
+        assert (admin.mode, admin.secret, admin.data) == ("0600", True, b"s3cr3t-moodle_admin-value")
+
+
+def test_settings_follow_the_policy(mirror: str) -> None:
+    strict = wanted(make_site("demo", mirror=mirror))
+    core = strict["config"]["core"]
+    assert (core["forcelogin"], core["opentowebcrawlers"], core["allowindexing"]) == (1, 0, 2)
+    assert core["loglifetime"] == 7 and strict["config"]["logstore_standard"]["loglifetime"] == 7
+    assert (core["enableanalytics"], core["enablestats"], core["enablegravatar"], core["cookiesecure"]) == (0, 0, 0, 1)
+    assert core["registrationpending"] == 0 and core["geopluginapikey"] == "" and core["timezone"] == "Europe/Madrid"
+    assert strict["config"]["tool_dataprivacy"]["contactdataprotectionofficer"] == 1
+    assert strict["retention"]["period"] == "P365D" and strict["lang"] == "ca"
+    assert strict["dpo"]["email"] == "dpd@bcn.example"
+    lax = wanted(make_site("demo", mirror=mirror, privacy={"require_login": False, "search_indexing": True,
+                                                          "log_retention_days": 30, "data_retention_days": 90}))
+    core = lax["config"]["core"]
+    assert (core["forcelogin"], core["opentowebcrawlers"], core["allowindexing"]) == (0, 1, 1)
+    assert lax["config"]["logstore_standard"]["loglifetime"] == 30 and lax["retention"]["period"] == "P90D"
+
+
+def test_settings_is_the_extension_point(mirror: str) -> None:
+    site = make_site("demo", mirror=mirror)
+    extra = moodle.settings(site)
+    assert set(extra) >= {"core", "logstore_standard", "tool_dataprivacy"}
+    step = next(s for s in moodle.layer(site).steps if "settings" in s.name)
+    assert step.check == "runuser -u moodle -- /usr/bin/php8.4 /srv/moodle/schoolctl/settings.php --check"
+
+
+def test_delete_user_command_quotes_the_uid(mirror: str) -> None:
+    cmd = moodle.delete_user_command(make_site("demo", mirror=mirror), "o'brien; rm -rf /")
+    assert "delete_user.php 'o'\"'\"'brien; rm -rf /'" in cmd
+    assert cmd.startswith("if [ -e /var/lib/moodle/installed ]")
+
+
+def test_php_literal() -> None:
+    assert moodle.php("a'b\\c") == "'a\\'b\\\\c'"
+    assert (moodle.php(True), moodle.php(3)) == ("true", "3")

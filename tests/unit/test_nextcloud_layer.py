@@ -1,0 +1,148 @@
+"""The Nextcloud layer rendered for example schools: the settings JSON occ imports, quota, LDAP,
+the nginx site, secrets only in secret files, and the leaver command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.config.loader import load
+from cli.secrets import Secret
+from deploy import nextcloud
+from deploy.site import Site
+from deploy.state import APPS, File
+
+SCHOOLS = Path(__file__).resolve().parents[2] / "schools"
+MIRROR_SUMS = ("81078ba3a112c9ad116f8d2c438b2fe98ef5acd29e10ed9c94db60a63de34c01  nextcloud-31.0.11.tar.bz2\n"
+               "2e310ef09ba9cfb857767ff112a439e83120f84c0b27d384800ee1ed9f8906d3  etherpad-lite-2.5.3.tar.gz\n")
+
+
+def secret(name: str, length: int = 32) -> Secret:
+    return Secret(f"S3CRET-{name}-xyzzy")
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> str:
+    (tmp_path / "SHA256SUMS").write_text(MIRROR_SUMS)
+    return str(tmp_path)
+
+
+def make_site(school_id: str, mirror: str | None = None, **updates: Any) -> Site:
+    school = load(SCHOOLS).select([school_id])[0]
+    if updates:
+        school = school.model_copy(update=updates)
+    return Site(school=school, secret=secret, mirror=mirror)
+
+
+def files(site: Site) -> dict[str, File]:
+    return {f.path: f for f in nextcloud.layer(site).files}
+
+
+def wanted(site: Site) -> dict[str, Any]:
+    return json.loads(files(site)[nextcloud.WANTED].data)
+
+
+def test_off_without_nextcloud(mirror):
+    site = make_site("demo", mirror)
+    off = site.school.model_copy(update={"services": site.school.services.model_copy(update={"nextcloud": None})})
+    assert nextcloud.layer(Site(school=off, secret=secret)) is None
+
+
+def test_privacy_defaults_for_a_school(mirror):
+    site = make_site("demo", mirror)
+    system = wanted(site)["system"]
+    assert system["has_internet_connection"] is False
+    assert system["appstoreenabled"] is False and system["updatechecker"] is False
+    assert system["upgrade.disable-web"] is True
+    assert system["lookup_server"] == "" and system["gs.federation"] == "internal"
+    assert system["skeletondirectory"] == "" and system["knowledgebaseenabled"] is False
+    assert system["auth.bruteforce.protection.enabled"] is True
+    assert system["simpleSignUpLink.shown"] is False
+    assert system["trusted_domains"] == ["cloud.demo.escoles.bcn.example"]
+    assert system["overwriteprotocol"] == "https"
+    assert system["default_language"] == "ca" and system["default_phone_region"] == "ES"
+    assert system["logfile"] == "/var/log/nextcloud/nextcloud.log" and system["log_rotate_size"] == 0
+    assert system["loglevel"] == 2
+    assert system["memcache.locking"] == "\\OC\\Memcache\\Redis"
+    assert system["redis"]["host"] == "/run/redis/redis-server.sock"
+    apps = wanted(site)["apps"]
+    assert apps["files_sharing"]["lookupServerUploadEnabled"] == "no"
+    assert apps["files_sharing"]["lookupServerEnabled"] == "no"
+    assert apps["core"]["backgroundjobs_mode"] == "cron"
+    assert "survey_client" in nextcloud.DISABLED_APPS and "weather_status" in nextcloud.DISABLED_APPS
+
+
+def test_quota_and_language_per_school(mirror):
+    assert wanted(make_site("demo", mirror))["apps"]["files"]["default_quota"] == "2 GB"
+    school = load(SCHOOLS).select(["demo"])[0]
+    services = school.services.model_copy(
+        update={"nextcloud": school.services.nextcloud.model_copy(update={"default_quota": "10GB"})})
+    site = make_site("demo", mirror, languages=["es", "ca"], services=services)
+    w = wanted(site)
+    assert w["apps"]["files"]["default_quota"] == "10 GB"
+    assert w["system"]["default_language"] == "es" and w["system"]["default_locale"] == "es_ES"
+
+
+def test_log_retention_follows_policy(mirror):
+    site = make_site("demo", mirror)
+    text = files(site)["/etc/logrotate.d/nextcloud"].data.decode()
+    assert "rotate 7" in text and "maxage 7" in text and "/var/log/nextcloud/*.log" in text
+
+
+def test_ldap_over_tls_with_uid_login(mirror):
+    ldap = wanted(make_site("demo", mirror))["apps"]["user_ldap"]
+    assert ldap["s01ldap_host"] == "ldaps://127.0.0.1" and ldap["s01ldap_port"] == "636"
+    assert ldap["s01ldap_turn_off_cert_check"] == "0"
+    assert ldap["s01ldap_dn"] == "cn=apps,dc=demo,dc=escoles,dc=bcn,dc=example"
+    assert ldap["s01ldap_base_users"] == "ou=people,dc=demo,dc=escoles,dc=bcn,dc=example"
+    assert ldap["s01ldap_login_filter"] == "(&(objectClass=inetOrgPerson)(uid=%uid))"
+    assert ldap["s01ldap_expert_username_attr"] == "uid"
+    assert ldap["s01ldap_configuration_active"] == "1"
+    assert not any("password" in k for k in ldap)
+
+
+def test_secrets_only_in_secret_files(mirror):
+    site = make_site("demo", mirror)
+    layer = nextcloud.layer(site)
+    for f in layer.files:
+        if "S3CRET-" in f.data.decode() or "UzNDUkVU" in f.data.decode():   # plain or base64
+            assert f.secret and f.mode == "0600" and f.owner == "root", f.path
+    for s in layer.steps:
+        assert "S3CRET-" not in s.check + s.apply, s.name
+    sec = json.loads(files(site)[nextcloud.SECRET_JSON].data)
+    assert sec["system"]["dbpassword"] == "S3CRET-db_nextcloud-xyzzy"
+    assert sec["apps"]["user_ldap"]["s01ldap_agent_password"] == "UzNDUkVULWxkYXBfYXBwcy14eXp6eQ=="
+
+
+def test_layer_shape(mirror):
+    site = make_site("demo", mirror)
+    layer = nextcloud.layer(site)
+    assert layer.round == APPS
+    names = [s.name for s in layer.steps]
+    assert names[0].startswith("nextcloud 31.0.11 release")
+    assert any("maintenance:install" in n for n in names) and any("config:import" in n for n in names)
+    install = next(s for s in layer.steps if "maintenance:install" in s.name)
+    assert "'installed' => true" in install.check
+    assert "--database pgsql" in install.apply and "$(cat /etc/schoolctl/secrets/db_nextcloud)" in install.apply
+    dirs = {d.path: d for d in layer.directories}
+    assert dirs["/var/lib/nextcloud/data"].mode == "0770" and dirs["/var/lib/nextcloud/data"].owner == "nextcloud"
+    site_conf = files(site)["/etc/nginx/sites-enabled/schoolctl-nextcloud.conf"].data.decode()
+    assert "server_name cloud.demo.escoles.bcn.example;" in site_conf
+    assert "fastcgi_pass unix:/run/php/php8.4-fpm-nextcloud.sock;" in site_conf
+    assert "location = /.well-known/caldav" in site_conf and "root /srv/nextcloud/current;" in site_conf
+    timer = files(site)["/etc/systemd/system/nextcloud-cron.timer"].data.decode()
+    assert "OnUnitActiveSec=5min" in timer
+    script = files(site)[nextcloud.CONFIG_SCRIPT].data.decode()
+    compile(script, "schoolctl-nextcloud-config", "exec")
+
+
+def test_delete_user_command():
+    site = make_site("demo")
+    cmd = nextcloud.delete_user_command(site, "marta.puig")
+    assert "occ user:delete marta.puig" in cmd and "ldap:check-user --force marta.puig" in cmd
+    assert cmd.startswith("if ")
+    with pytest.raises(ValueError):
+        nextcloud.delete_user_command(site, "x; rm -rf /")

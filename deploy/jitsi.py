@@ -180,7 +180,8 @@ def layer(site: Site) -> Layer | None:
         return None
     privacy = school.privacy
     meet = site.fqdn("jitsi")
-    repo = school.fleet.apt_repos.jitsi
+    # in the lab upstream repositories are out of reach: deploy the Debian side only, as with null
+    repo = school.fleet.apt_repos.jitsi if site.upstream_apt else None
     full = repo is not None
     s = ldap_settings(site)
     turn_secret = site.secret("turn_secret")

@@ -131,12 +131,29 @@ def settings(site: Site) -> dict[str, dict[str, Any]]:
     }
 
 
+def integrations(site: Site) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Core settings other services want in Moodle, split into (plain, secret): plain ones go into the
+    settings script, secret ones (cli.secrets.Secret) are hard-set in config.php, the one secret file.
+    Today: BigBlueButton (deploy.bigbluebutton.moodle_settings); Etherpad's goes here too."""
+    from cli.secrets import Secret
+
+    from . import bigbluebutton
+
+    plain: dict[str, Any] = {}
+    secret: dict[str, Any] = {}
+    for name, value in bigbluebutton.moodle_settings(site).items():
+        (secret if isinstance(value, Secret) else plain)[name] = value
+    return plain, secret
+
+
 def wanted(site: Site) -> dict[str, Any]:
     """What the settings script makes true: the settings, the language, the DPO and data retention."""
     dpo = site.school.contacts.dpo
     first, _, last = dpo.name.partition(" ")
+    config = settings(site)
+    config["core"].update(integrations(site)[0])
     return {
-        "config": settings(site),
+        "config": config,
         "lang": site.school.languages[0],
         "dpo": {"role": DPO_ROLE, "username": DPO_USER, "firstname": first, "lastname": last or first,
                 "email": dpo.email,
@@ -219,7 +236,7 @@ def layer(site: Site) -> Layer | None:
     config = render("moodle/config.php.j2", php=php, version=rel.version, fqdn=site.fqdn(APP),
                     db=credentials(site, APP), dataroot=DATAROOT, redis_socket=REDIS_SOCKET, redis_db=REDIS_DB,
                     php_version=PHP_VERSION, disabled_tasks=DISABLED_TASKS, user=user, ldap=ldap_config(site),
-                    setup=setup)
+                    setup=setup, forced={k: v.reveal() for k, v in integrations(site)[1].items()})
     settings_php = render("moodle/settings.php.j2", php=php, config=CONFIG,
                           wanted=json.dumps(wanted(site), indent=1, sort_keys=True, ensure_ascii=False))
     body = render("moodle/nginx.conf.j2", version=rel.version, root=code_dir(rel.version),

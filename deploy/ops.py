@@ -22,6 +22,8 @@ from .state import Directory, File, Service, Step
 APT = ("DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 "
        "-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold")
 
+PENDING = "/var/lib/schoolctl/pending"
+
 _changes: dict[str, list[dict[str, Any]]] = {}
 
 
@@ -186,7 +188,10 @@ def paths(files: list[File], directories: list[Directory]) -> Iterator[Any]:
     """Directories and files with exact content, mode and owner, all checked in one command and
     written in one upload; then reload/restart the units whose files changed."""
     all_paths = tuple(dict.fromkeys([d.path for d in directories] + [f.path for f in files]))
-    states = host.get_fact(PathStates, paths=all_paths)
+    # handlers still owed by an earlier run that died or failed a check after writing its files
+    marker = f"{PENDING}/{hashlib.sha256(' '.join(all_paths).encode()).hexdigest()[:16]}"
+    states = host.get_fact(PathStates, paths=(*all_paths, marker))
+    pending = marker in states
     fix_dirs, write, perms = file_changes(files, directories, states)
     remove = [f for f in write if f.absent]
     write = [f for f in write if not f.absent]
@@ -200,6 +205,13 @@ def paths(files: list[File], directories: list[Directory]) -> Iterator[Any]:
                 old_sha256=states.get(f.path, {}).get("sha256"))
     for f in perms:
         _record("file", f.path, "fix mode/owner")
+    touched = write + perms + remove
+    if pending:
+        _record("handlers", "reloads and checks left pending by an earlier run", "run them again")
+        touched = list(dict.fromkeys([*touched, *files]))
+    handlers = any(f.check or f.then or f.reload or f.restart for f in touched)
+    if handlers and not pending:
+        yield f"install -d -m 0700 {PENDING} && touch {marker}"
     if fix_dirs:
         yield " && ".join(f"install -d -m {d.mode} -o {d.owner} -g {d.group} {shlex.quote(d.path)}"
                           for d in fix_dirs)
@@ -213,7 +225,6 @@ def paths(files: list[File], directories: list[Directory]) -> Iterator[Any]:
     if perms:
         yield " && ".join(f"chown {f.owner}:{f.group} {shlex.quote(f.path)} && chmod {f.mode} {shlex.quote(f.path)}"
                           for f in perms)
-    touched = write + perms + remove
     if any(f.path.startswith(("/etc/systemd/", "/lib/systemd/", "/usr/lib/systemd/")) for f in touched):
         yield "systemctl daemon-reload"
     for f in touched:
@@ -227,6 +238,8 @@ def paths(files: list[File], directories: list[Directory]) -> Iterator[Any]:
         yield f"systemctl try-reload-or-restart {_q([unit_name(u) for u in reloads])}"
     if restarts:
         yield f"systemctl try-restart {_q([unit_name(u) for u in restarts])}"
+    if handlers:
+        yield f"rm -f {marker}"
 
 
 @operation(is_idempotent=True)

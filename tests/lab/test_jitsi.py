@@ -417,3 +417,61 @@ def test_bbb_controls_read_the_files(deployed: Env, recordings: bool, days: int)
         deployed.sh("rm -rf /etc/bigbluebutton /var/bigbluebutton /etc/default/bigbluebutton-cron-config "
                     "/etc/cron.daily/schoolctl-bbb-retention /etc/cron.daily/bigbluebutton")
         (deployed.schools / f"{SCHOOL}.yaml").write_text(school_yaml({"recordings": False}), encoding="utf-8")
+
+
+def test_apt_repository_key_is_checked_before_apt_trusts_it(deployed: Env, tmp_path: Path) -> None:
+    """The apt-repository step (used with a real `apt_repos.jitsi` / BigBlueButton's) on this Debian 13
+    host, with keys made here and served on the host's loopback: a key with another fingerprint is
+    refused and nothing lands in sources.list.d; the pinned one is installed, then `check` passes."""
+    import shutil
+
+    from cli.config.model import AptRepo
+    from deploy.jitsi import APT_SCRIPT, apt_repo
+    from deploy.site import Site
+
+    if not shutil.which("gpg"):
+        pytest.skip("gpg is needed on the controller to make test keys")
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    gpg = {"GNUPGHOME": str(home), "PATH": "/usr/bin:/bin"}
+    keys = {}
+    for name in ("pinned", "other"):
+        subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", f"{name} <{name}@example.org>",
+                        "rsa2048", "sign", "never"], env=gpg, check=True, capture_output=True)
+        armored = subprocess.run(["gpg", "--armor", "--export", f"{name}@example.org"], env=gpg, check=True,
+                                 capture_output=True, text=True).stdout
+        listing = subprocess.run(["gpg", "--with-colons", "--fingerprint", f"{name}@example.org"], env=gpg,
+                                 check=True, capture_output=True, text=True).stdout
+        keys[name] = (armored, next(x.split(":")[9] for x in listing.splitlines() if x.startswith("fpr:")))
+    served = "/root/apt-key-test"
+    deployed.sh(f"rm -rf {served} && mkdir -p {served}")
+    for name, (armored, _) in keys.items():
+        deployed.lab.run(HOST, f"cat > {served}/{name}.asc", input=armored, check=True)
+    server = deployed.sh(f"cd {served} && (setsid python3 -m http.server 18080 --bind 127.0.0.1 >/dev/null 2>&1 "
+                         f"</dev/null & echo $! > {served}.pid) && sleep 1")
+    assert server.returncode == 0
+    repo = AptRepo(url="http://127.0.0.1:18080/repo", suite="stable/", components=[],
+                   key_url="http://127.0.0.1:18080/other.asc", fingerprint=keys["pinned"][1])
+    site = Site(school=None, secret=lambda name, length=32: None)  # type: ignore[arg-type]
+    try:
+        files, [step] = apt_repo(site, "schoolctl-test", repo)
+        for f in files:
+            deployed.lab.run(HOST, f"mkdir -p $(dirname {f.path}) && cat > {f.path} && chmod {f.mode} {f.path}",
+                             input=f.data.decode(), check=True)
+        refused = deployed.sh(step.apply)
+        assert refused.returncode == 1 and f"not the pinned {keys['pinned'][1]}" in refused.stderr
+        assert deployed.sh(step.check).returncode == 1
+        assert deployed.sh("ls /etc/apt/sources.list.d/schoolctl-schoolctl-test.sources "
+                           "/etc/apt/keyrings/schoolctl-schoolctl-test.gpg").returncode != 0
+        deployed.sh("sed -i 's#/other.asc#/pinned.asc#' /etc/schoolctl/apt/schoolctl-test.json")
+        installed = deployed.sh(step.apply)
+        assert installed.returncode == 0, installed.stderr
+        assert deployed.sh(step.check).returncode == 0
+        sources = deployed.sh("cat /etc/apt/sources.list.d/schoolctl-schoolctl-test.sources").stdout
+        assert "Signed-By: /etc/apt/keyrings/schoolctl-schoolctl-test.gpg" in sources
+        assert deployed.sh("stat -c %a /etc/apt/keyrings/schoolctl-schoolctl-test.gpg").stdout.strip() == "644"
+    finally:
+        deployed.sh(f"kill $(cat {served}.pid); rm -rf {served} {served}.pid /etc/schoolctl/apt/schoolctl-test.* "
+                    "/etc/apt/sources.list.d/schoolctl-schoolctl-test.sources "
+                    "/etc/apt/keyrings/schoolctl-schoolctl-test.gpg; true")
+    assert APT_SCRIPT == "/usr/local/sbin/schoolctl-apt-repo"

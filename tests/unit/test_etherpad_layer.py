@@ -106,3 +106,57 @@ def test_no_proxy_no_proxy_lines(site):
     site.proxy = None
     settings_lines = [ln for ln in files(site)["/etc/npmrc"].data.decode().splitlines() if not ln.startswith("#")]
     assert not [ln for ln in settings_lines if "proxy" in ln]
+
+
+# --- the audit controls on canned host answers ---------------------------------------------------
+
+def _summary(**changes: Any) -> dict[str, Any]:
+    s = {"unit": True, "settings_file": etherpad.SETTINGS, "apikey_file": etherpad.APIKEY,
+         "environment": "NODE_ENV=production SCARF_ANALYTICS=false HOME=/var/lib/etherpad",
+         "ip": "127.0.0.1", "port": 9001, "disableIPlogging": True, "authenticationMethod": "apikey",
+         "showSettingsInAdminPage": False, "updateServer": etherpad.UPDATE_SERVER, "requireSession": True,
+         "requireAuthentication": False, "editOnly": True, "enableMetrics": False, "loglevel": "WARN",
+         "trustProxy": True, "users": {"admin": {"is_admin": True, "password_set": True, "weak": False,
+                                                 "short": False}},
+         "sso_clients": [], "apikey": {"mode": "0o600", "owner": "etherpad", "length": 32}}
+    s.update(changes)
+    return s
+
+
+def _statuses(summary: dict[str, Any], listen: str = "LISTEN 0 511 127.0.0.1:9001 0.0.0.0:* users:((\"node\"))") \
+        -> dict[str, str]:
+    from types import SimpleNamespace
+
+    from audit import etherpad as a
+    from audit.catalogue import Context, Expect, load_all, run_control
+
+    answers = {a.STATE: json.dumps(summary), a.LISTEN: listen}
+    host = SimpleNamespace(run=lambda cmd: SimpleNamespace(rc=0, stdout=answers.get(cmd, ""), stderr=""))
+    school = load(SCHOOLS).select(["demo"])[0]
+    ctx = Context(host, school, Expect())
+    return {cid: run_control(c, ctx).status for cid, c in load_all().items() if cid.startswith("ETHERPAD-")}
+
+
+def test_controls_pass_on_the_deployed_values():
+    statuses = _statuses(_summary())
+    assert statuses and set(statuses.values()) == {"pass"}, statuses
+
+
+@pytest.mark.parametrize(("changes", "listen", "cid"), [
+    ({"disableIPlogging": False}, None, "ETHERPAD-NO-IP-LOGGING"),
+    ({"loglevel": "INFO"}, None, "ETHERPAD-LOGLEVEL"),
+    ({"authenticationMethod": "sso"}, None, "ETHERPAD-API-KEY"),
+    ({"apikey": {"mode": "0o644", "owner": "etherpad", "length": 32}}, None, "ETHERPAD-API-KEY"),
+    ({"sso_clients": [{"id": "admin_client", "weak_secret": True}]}, None, "ETHERPAD-API-KEY"),
+    ({"users": {"admin": {"is_admin": True, "password_set": True, "weak": True, "short": True}}}, None,
+     "ETHERPAD-ADMIN-PROTECTED"),
+    ({"showSettingsInAdminPage": True}, None, "ETHERPAD-SETTINGS-HIDDEN"),
+    ({"requireSession": False}, None, "ETHERPAD-PADS-NEED-SESSION"),
+    ({"enableMetrics": True}, None, "ETHERPAD-NO-METRICS"),
+    ({"updateServer": "https://static.etherpad.org"}, None, "ETHERPAD-NO-UPDATE-CHECK"),
+    ({"environment": "NODE_ENV=production"}, None, "ETHERPAD-NO-UPDATE-CHECK"),
+    ({"ip": "0.0.0.0"}, "LISTEN 0 511 0.0.0.0:9001 0.0.0.0:* users:((\"node\"))", "ETHERPAD-LOOPBACK-ONLY"),
+])
+def test_each_control_fails_alone_on_its_value(changes, listen, cid):
+    statuses = _statuses(_summary(**changes), *([listen] if listen else []))
+    assert sorted(k for k, v in statuses.items() if v != "pass") == [cid]

@@ -147,3 +147,13 @@ def test_delete_user_command_quotes_the_uid(mirror: str) -> None:
 def test_php_literal() -> None:
     assert moodle.php("a'b\\c") == "'a\\'b\\\\c'"
     assert (moodle.php(True), moodle.php(3)) == ("true", "3")
+
+
+def test_bigbluebutton_settings_plain_in_script_secret_in_config() -> None:
+    site = make_site("institut-mar")
+    f = files(site)
+    core = wanted(site)["config"]["core"]
+    assert core["bigbluebuttonbn_server_url"].startswith("https://") and core["bigbluebuttonbn_checksum_algorithm"]
+    assert "bigbluebuttonbn_shared_secret" not in core
+    assert "$CFG->bigbluebuttonbn_shared_secret = 's3cr3t-bbb_secret-value';" in \
+        f["/srv/moodle/releases/5.3/config.php"].data.decode()

@@ -146,3 +146,65 @@ def test_delete_user_command():
     assert cmd.startswith("if ")
     with pytest.raises(ValueError):
         nextcloud.delete_user_command(site, "x; rm -rf /")
+
+
+# --- the audit controls on canned host answers ---------------------------------------------------
+
+class _Host:
+    """A host answering the Nextcloud evidence commands with canned output."""
+
+    def __init__(self, answers: dict[str, str]):
+        self.answers = answers
+
+    def run(self, command: str):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(rc=0, stdout=self.answers.get(command, ""), stderr="")
+
+
+def _audit(system: dict[str, Any], apps: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
+    from audit import host as h
+    from audit import nextcloud as a
+    from audit.catalogue import Context, Expect, load_all, run_control
+
+    good = json.loads(json.dumps(wanted(make_site("demo"))))   # the values the deploy sets
+    good["system"].update(system)
+    for app, values in (apps or {}).items():
+        good["apps"].setdefault(app, {}).update(values)
+    answers = {a.STATE: json.dumps(good), a.DATA: "/var/lib/nextcloud/data\n770 nextcloud\nno-acl\n",
+               h.LOGROTATE: "@@file /etc/logrotate.conf\ninclude /etc/logrotate.d\n@@file /etc/logrotate.d/nextcloud\n"
+                            + files(make_site("demo"))["/etc/logrotate.d/nextcloud"].data.decode()}
+    school = make_site("demo").school
+    ctx = Context(_Host(answers), school, Expect())
+    return {cid: run_control(c, ctx).status for cid, c in load_all().items() if cid.startswith("NEXTCLOUD-")}
+
+
+@pytest.fixture
+def demo_mirror(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo school's release from a mirror folder (no controller-side download)."""
+    monkeypatch.setattr(nextcloud.artifacts, "release", lambda site, app: nextcloud.artifacts.Release(
+        app, "31.0.11", "nextcloud-31.0.11.tar.bz2", "0" * 64, str(tmp_path / "x"), upload=True))
+
+
+def test_controls_pass_on_the_deployed_values(demo_mirror):
+    statuses = _audit({})
+    assert statuses and set(statuses.values()) == {"pass"}, statuses
+
+
+@pytest.mark.parametrize(("system", "apps", "cid"), [
+    ({"has_internet_connection": True}, None, "NEXTCLOUD-NO-INTERNET"),
+    ({"appstoreenabled": True}, None, "NEXTCLOUD-NO-APPSTORE"),
+    ({"updatechecker": True}, None, "NEXTCLOUD-NO-UPDATE-CHECK"),
+    ({}, {"survey_client": {"enabled": "yes"}}, "NEXTCLOUD-NO-SURVEY"),
+    ({}, {"files_sharing": {"lookupServerUploadEnabled": "yes"}}, "NEXTCLOUD-NO-LOOKUP-SERVER"),
+    ({"skeletondirectory": "/srv/nextcloud/current/core/skeleton"}, None, "NEXTCLOUD-EMPTY-SKELETON"),
+    ({"knowledgebaseenabled": True}, None, "NEXTCLOUD-NO-KNOWLEDGEBASE"),
+    ({}, {"weather_status": {"enabled": "yes"}}, "NEXTCLOUD-NO-THIRD-PARTY-APPS"),
+    ({"auth.bruteforce.protection.enabled": False}, None, "NEXTCLOUD-BRUTEFORCE"),
+    ({"loglevel": 0}, None, "NEXTCLOUD-LOGLEVEL"),
+    ({"log_rotate_size": 104857600}, None, "NEXTCLOUD-LOG-RETENTION"),
+    ({}, {"user_ldap": {"s01ldap_host": "ldap://127.0.0.1"}}, "NEXTCLOUD-LDAP-TLS"),
+])
+def test_each_control_fails_alone_on_its_value(demo_mirror, system, apps, cid):
+    failing = sorted(k for k, v in _audit(system, apps).items() if v != "pass")
+    assert failing == [cid]

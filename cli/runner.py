@@ -65,10 +65,13 @@ class _Collect(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+RETRIES = {"ssh_connect_retries": 1, "ssh_strict_host_key_checking": "accept-new"}
+
+
 def _connection(school: EffectiveSchool) -> dict[str, Any]:
     from inventories.build import connection
 
-    return {**connection(school), "ssh_connect_retries": 1, "ssh_strict_host_key_checking": "accept-new"}
+    return {**connection(school), **RETRIES}
 
 
 def _failed_op(state: State, host: Any) -> tuple[str, list[str]]:
@@ -103,48 +106,71 @@ def _diffs(host: Any, found: list[dict[str, Any]]) -> None:
             c["diff"] = "    (binary content)"
 
 
-def run_school(school: EffectiveSchool, store: SecretStore, plan: bool, progress: Progress) -> Result:
-    """Plan or deploy one school; never raises."""
-    start = time.monotonic()
+class _TargetFailed(Exception):
+    """One host of a school could not be planned or deployed; the message says why."""
+
+
+def _run_target(name: str, address: str, conn: dict[str, Any], rounds: list, plan: bool,
+                progress: Progress, school: str) -> list[dict[str, Any]]:
+    """Plan or deploy one host (the school server, or its BigBlueButton host) in its own State."""
     log: list[str] = []
+    ops.reset_changes(name)
+    inventory = Inventory(([(name, conn)], {}))
+    state = State(inventory=inventory, config=Config(CONNECT_TIMEOUT=15), check_for_changes=plan)
+    state.add_callback_handler(_Callbacks(school, progress, log))
+    progress(school, f"connecting to {name}")
+    with contextlib.suppress(PyinfraError):
+        connect_all(state)
+    host = inventory.get_host(name)
+    if host in state.failed_hosts or not state.activated_hosts:
+        reason = next((line for line in log if line.startswith("cannot connect")), "cannot connect")
+        raise _TargetFailed(f"{reason} ({address}); check the server is up and reachable over SSH with the "
+                            "configured user and key")
+    try:
+        add_deploy(state, school_deploy, rounds)
+        if plan:
+            _diffs(host, ops.changes(name))
+        else:
+            run_ops(state)
+    except PyinfraError:
+        pass
+    finally:
+        disconnect_all(state)
+    if host in state.failed_hosts:
+        op, lines = _failed_op(state, host)
+        detail = "\n".join(lines) or "\n".join(log[-10:])
+        raise _TargetFailed(f"{op or 'an operation'} failed on {name}:\n{detail}")
+    return ops.changes(name)
+
+
+def _targets(school: EffectiveSchool, site: Any) -> list[tuple[str, str, dict[str, Any], list]]:
+    """The hosts of a school: its server, and its own BigBlueButton host when it has one."""
+    from deploy.bbb_host import bbb_rounds, bbb_server
+    from inventories.build import server_connection
+
+    found = [(school.id, school.server.address, _connection(school), school_rounds(site))]
+    bbb = bbb_server(site)
+    if bbb is not None:
+        found.append((f"{school.id}-bbb", bbb.address, {**server_connection(bbb), **RETRIES}, bbb_rounds(site)))
+    return found
+
+
+def run_school(school: EffectiveSchool, store: SecretStore, plan: bool, progress: Progress) -> Result:
+    """Plan or deploy one school (its server, then its BigBlueButton host); never raises."""
+    start = time.monotonic()
     sid = school.id
-    ops.reset_changes(sid)
+    found: list[dict[str, Any]] = []
     try:
         progress(sid, "preparing")
         site = build_site(school, store, readonly=plan)
-        rounds = school_rounds(site)
-        inventory = Inventory(([(sid, _connection(school))], {}))
-        state = State(inventory=inventory, config=Config(CONNECT_TIMEOUT=15), check_for_changes=plan)
-        state.add_callback_handler(_Callbacks(sid, progress, log))
-        progress(sid, "connecting")
-        with contextlib.suppress(PyinfraError):
-            connect_all(state)
-        host = inventory.get_host(sid)
-        if host in state.failed_hosts or not state.activated_hosts:
-            reason = next((line for line in log if line.startswith("cannot connect")), "cannot connect")
-            return Result(sid, "failed", error=f"{reason} ({school.server.address}); check the server is up "
-                          "and reachable over SSH with the configured user and key", seconds=time.monotonic() - start)
-        try:
-            add_deploy(state, school_deploy, rounds)
-            if plan:
-                _diffs(host, ops.changes(sid))
-            else:
-                run_ops(state)
-        except PyinfraError:
-            pass
-        finally:
-            disconnect_all(state)
-        if host in state.failed_hosts:
-            op, lines = _failed_op(state, host)
-            detail = "\n".join(lines) or "\n".join(log[-10:])
-            return Result(sid, "failed", ops.changes(sid), error=redact(f"{op or 'an operation'} failed:\n{detail}"),
-                          seconds=time.monotonic() - start)
-        found = ops.changes(sid)
+        for name, address, conn, rounds in _targets(school, site):
+            changes = _run_target(name, address, conn, rounds, plan, progress, sid)
+            found += changes if name == sid else [{**c, "what": f"{name}: {c['what']}"} for c in changes]
         status = "planned" if plan else ("changed" if found else "unchanged")
         return Result(sid, status, found, seconds=time.monotonic() - start)
     except Exception as e:  # one school's failure never stops the others
-        return Result(sid, "failed", ops.changes(sid), error=redact(f"{type(e).__name__}: {e}"),
-                      seconds=time.monotonic() - start)
+        error = str(e) if isinstance(e, _TargetFailed) else f"{type(e).__name__}: {e}"
+        return Result(sid, "failed", found + ops.changes(sid), error=redact(error), seconds=time.monotonic() - start)
 
 
 def run(schools: list[EffectiveSchool], plan: bool, progress: Progress | None = None,

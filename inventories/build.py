@@ -33,15 +33,19 @@ def resolve(server: Server) -> str:
 
 def connection(school: EffectiveSchool, strict: bool = True) -> dict[str, Any]:
     """SSH connection data for a school's server (pyinfra's data names)."""
+    return server_connection(school.server, strict)
+
+
+def server_connection(server: Server, strict: bool = True) -> dict[str, Any]:
+    """SSH connection data for a server (a school's, or its BigBlueButton host)."""
     try:
-        address = resolve(school.server)
+        address = resolve(server)
     except AddressError:
         if strict:
             raise
-        address = school.server.address
-    data: dict[str, Any] = {"ssh_hostname": address, "ssh_user": school.server.ssh_user,
-                            "ssh_port": school.server.ssh_port}
-    if school.server.lab_name and address != school.server.address:
+        address = server.address
+    data: dict[str, Any] = {"ssh_hostname": address, "ssh_user": server.ssh_user, "ssh_port": server.ssh_port}
+    if server.lab_name and address != server.address:
         from cli.lab import Lab
 
         lab = Lab()

@@ -125,3 +125,22 @@ def test_firewall_lets_replies_of_inbound_services_out() -> None:
     assert "tcp sport 22 tcp flags & (syn | ack) != syn accept" in output and "policy drop" in output
     assert "tcp sport 443 tcp flags & (syn | ack) != syn accept" in output
     assert "udp sport" not in output  # UDP has no replies-only test; conntrack covers media
+
+
+def test_a_school_with_its_own_bbb_host_plans_both_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runner plans the school server and the BigBlueButton host, each in its own State."""
+    from cli import runner
+    from deploy.bbb_host import bbb_rounds
+    from deploy.school import school_rounds
+
+    site = _site("institut-mar")
+    fake = {"fake_delay": 0, "fake_delay_jitter": 0}
+    monkeypatch.setattr(runner, "build_site", lambda school, store, readonly: site)
+    monkeypatch.setattr(runner, "_targets", lambda school, s: [
+        ("@fake/institut-mar", "fake", fake, school_rounds(s)),
+        ("@fake/institut-mar-bbb", "fake", fake, bbb_rounds(s))])
+    result = runner.run_school(site.school, store=None, plan=True, progress=lambda *a: None)
+    assert result.status == "planned", result.error
+    bbb = [c["what"] for c in result.changes if c["what"].startswith("@fake/institut-mar-bbb: ")]
+    assert any("/etc/bigbluebutton/bbb-web.properties" in w for w in bbb)
+    assert "@fake/institut-mar: /etc/nftables.conf" in [c["what"] for c in result.changes]

@@ -12,7 +12,7 @@ from gevent.lock import RLock
 from deploy.site import Endpoint, Site
 
 from .config.model import EffectiveSchool
-from .secrets import Secret, SecretStore, generate
+from .secrets import Secret, SecretError, SecretStore, generate
 
 BUILD_MACHINE_CAS = Path("/usr/local/share/ca-certificates")
 
@@ -41,12 +41,26 @@ def _secrets(store: SecretStore, school_id: str, readonly: bool):
     return get
 
 
+def _city_secrets(store: SecretStore):
+    """The city's own secrets (e.g. the BBB pool's shared secret): set by an operator, never generated."""
+
+    def get(name: str, length: int = 32) -> Secret:
+        value = store.load("fleet").get(name)
+        if value is None:
+            raise SecretError(f"the city secret '{name}' is not in the vault; set it with "
+                              f"`schoolctl secrets set fleet {name}` (the value is read from standard input)")
+        return value
+
+    return get
+
+
 def build_site(school: EffectiveSchool, store: SecretStore, readonly: bool = False) -> Site:
     """The Site for `school`. For a lab school, starts the lab's city services (proxy, ACME,
     mirror) and maps the school's domain to its lab host."""
     fleet = school.fleet
-    site = Site(school=school, secret=_secrets(store, school.id, readonly), proxy=fleet.proxy,
-                apt_proxy=fleet.proxy, mirror=mirror_setting(school), acme_directory=fleet.tls.acme_directory)
+    site = Site(school=school, secret=_secrets(store, school.id, readonly), fleet_secret=_city_secrets(store),
+                proxy=fleet.proxy, apt_proxy=fleet.proxy, mirror=mirror_setting(school),
+                acme_directory=fleet.tls.acme_directory)
     out: list[Endpoint] = []
     for url, port in ((fleet.proxy, 3128), (fleet.tls.acme_directory, 443)):
         if url:

@@ -79,7 +79,7 @@ def moodle_settings(site: Site) -> dict[str, Any]:
         return {}
     if bbb.pool:
         pool = site.school.fleet.bbb_pool
-        fleet_secret = getattr(site, "fleet_secret", None)
+        fleet_secret = site.fleet_secret
         if pool is None or fleet_secret is None:
             raise ValueError(f"{site.id}: the BBB pool needs the fleet's bbb_pool and its secret "
                              "(Site.fleet_secret)")

@@ -43,6 +43,7 @@ class Site:
     trusted_ca_pems: list[str] = field(default_factory=list)  # extra CAs the server must trust
     outbound: list[Endpoint] = field(default_factory=list)    # the egress allow-list
     lab: bool = False
+    fleet_secret: SecretSource | None = None  # the city's own secrets (e.g. the BBB pool's), scope "fleet"
     upstream_apt: bool = True  # False: upstream apt repositories (Jitsi, BBB) are out of reach (the lab)
 
     @property

@@ -26,3 +26,19 @@ def list_(school: str = typer.Argument(..., help="School id (or 'fleet').")) -> 
     """The names (never the values) of a school's stored secrets."""
     names = sorted(SecretStore().load(school))
     say("\n".join(names) if names else f"no secrets stored for {school} yet")
+
+
+@app.command("set")
+def set_(scope: str = typer.Argument(..., help="School id, or 'fleet' for the city's own secrets."),
+         name: str = typer.Argument(..., help="Secret name, e.g. bbb_pool.")) -> None:
+    """Store a secret given by the city (e.g. the BBB pool's shared secret), read from standard input."""
+    import sys
+
+    from ..output import fail
+
+    value = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else typer.prompt(
+        f"{scope}/{name}", hide_input=True)
+    if len(value) < 8:
+        fail("a secret needs at least 8 characters")
+    SecretStore().put(scope, name, value)
+    say(f"stored {scope}/{name} in the vault")

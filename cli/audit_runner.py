@@ -133,16 +133,20 @@ _CONTROL_DIR = Path(tempfile.gettempdir()) / "schoolctl-audit-ssh"
 
 def connect(school: EffectiveSchool) -> Any:
     """A testinfra host over ssh with a persistent connection (the lab's ssh_config for lab hosts)."""
-    from inventories.build import connection, resolve
+    return connect_server(school.server)
 
-    if school.server.lab_name:
+
+def connect_server(server: Any) -> Any:
+    """A testinfra host for a server (a school's, or its BigBlueButton host)."""
+    from inventories.build import resolve, server_connection
+
+    if server.lab_name:
         from .lab import Lab
 
         lab = Lab()
-        resolve(school.server)  # raises AddressError when the lab host is not running
-        return testinfra.get_host(f"ssh://{school.server.lab_name}", ssh_config=str(lab.ssh_config_path),
-                                  timeout=5)
-    data = connection(school)
+        resolve(server)  # raises AddressError when the lab host is not running
+        return testinfra.get_host(f"ssh://{server.lab_name}", ssh_config=str(lab.ssh_config_path), timeout=5)
+    data = server_connection(server)
     _CONTROL_DIR.mkdir(mode=0o700, exist_ok=True)
     return testinfra.get_host(
         f"ssh://{data['ssh_user']}@{data['ssh_hostname']}:{data['ssh_port']}", controlpath=str(_CONTROL_DIR / "%C"),
@@ -170,9 +174,21 @@ def audit_school(school: EffectiveSchool, expect: Expect | None = None, host: An
             cached.prefetch(cmds)
             result.prefetched = len(cmds)
         ctx = Context(cached, school, expect)
+        bbb_ctx = None
         for cid in ids:
             note(school.id, cid)
-            result.controls.append(run_control(controls[cid], ctx))
+            control = controls[cid]
+            if control.service == "bigbluebutton" and control.applicable(school):
+                bbb = school.services.bigbluebutton
+                if bbb is not None and bbb.pool:
+                    result.controls.append(ControlResult(control, NA, "the school uses the city's BigBlueButton "
+                                                         "pool, audited as the city's own service", ""))
+                    continue
+                if bbb_ctx is None:  # BigBlueButton runs on its own host: its controls read that host
+                    bbb_ctx = Context(CachedHost(connect_server(bbb.server)), school, expect)
+                result.controls.append(run_control(control, bbb_ctx))
+                continue
+            result.controls.append(run_control(control, ctx))
         result.extra_commands = len(cached.misses)
     except Exception as e:  # unreachable host, lab down, broken evidence script: an error row
         msg = str(e).strip().splitlines()

@@ -46,7 +46,8 @@ from pathlib import Path
 from cli.config.loader import load
 from cli.runner import run
 for r in run(load(Path(sys.argv[1])).select([sys.argv[3]]), plan=False, progress=lambda s, w: None):
-    print(json.dumps({"status": r.status, "error": r.error}))
+    print(json.dumps({"status": r.status, "error": r.error,
+                      "changes": [f"{c['kind']} {c['what']} {c['detail']}".strip() for c in r.changes]}))
     sys.exit(1 if r.status == "failed" else 0)
 """
 

@@ -17,7 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from gevent import monkey
+os.environ.setdefault("GEVENT_RESOLVER", "block")  # as the CLI does: no thread-pool resolver noise
+
+from gevent import monkey  # noqa: E402
 
 monkey.patch_all()
 

@@ -69,6 +69,7 @@ def audit(ctx: typer.Context, ids: Ids = None,
         text = {"json": lambda: json_report.render(audits), "junit": lambda: junit.render(audits),
                 "html": lambda: html.render(audits, lang or config.fleet.languages[0])}[fmt]()
         if output:
+            output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(text, encoding="utf-8")
             out.print(summary_table(audits))
             say(f"{fmt} report written to {output}")

@@ -67,7 +67,7 @@ def layer(site: Site) -> Layer:
     outbound = site.school.privacy.outbound
     conf = render("firewall/nftables.conf.j2", inbound=inbound(site), allow=allow(site), outbound=outbound)
     # the live ruleset must be the configured one: a rule removed by hand shows in `plan`
-    loaded = "nft list ruleset | sha256sum | cut -c1-64"
+    loaded = "nft -s list ruleset | sha256sum | cut -c1-64"  # -s: no counters, only rules
     return Layer(
         name="firewall", round=SYSTEM, packages=["nftables"],
         directories=[Directory("/var/lib/schoolctl", "0700")],

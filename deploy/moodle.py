@@ -38,8 +38,10 @@ INSTALLED = f"{VAR}/installed"                   # written after install_databas
 ADMIN_SECRET = "/etc/schoolctl/secrets/moodle_admin"
 REDIS_DB = 1                                     # Nextcloud uses Redis database 0
 DPO_ROLE, DPO_USER = "schoolctl_dpo", "privacy-officer"
-# Tasks that would call servers outside the school: the H5P hub's content types, moodle.org registration.
-DISABLED_TASKS = ("\\core\\task\\h5p_get_content_types_task", "\\core\\task\\registration_cron_task")
+# Tasks that would call servers outside the school: the H5P hub's content types, moodle.org registration,
+# language pack updates from download.moodle.org (the deploy decides the languages).
+DISABLED_TASKS = ("\\core\\task\\h5p_get_content_types_task", "\\core\\task\\registration_cron_task",
+                  "\\tool_langimport\\task\\update_langpacks_task")
 # Moodle needs inline and eval'd scripts (YUI, AMD loader); still nothing from another origin.
 CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data: blob:; font-src 'self' data:; media-src 'self' blob:; connect-src 'self'; "

@@ -11,9 +11,13 @@ users and privacy defaults.
   comes from a root-only file via `$(cat)`, so it is on occ's argv on the server for the ~20 s of
   the install, never in a logged command. The admin account is installed with a throwaway
   password and then given the real one with `user:resetpassword --password-from-env`. Then every
-  wanted system and app value is set in ONE `occ config:import` of a rendered JSON file, checked in
-  ONE `occ config:list` compared against that file (schoolctl-nextcloud-config). The two secrets
-  Nextcloud keeps (database and LDAP bind passwords) are imported from a root-only JSON on stdin.
+  wanted system and app value is set in ONE `occ config:import` of a rendered JSON file (plus
+  app:disable/app:enable), checked by schoolctl-nextcloud-config against that file with one `php -r`
+  reading the merged config.php and one psql query of the app values (~10x faster than booting
+  Nextcloud for `occ config:list`). The two secrets Nextcloud keeps (database and LDAP bind
+  passwords) are imported from a root-only JSON on stdin, re-imported when their file changes.
+- Upgrade: a new version is unpacked beside the old one; `current` moves to it (config.php copied
+  over) and `occ upgrade` runs when the code's version differs from the one in config.php.
 - Users: the school's LDAP (user_ldap, ldaps://127.0.0.1:636, CA from /etc/ldap/ldap.conf), login
   by uid; the internal user name is the uid, so leavers are deleted by uid (`delete_user_command`).
 - Background jobs: cron.php every 5 minutes from a systemd timer, as the nextcloud user.

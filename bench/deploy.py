@@ -19,7 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("GEVENT_RESOLVER", "block")  # as the CLI does: no thread-pool resolver noise
 
-from gevent import monkey  # noqa: E402
+from gevent import monkey
 
 monkey.patch_all()
 

@@ -289,6 +289,7 @@ def test_content_survives_redeploy_and_second_deploy_is_unchanged(deployed: Env,
     # Known and outside these layers (reported to the firewall layer's owner): its "live ruleset" check
     # hashes `nft list ruleset` WITH the reject rule's packet counter, so one rejected outbound packet
     # between two deploys re-applies the ruleset. Everything else must be unchanged.
+    print(f"second deploy: {again['status']}, changes: {again['changes']}")
     others = [c for c in again["changes"] if c != FIREWALL_COUNTER_STEP]
     assert again["status"] == "unchanged" or not others, again
     code, body = deployed.curl("nextcloud", f"/remote.php/dav/files/{marta['uid']}/keep.txt",

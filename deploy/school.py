@@ -12,7 +12,7 @@ from .site import Site
 from .state import Layer, Round, merge
 
 # The layers, in the order they stand on each other. Each module has `layer(site) -> Layer | None`.
-LAYERS = ("base", "firewall", "identity", "database", "php", "web", "moodle", "jitsi")
+LAYERS = ("base", "firewall", "identity", "database", "php", "web", "moodle", "nextcloud", "etherpad", "jitsi")
 
 
 def school_layers(site: Site) -> list[Layer]:

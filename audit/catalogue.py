@@ -79,6 +79,7 @@ class Expect:
     outbound: tuple[tuple[str, str, int], ...] = ()
     inbound: tuple[tuple[str, int], ...] = ()
     outbound_note: str = ""
+    pages_note: str = ""  # why a name's start page is not fetched (e.g. no Jitsi web client deployed)
 
     def __post_init__(self) -> None:
         if not self.pages:

@@ -87,27 +87,35 @@ def expectations(school: EffectiveSchool, outbound: list[Any] | None = None) -> 
     (deploy.site.Endpoint list) defaults to the deploy's own view: cli.sites.build_site(...).outbound
     (for a lab school: the lab's proxy, apt cache, ACME and mirror)."""
     note = ""
+    upstream_apt = True
     if outbound is None:
         from .secrets import SecretStore
         from .sites import build_site
 
-        outbound = build_site(school, SecretStore(), readonly=True).outbound
+        site = build_site(school, SecretStore(), readonly=True)
+        outbound, upstream_apt = site.outbound, site.upstream_apt
     allow: list[tuple[str, str, int]] = []
     for ep in outbound:
         addrs = _addresses(ep.host)
         if not addrs:
             note += f" ({ep.host} does not resolve here)"
         allow += [(ep.proto, a, ep.port) for a in addrs]
-    inbound = [("tcp", school.server.ssh_port)]
+    # every school serves its landing page (and ACME challenges) through nginx
+    inbound = [("tcp", school.server.ssh_port), ("tcp", 80), ("tcp", 443)]
     web = [s for s in SERVICE_HOSTS if school.has(s)]
-    if web:
-        inbound += [("tcp", 80), ("tcp", 443)]
     if school.services.jitsi:
         j = school.services.jitsi
         inbound += [("udp", j.jvb_port), ("udp", j.turn_port), ("tcp", j.turn_port)]
     names = [school.domain, *(f"{SERVICE_HOSTS[s]}.{school.domain}" for s in web)]
-    return Expect(names=tuple(names), outbound=tuple(dict.fromkeys(allow)), inbound=tuple(dict.fromkeys(inbound)),
-                  outbound_note=note, trust=tuple(trust_roots(school)))
+    pages, pages_note = names, ""
+    if school.services.jitsi and (school.fleet.apt_repos.jitsi is None or not upstream_apt):
+        meet = f"{SERVICE_HOSTS['jitsi']}.{school.domain}"
+        pages = [n for n in names if n != meet]
+        pages_note = (f"{meet}: not fetched, Jitsi's web client is not deployed here (its upstream repository "
+                      "is off for this server: only prosody, coturn and the site's config are)")
+    return Expect(names=tuple(names), pages=tuple(pages), outbound=tuple(dict.fromkeys(allow)),
+                  inbound=tuple(dict.fromkeys(inbound)), outbound_note=note, pages_note=pages_note,
+                  trust=tuple(trust_roots(school)))
 
 
 def trust_roots(school: EffectiveSchool) -> list[str]:
@@ -185,7 +193,9 @@ def audit_school(school: EffectiveSchool, expect: Expect | None = None, host: An
                                                          "pool, audited as the city's own service", ""))
                     continue
                 if bbb_ctx is None:  # BigBlueButton runs on its own host: its controls read that host
-                    bbb_ctx = Context(CachedHost(connect_server(bbb.server)), school, expect)
+                    # (a host handed in by the caller, e.g. a test or the testinfra suite, is used as is)
+                    bbb_ctx = ctx if host is not None else Context(CachedHost(connect_server(bbb.server)), school,
+                                                                    expect)
                 result.controls.append(run_control(control, bbb_ctx))
                 continue
             result.controls.append(run_control(control, ctx))

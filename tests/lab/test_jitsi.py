@@ -318,13 +318,15 @@ def test_coturn_takes_only_credentials_from_the_shared_secret(deployed: Env) -> 
 
 def _audit(env: Env, prefix: str, privacy: dict | None = None, bbb: bool = False) -> dict[str, tuple[str, str]]:
     from audit.catalogue import load_all
-    from cli.audit_runner import audit_school, expectations
+    from cli.audit_runner import audit_school, connect, expectations
     from cli.config.loader import load
 
     (env.schools / f"{SCHOOL}.yaml").write_text(school_yaml(privacy, bbb), encoding="utf-8")
     school = load(env.schools).select([SCHOOL])[0]
     ids = sorted(c for c in load_all() if c.startswith(prefix))
-    result = audit_school(school, expect=expectations(school, outbound=[]), only=ids)
+    # the BBB files are laid down on this lab host: hand it in, so the BBB controls read it (by
+    # themselves they would read the school's BigBlueButton host, which cannot run here)
+    result = audit_school(school, expect=expectations(school, outbound=[]), host=connect(school), only=ids)
     assert result.error is None, result.error
     return {r.control.id: (r.status, r.observed) for r in result.controls}
 

@@ -9,6 +9,7 @@ prefetch becomes a school-level error row, never a crash.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import ipaddress
 import socket
 import tempfile
@@ -157,7 +158,10 @@ def connect_server(server: Any) -> Any:
     data = server_connection(server)
     _CONTROL_DIR.mkdir(mode=0o700, exist_ok=True)
     return testinfra.get_host(
-        f"ssh://{data['ssh_user']}@{data['ssh_hostname']}:{data['ssh_port']}", controlpath=str(_CONTROL_DIR / "%C"),
+        # a ControlPath without ssh's %-tokens: testinfra %-formats the ssh command line itself
+        f"ssh://{data['ssh_user']}@{data['ssh_hostname']}:{data['ssh_port']}",
+        controlpath=str(_CONTROL_DIR / hashlib.sha256(
+            f"{data['ssh_user']}@{data['ssh_hostname']}:{data['ssh_port']}".encode()).hexdigest()[:16]),
         timeout=5, ssh_extra_args="-o BatchMode=yes -o StrictHostKeyChecking=accept-new")
 
 

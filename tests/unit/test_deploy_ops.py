@@ -84,16 +84,20 @@ def test_package_unit_and_step_facts() -> None:
     assert "if ( test -e /x )" in ops.StepChecks().command(checks=("test -e /x",))
 
 
-def _site(school_id: str) -> Site:
+def _site(school_id: str, tmp: Path | None = None) -> Site:
     school = load(ROOT / "schools").schools[school_id]
-    return Site(school=school, secret=lambda name, length=32: Secret("s3cr3t-" + name), outbound=[])
+    mirror = None
+    if tmp is not None:  # Etherpad has no upstream checksum to pin: a mirror folder lists its file
+        (tmp / "SHA256SUMS").write_text(f"{'e' * 64}  etherpad-lite-2.5.3.tar.gz\n")
+        mirror = str(tmp)
+    return Site(school=school, secret=lambda name, length=32: Secret("s3cr3t-" + name), outbound=[], mirror=mirror)
 
 
-def test_a_whole_plan_through_the_fake_connector() -> None:
+def test_a_whole_plan_through_the_fake_connector(tmp_path: Path) -> None:
     """Every operation plans its changes against an empty host; no command carries a secret."""
     from deploy.school import school_rounds
 
-    site = _site("escola-pins")
+    site = _site("escola-pins", tmp_path)
     rounds = school_rounds(site)
     inventory = Inventory(([("@fake/escola-pins", {"fake_delay": 0, "fake_delay_jitter": 0})], {}))
     state = State(inventory=inventory, config=Config(), check_for_changes=True)
@@ -127,13 +131,13 @@ def test_firewall_lets_replies_of_inbound_services_out() -> None:
     assert "udp sport" not in output  # UDP has no replies-only test; conntrack covers media
 
 
-def test_a_school_with_its_own_bbb_host_plans_both_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_school_with_its_own_bbb_host_plans_both_hosts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The runner plans the school server and the BigBlueButton host, each in its own State."""
     from cli import runner
     from deploy.bbb_host import bbb_rounds
     from deploy.school import school_rounds
 
-    site = _site("institut-mar")
+    site = _site("institut-mar", tmp_path)
     fake = {"fake_delay": 0, "fake_delay_jitter": 0}
     monkeypatch.setattr(runner, "build_site", lambda school, store, readonly: site)
     monkeypatch.setattr(runner, "_targets", lambda school, s: [

@@ -8,10 +8,13 @@
   with --settings/--apikey, so a new release never loses them.
 - Access (decision): Etherpad has no LDAP login that installs offline (ep_ldapauth is an old,
   unmaintained plugin), so pads are reachable ONLY through sessions created with the HTTP API
-  (`requireSession`, `editOnly`): Moodle and Nextcloud create group pads and author sessions for
-  their logged-in users with the API key. A pad name alone opens nothing; nobody creates pads by
-  URL. The API needs the key (`authenticationMethod: apikey`); /admin needs the admin user's
-  password (basic auth; `users.admin`, a generated secret). No SSO clients are configured, so the
+  (`requireSession`, `editOnly`). Moodle creates them: schoolctl installs its own small Moodle plugin,
+  local_schoolpads (templates/etherpad/schoolpads/), which gives every course (and the front page)
+  an Etherpad group; whoever may see the course gets "Pads" in its navigation, teachers create pads
+  there, and opening one creates an author session (cookie `sessionID` on the school's domain, which
+  pad.<domain> reads). A pad name alone opens nothing; nobody creates pads by URL. The API needs
+  the key (`authenticationMethod: apikey`); /admin needs the admin user's password
+  (basic auth; `users.admin`, a generated secret). No SSO clients are configured, so the
   built-in OIDC provider has no client with a default secret.
 - Privacy: no IP logging, loglevel WARN (journald keeps it privacy.log_retention_days), metrics
   off, settings not shown in /admin, update check aimed at a closed loopback port (there is no off
@@ -22,11 +25,14 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote_plus
 
 from . import artifacts
 from .database import credentials
-from .render import render
+from .render import TEMPLATES, render
 from .site import Site
 from .state import APPS, Directory, File, Layer, Step
 from .web import NGINX_CHECK, server_block
@@ -112,6 +118,54 @@ def settings(site: Site) -> dict[str, Any]:
         "lowerCasePadIds": False,
         "enableDarkMode": False,
     }
+
+
+MOODLE_PLUGIN = "local_schoolpads"
+PLUGIN_SOURCE = TEMPLATES / "etherpad" / "schoolpads"
+
+
+def moodle_plugin_settings(site: Site) -> dict[str, Any]:
+    """local_schoolpads' settings, forced in Moodle's config.php (the API key is a cli.secrets.Secret)."""
+    if not site.school.has("etherpad"):
+        return {}
+    return {"apiurl": f"http://{LISTEN}:{PORT}", "apikey": site.secret("etherpad_api"),
+            "padurl": f"https://{site.fqdn('etherpad')}", "cookiedomain": site.school.domain}
+
+
+def moodle_plugin(site: Site, code: str) -> tuple[list[Directory], list[File]]:
+    """The plugin's folders and PHP files under Moodle's code dir `code`, readable by PHP-FPM's user
+    and owned by root (none when the school has no Etherpad)."""
+    if not site.school.has("etherpad"):
+        return [], []
+    base = f"{code}/local/schoolpads"
+    sources = sorted(PLUGIN_SOURCE.rglob("*.php"))
+    folders = sorted({f.parent.relative_to(PLUGIN_SOURCE) for f in sources}
+                     | {p for f in sources for p in f.relative_to(PLUGIN_SOURCE).parents})
+    return ([Directory(str(PurePosixPath(base) / d), "0755") for d in folders],
+            [File(f"{base}/{f.relative_to(PLUGIN_SOURCE)}", f.read_text(), "0644") for f in sources])
+
+
+def moodle_plugin_version() -> int:
+    """The plugin's $plugin->version (Moodle's upgrade installs it when the database has another)."""
+    text = (PLUGIN_SOURCE / "version.php").read_text()
+    return int(re.search(r"\$plugin->version = (\d+);", text).group(1))  # type: ignore[union-attr]
+
+
+FORMER_AUTHOR = {"ca": "Antic membre", "es": "Antiguo miembro", "en": "Former member"}
+
+
+def delete_user_command(site: Site, uid: str) -> str:
+    """Shell (root, on the server) for a leaver: their Etherpad author (made by Moodle's pads) loses
+    their name; what they wrote stays in the class's shared pads, with no name on it (Etherpad's API
+    deletes no author). Succeeds when Etherpad is not installed; fails when it is but does not answer.
+    The API key goes from its root-only file into curl's stdin, never onto a command line."""
+    if not re.match(r"^[A-Za-z0-9._@-]+$", uid):
+        raise ValueError(f"unexpected uid {uid!r}")
+    form = f"authorMapper=moodle-{uid}&name={quote_plus(FORMER_AUTHOR[site.school.languages[0]])}"
+    return (f"if [ -e /etc/systemd/system/{UNIT}.service ]; then\n"
+            f"  printf 'apikey=%s&%s' \"$(cat {APIKEY})\" '{form}' | curl -fsS --noproxy '*' --max-time 20 --data @- "
+            f"http://{LISTEN}:{PORT}/api/1.3.0/createAuthorIfNotExistsFor | grep -q '\"code\":0'\n"
+            "else echo 'etherpad: not installed, nothing to do'; fi")
 
 
 def nginx_body() -> str:

@@ -16,7 +16,7 @@ import json
 import shlex
 from typing import Any
 
-from . import artifacts
+from . import artifacts, etherpad
 from .database import PSQL, credentials
 from .identity import ldap_settings
 from .php import PHP_VERSION, REDIS_SOCKET, php_cli, pool_socket, service_user
@@ -85,10 +85,17 @@ def ldap_config(site: Site) -> dict[str, Any]:
         "memberattribute_isdn": 1, "passtype": "plaintext", "preventpassindb": 1, "changepasswordurl": "",
         "stdchangepassword": 0, "forcechangepassword": 0, "expiration": 0, "gracelogins": 0,
         "auth_user_create": 0, "create_context": "", "creators": "", "ntlmsso_enabled": 0,
+        # role mapping: the directory's teachers are course creators (synced at login and by the sync task)
+        "coursecreatorcontext": s.teachers_dn,
         "removeuser": 1,  # AUTH_REMOVEUSER_SUSPEND: a person gone from ou=people is suspended by the sync
     }
-    for field, attr in (("firstname", s.given_name_attr), ("lastname", s.family_name_attr), ("email", s.mail_attr)):
-        cfg[f"field_map_{field}"] = attr.lower()
+    # Moodle sends anyone without an email to their (locked) profile form, forever: children often have
+    # none. auth_ldap takes the LAST non-empty attribute of a list, so "uid,mail" is the real address
+    # when there is one, else the username (no '@': Moodle never mails it; the directory stays true).
+    email = f"{s.uid_attr.lower()},{s.mail_attr.lower()}"
+    for field, attr in (("firstname", s.given_name_attr.lower()), ("lastname", s.family_name_attr.lower()),
+                        ("email", email)):
+        cfg[f"field_map_{field}"] = attr
         cfg[f"field_updatelocal_{field}"] = "onlogin"
         cfg[f"field_updateremote_{field}"] = 0
         cfg[f"field_lock_{field}"] = "locked"
@@ -148,12 +155,38 @@ def integrations(site: Site) -> tuple[dict[str, Any], dict[str, Any]]:
     return plain, secret
 
 
+def plugin_settings(site: Site) -> dict[str, dict[str, Any]]:
+    """Plugin settings forced in config.php: auth_ldap and the plugins of the school's other services
+    (secrets revealed: config.php is the one secret file)."""
+    from cli.secrets import Secret
+
+    plugins = {"auth_ldap": ldap_config(site), etherpad.MOODLE_PLUGIN: etherpad.moodle_plugin_settings(site)}
+    return {component: {k: v.reveal() if isinstance(v, Secret) else v for k, v in values.items()}
+            for component, values in plugins.items() if values}
+
+
+def plugin_versions(site: Site) -> dict[str, int]:
+    """schoolctl's own Moodle plugins this school gets, with their versions."""
+    return {etherpad.MOODLE_PLUGIN: etherpad.moodle_plugin_version()} if site.school.has("etherpad") else {}
+
+
+def links(site: Site) -> str:
+    """Moodle's custom menu: the school's other services (Etherpad's front-page pads, Nextcloud)."""
+    items = []
+    if site.school.has("etherpad"):
+        items.append("Etherpad|/local/schoolpads/index.php?id=1")
+    if site.school.has("nextcloud"):
+        items.append(f"Nextcloud|https://{site.fqdn('nextcloud')}")
+    return "\n".join(items)
+
+
 def wanted(site: Site) -> dict[str, Any]:
     """What the settings script makes true: the settings, the language, the DPO and data retention."""
     dpo = site.school.contacts.dpo
     first, _, last = dpo.name.partition(" ")
     config = settings(site)
     config["core"].update(integrations(site)[0])
+    config["core"]["custommenuitems"] = links(site)
     return {
         "config": config,
         "lang": site.school.languages[0],
@@ -193,13 +226,23 @@ def install_step(site: Site, version: str) -> Step:
                 apply=f"if ! {has_config}; then\n{install}\nfi\ntouch {INSTALLED}", timeout=1800)
 
 
-def upgrade_step(version: str) -> Step:
+def upgrade_step(version: str, plugins: dict[str, int] | None = None) -> Step:
+    """upgrade.php when the code (or one of schoolctl's own plugins) is newer than the database."""
     code = code_dir(version)
     code_version = f"sed -n 's/^\\$version *= *\\([0-9.]*\\);.*/\\1/p' {code}/version.php"
     db_version = _db_value("SELECT value FROM mdl_config WHERE name = 'version'")
+    check = f'v=$({code_version}) && [ -n "$v" ] && [ "$v" = "$({db_version})" ]'
+    for component, number in sorted((plugins or {}).items()):
+        sql = f"SELECT value FROM mdl_config_plugins WHERE plugin = '{component}' AND name = 'version'"
+        check += f' && [ "$({_db_value(sql)})" = {number} ]'
     return Step(f"moodle database matches the code ({version})",
-                check=f'v=$({code_version}) && [ -n "$v" ] && [ "$v" = "$({db_version})" ]',
-                apply=php_cli(APP, f"{code}/admin/cli/upgrade.php --non-interactive"), timeout=3600)
+                check=check,
+                # Moodle caches its plugin list until the core version changes: purge so it sees new
+                # plugins. An upgrade resets some settings (registrationpending): the policy goes back on
+                # in the same run (the settings step was checked before this ran).
+                apply=(php_cli(APP, f"{code}/admin/cli/purge_caches.php") + " && "
+                       + php_cli(APP, f"{code}/admin/cli/upgrade.php --non-interactive") + " && "
+                       + php_cli(APP, SETTINGS_SCRIPT)), timeout=3600)
 
 
 def switch_step(rel: artifacts.Release) -> Step:
@@ -237,18 +280,21 @@ def layer(site: Site) -> Layer | None:
     setup = "/public/lib/setup.php" if serves_public(rel.version) else "/lib/setup.php"
     config = render("moodle/config.php.j2", php=php, version=rel.version, fqdn=site.fqdn(APP),
                     db=credentials(site, APP), dataroot=DATAROOT, redis_socket=REDIS_SOCKET, redis_db=REDIS_DB,
-                    php_version=PHP_VERSION, disabled_tasks=DISABLED_TASKS, user=user, ldap=ldap_config(site),
+                    php_version=PHP_VERSION, disabled_tasks=DISABLED_TASKS, user=user, plugins=plugin_settings(site),
                     setup=setup, forced={k: v.reveal() for k, v in integrations(site)[1].items()})
     settings_php = render("moodle/settings.php.j2", php=php, config=CONFIG,
                           wanted=json.dumps(wanted(site), indent=1, sort_keys=True, ensure_ascii=False))
     body = render("moodle/nginx.conf.j2", version=rel.version, root=code_dir(rel.version),
                   upload_mb=moodle.max_upload_mb, socket=pool_socket(APP))
+    plugin_dirs, plugin_files = etherpad.moodle_plugin(site, code_dir(rel.version, rel.path))
     files = [
         # in the release folder (unpacked by the pre-step): each version gets its own
         File(f"{rel.path}/config.php", config, "0640", "root", user, secret=True),
         File(ADMIN_SECRET, site.secret("moodle_admin").reveal(), "0600", secret=True),
         File(SETTINGS_SCRIPT, settings_php, "0644"),
         File(DELETE_SCRIPT, render("moodle/delete_user.php.j2", php=php, config=CONFIG), "0644"),
+        # schoolctl's own plugins, in the release's code (so each version gets them)
+        *plugin_files,
         *_units(rel.version),
         server_block(site, APP, body, csp=CSP),
     ]
@@ -260,7 +306,7 @@ def layer(site: Site) -> Layer | None:
         # PHP's LDAP and Redis extensions for auth_ldap and the session handler
         packages=[f"php{PHP_VERSION}-ldap", "php-redis"],
         directories=[Directory(TOOLS), Directory(VAR, "0750", user, user), Directory(DATAROOT, "0700", user, user),
-                     Directory("/etc/schoolctl/secrets", "0700")],
+                     Directory("/etc/schoolctl/secrets", "0700"), *plugin_dirs],
         files=files,
         services=[Service("moodle-cron.timer"), Service("moodle-ldap-sync.timer")],
         steps=[
@@ -272,7 +318,7 @@ def layer(site: Site) -> Layer | None:
                  apply=f"systemctl restart php{PHP_VERSION}-fpm.service"),
             switch_step(rel),
             install_step(site, rel.version),
-            upgrade_step(rel.version),
+            upgrade_step(rel.version, plugin_versions(site)),
             settings_step(),
         ],
     )

@@ -160,3 +160,13 @@ def test_controls_pass_on_the_deployed_values():
 def test_each_control_fails_alone_on_its_value(changes, listen, cid):
     statuses = _statuses(_summary(**changes), *([listen] if listen else []))
     assert sorted(k for k, v in statuses.items() if v != "pass") == [cid]
+
+
+def test_leaver_loses_their_author_name_key_never_on_argv(site):
+    from deploy import etherpad
+
+    cmd = etherpad.delete_user_command(site, "marta.puig")
+    assert "printf 'apikey=%s&%s' \"$(cat /etc/etherpad/APIKEY.txt)\" 'authorMapper=moodle-marta.puig&name=" in cmd
+    assert "--data @- http://127.0.0.1:9001/api/1.3.0/createAuthorIfNotExistsFor" in cmd
+    with pytest.raises(ValueError):
+        etherpad.delete_user_command(site, "o'brien; rm -rf /")

@@ -157,3 +157,39 @@ def test_bigbluebutton_settings_plain_in_script_secret_in_config() -> None:
     assert "bigbluebuttonbn_shared_secret" not in core
     assert "$CFG->bigbluebuttonbn_shared_secret = 's3cr3t-bbb_secret-value';" in \
         f["/srv/moodle/releases/5.3/config.php"].data.decode()
+
+
+def test_etherpad_pads_plugin_in_the_release_with_its_key_forced(mirror: str) -> None:
+    site = make_site("demo", mirror=mirror)
+    f = files(site)
+    plugin = "/srv/moodle/releases/5.0.6/local/schoolpads"
+    assert {f"{plugin}/{name}" for name in ("version.php", "lib.php", "index.php", "db/access.php",
+                                            "classes/etherpad.php", "lang/en/local_schoolpads.php")} <= set(f)
+    assert all(not f[p].secret and "s3cr3t" not in f[p].data.decode() for p in f if p.startswith(plugin))
+    dirs = {d.path: d.mode for d in moodle.layer(site).directories if d.path.startswith(plugin)}
+    assert dirs[plugin] == dirs[f"{plugin}/classes/privacy"] == dirs[f"{plugin}/lang/ca"] == "0755"
+    config = f["/srv/moodle/releases/5.0.6/config.php"].data.decode()
+    assert "'local_schoolpads' => [" in config and "'apikey' => 's3cr3t-etherpad_api-value'," in config
+    assert "'padurl' => 'https://pad.demo.escoles.bcn.example'," in config
+    assert "'cookiedomain' => 'demo.escoles.bcn.example'," in config
+    upgrade = next(s for s in moodle.layer(site).steps if s.name.startswith("moodle database matches"))
+    assert "mdl_config_plugins" in upgrade.check and "local_schoolpads" in upgrade.check
+    assert f" = {moodle.etherpad.moodle_plugin_version()} ]" in upgrade.check
+
+
+def test_links_and_teachers_as_course_creators(mirror: str) -> None:
+    site = make_site("demo", mirror=mirror)
+    core = wanted(site)["config"]["core"]
+    assert core["custommenuitems"] == ("Etherpad|/local/schoolpads/index.php?id=1\n"
+                                       "Nextcloud|https://cloud.demo.escoles.bcn.example")
+    config = files(site)["/srv/moodle/releases/5.0.6/config.php"].data.decode()
+    assert "'coursecreatorcontext' => 'cn=teachers,ou=groups,dc=demo,dc=escoles,dc=bcn,dc=example'," in config
+
+
+def test_no_pads_plugin_without_etherpad(mirror: str) -> None:
+    site = make_site("demo", mirror=mirror)
+    services = site.school.services.model_copy(update={"etherpad": None})
+    site.school = site.school.model_copy(update={"services": services})
+    assert not [p for p in files(site) if "schoolpads" in p]
+    assert "'local_schoolpads' => [" not in files(site)["/srv/moodle/releases/5.0.6/config.php"].data.decode()
+    assert wanted(site)["config"]["core"]["custommenuitems"] == "Nextcloud|https://cloud.demo.escoles.bcn.example"

@@ -19,6 +19,18 @@ UNIT = f"postgresql@{VERSION}-main"
 SECRETS = "/etc/schoolctl/secrets"
 DB_SERVICES = ("moodle", "nextcloud", "etherpad")
 PSQL = "runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1"
+BACKUPS = "/var/backups/schoolctl"
+KEEP_BACKUPS = 3
+
+
+def backup_command(database: str) -> str:
+    """Shell (root): dump `database` before an app upgrades it, so the old release (kept under its
+    versioned path) can be put back with its data: `pg_restore --clean -d <db> <file>`. Custom format
+    (compressed), root-only 0600 (it holds personal data); the newest KEEP_BACKUPS per database stay."""
+    return (f"install -d -m 0700 {BACKUPS} && f={BACKUPS}/{database}-$(date -u +%Y%m%dT%H%M%SZ).dump && "
+            f"(umask 077 && runuser -u postgres -- pg_dump --format=custom {database} > \"$f.part\") && "
+            f"mv \"$f.part\" \"$f\" && echo \"backup: $f\" && "
+            f"ls -1t {BACKUPS}/{database}-*.dump | tail -n +{KEEP_BACKUPS + 1} | xargs -r rm -f --")
 
 
 @dataclass(frozen=True)

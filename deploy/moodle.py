@@ -17,7 +17,7 @@ import shlex
 from typing import Any
 
 from . import artifacts, etherpad
-from .database import PSQL, credentials
+from .database import PSQL, backup_command, credentials
 from .identity import ldap_settings
 from .php import PHP_VERSION, REDIS_SOCKET, php_cli, pool_socket, service_user
 from .render import render
@@ -227,7 +227,8 @@ def install_step(site: Site, version: str) -> Step:
 
 
 def upgrade_step(version: str, plugins: dict[str, int] | None = None) -> Step:
-    """upgrade.php when the code (or one of schoolctl's own plugins) is newer than the database."""
+    """upgrade.php when the code (or one of schoolctl's own plugins) is newer than the database; the
+    database is dumped first (deploy.database.backup_command)."""
     code = code_dir(version)
     code_version = f"sed -n 's/^\\$version *= *\\([0-9.]*\\);.*/\\1/p' {code}/version.php"
     db_version = _db_value("SELECT value FROM mdl_config WHERE name = 'version'")
@@ -240,7 +241,7 @@ def upgrade_step(version: str, plugins: dict[str, int] | None = None) -> Step:
                 # Moodle caches its plugin list until the core version changes: purge so it sees new
                 # plugins. An upgrade resets some settings (registrationpending): the policy goes back on
                 # in the same run (the settings step was checked before this ran).
-                apply=(php_cli(APP, f"{code}/admin/cli/purge_caches.php") + " && "
+                apply=(backup_command(APP) + " && " + php_cli(APP, f"{code}/admin/cli/purge_caches.php") + " && "
                        + php_cli(APP, f"{code}/admin/cli/upgrade.php --non-interactive") + " && "
                        + php_cli(APP, SETTINGS_SCRIPT)), timeout=3600)
 

@@ -32,7 +32,7 @@ import shlex
 from typing import Any
 
 from . import artifacts
-from .database import credentials, secret_file
+from .database import backup_command, credentials, secret_file
 from .identity import ldap_settings
 from .php import FPM, PHP_VERSION, REDIS_SOCKET, pool_socket, service_user
 from .render import render
@@ -236,7 +236,7 @@ def _steps(site: Site, rel: artifacts.Release) -> list[Step]:
         f"nextcloud database at {rel.version} (occ upgrade)",
         check=(f"{PHP} -r 'include \"{CURRENT}/version.php\"; include \"{CURRENT}/config/config.php\"; "
                "exit(implode(\".\", $OC_Version) === $CONFIG[\"version\"] ? 0 : 1);'"),
-        apply=f"{occ('upgrade -n')}\n{occ('maintenance:mode --off')} >/dev/null",
+        apply=f"{backup_command(db.name)} || exit 1\n{occ('upgrade -n')}\n{occ('maintenance:mode --off')} >/dev/null",
         timeout=1800)
     secrets = Step(
         "nextcloud database and LDAP bind passwords",

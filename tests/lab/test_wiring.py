@@ -163,3 +163,26 @@ def test_a_leavers_name_leaves_etherpad(apps, pad) -> None:
     assert etherpad.FORMER_AUTHOR[apps.school.languages[0]] in after and after != before
     name = re.search(r'"data":"([^"]*)"', before).group(1)
     api(apps, "createAuthorIfNotExistsFor", authorMapper=mapper, name=name.replace(" ", "+"))   # as it was
+
+
+def test_an_upgrade_dumps_the_database_first_then_converges(apps, pad) -> None:
+    from deploy import etherpad
+
+    # what a newer release of a plugin looks like to Moodle: the code's version is ahead of the database's
+    version = etherpad.moodle_plugin_version()
+    psql = "runuser -u postgres -- psql -XAt -d moodle -c"
+    apps.ok(f"{psql} \"UPDATE mdl_config_plugins SET value = '{version - 100}' "
+            "WHERE plugin = 'local_schoolpads' AND name = 'version'\" && "
+            f"{psql} \"UPDATE mdl_config SET value = '' WHERE name = 'allversionshash'\"")
+    before = set(apps.ok("ls -1 /var/backups/schoolctl/ 2>/dev/null || true").split())
+    result = apps.deploy("plugin upgrade")
+    assert result["status"] == "changed", result
+    assert any("moodle database matches" in c for c in result["changes"]), result["changes"]
+    new = sorted(set(apps.ok("ls -1 /var/backups/schoolctl/").split()) - before)
+    assert len(new) == 1 and new[0].startswith("moodle-") and new[0].endswith(".dump"), new
+    dump = f"/var/backups/schoolctl/{new[0]}"
+    assert apps.ok(f"stat -c '%a %U' {dump} /var/backups/schoolctl").split() == ["600", "root", "700", "root"]
+    assert "TABLE DATA public mdl_user" in apps.ok(f"pg_restore --list {dump}")
+    assert apps.ok(f"{psql} \"SELECT value FROM mdl_config_plugins WHERE plugin = 'local_schoolpads' "
+                   "AND name = 'version'\"").strip() == str(version)
+    assert apps.deploy("after the upgrade")["status"] == "unchanged"

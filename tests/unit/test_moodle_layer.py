@@ -193,3 +193,16 @@ def test_no_pads_plugin_without_etherpad(mirror: str) -> None:
     assert not [p for p in files(site) if "schoolpads" in p]
     assert "'local_schoolpads' => [" not in files(site)["/srv/moodle/releases/5.0.6/config.php"].data.decode()
     assert wanted(site)["config"]["core"]["custommenuitems"] == "Nextcloud|https://cloud.demo.escoles.bcn.example"
+
+
+def test_an_upgrade_dumps_the_database_first(mirror: str) -> None:
+    from deploy import nextcloud
+    from deploy.database import backup_command
+
+    upgrade = next(s for s in moodle.layer(make_site("demo", mirror=mirror)).steps if "database matches" in s.name)
+    assert upgrade.apply.startswith(backup_command("moodle") + " && ")
+    assert upgrade.apply.index("pg_dump") < upgrade.apply.index("upgrade.php")
+    dump = backup_command("moodle")
+    assert "umask 077" in dump and "/var/backups/schoolctl/moodle-" in dump and "tail -n +4" in dump
+    nc = next(s for s in nextcloud.layer(make_site("institut-mar")).steps if "occ upgrade" in s.name)
+    assert nc.apply.startswith(backup_command("nextcloud") + " || exit 1\n")

@@ -4,6 +4,7 @@ coarse operations per round (see deploy/state.py and deploy/ops.py)."""
 from __future__ import annotations
 
 import importlib
+import os
 
 from pyinfra.api import deploy
 
@@ -15,9 +16,22 @@ from .state import Layer, Round, merge
 LAYERS = ("base", "firewall", "identity", "database", "php", "web", "moodle", "nextcloud", "etherpad", "jitsi")
 
 
+def selected_layers() -> tuple[str, ...]:
+    """LAYERS, or only those named in $SCHOOLCTL_LAYERS (comma separated; kept in LAYERS order).
+
+    For development and tests: a partial deploy of a real school leaves the rest as it was (and
+    whatever the missing layers would have set up, missing); that is the caller's own risk."""
+    wanted = [n.strip() for n in os.environ.get("SCHOOLCTL_LAYERS", "").split(",") if n.strip()]
+    unknown = [n for n in wanted if n not in LAYERS]
+    if unknown:
+        raise ValueError(f"SCHOOLCTL_LAYERS names unknown layer(s) {', '.join(unknown)}; "
+                         f"the layers are {', '.join(LAYERS)}")
+    return tuple(n for n in LAYERS if n in wanted) if wanted else LAYERS
+
+
 def school_layers(site: Site) -> list[Layer]:
     found = []
-    for name in LAYERS:
+    for name in selected_layers():
         layer = importlib.import_module(f"deploy.{name}").layer(site)
         if layer is not None:
             found.append(layer)

@@ -10,103 +10,41 @@ moodle-5.0.6.tgz); skips with the reason otherwise. SCHOOLCTL_KEEP_LAB=1 keeps t
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from ansible.parsing.vault import VaultLib, VaultSecret
+
+from .support import SchoolEnv, skip_reason
 
 pytestmark = [pytest.mark.lab, pytest.mark.mirror]
 
-ROOT = Path(__file__).resolve().parents[2]
 HOST = "m-1"
 SID = "m-moodle"
 LAYERS = "base,firewall,identity,database,php,web,moodle"
-MIRROR = os.environ.get("SCHOOLCTL_MIRROR", "/var/lib/schoolctl/mirror")
 CFG = "runuser -u moodle -- /usr/bin/php8.4 /srv/moodle/current/admin/cli/cfg.php"
-
-DEPLOY = """
-import sys, json
-from gevent import monkey
-monkey.patch_all()
-import deploy.school as ds
-ds.LAYERS = tuple(sys.argv[2].split(","))
-from pathlib import Path
-from cli.config.loader import load
-from cli.runner import run
-for r in run(load(Path(sys.argv[1])).select([sys.argv[3]]), plan=False, progress=lambda s, w: None):
-    print(json.dumps({"status": r.status, "error": r.error,
-                      "changes": [f"{c['kind']} {c['what']} {c['detail']}".strip() for c in r.changes]}))
-    sys.exit(1 if r.status == "failed" else 0)
-"""
 
 ROSTER = [["Marta", "Puig Soler", "teacher", "1A", "marta.puig@escola.example"],
           ["Pau", "Vidal Roca", "teacher", "", "pau.vidal@escola.example"],
           ["Laia", "Font Serra", "student", "1A", ""]]
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "lab tests need root"
-    if not shutil.which("systemd-nspawn"):
-        return "systemd-nspawn missing (lab prerequisites)"
-    if not (Path(MIRROR) / "moodle-5.0.6.tgz").is_file() or not (Path(MIRROR) / "SHA256SUMS").is_file():
-        return f"the test mirror {MIRROR} has no moodle-5.0.6.tgz / SHA256SUMS (shared/tools/build-test-mirror.sh)"
-    return None
-
-
-class Env:
-    def __init__(self, lab, work: Path):
-        self.lab, self.work, self.schools = lab, work, work / "schools"
-        self.env = {**os.environ, "SCHOOLCTL_VAULT_KEY_FILE": str(work / "vault.key"),
-                    "SCHOOLCTL_SECRETS_DIR": str(work / "secrets"), "SCHOOLCTL_MIRROR": MIRROR,
-                    "SCHOOLCTL_SCHOOLS_DIR": str(work / "schools"), "PYTHONPATH": str(ROOT)}
-        self.env.pop("SCHOOLCTL_LOG", None)
-        self.timings: dict[str, float] = {}
-
-    def deploy(self, label: str) -> dict:
-        start = time.monotonic()
-        proc = subprocess.run([sys.executable, "-c", DEPLOY, str(self.schools), LAYERS, SID], env=self.env,
-                              cwd=ROOT, capture_output=True, text=True, timeout=2400)
-        self.timings[label] = round(time.monotonic() - start, 1)
-        print(f"\n{label}: {self.timings[label]} s")
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli", "--schools-dir", str(self.schools), *args],
-                              env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=600)
-
-    def sh(self, command: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return self.lab.run(HOST, command, timeout=600, input=input)
-
+class Env(SchoolEnv):
     def cfg(self, name: str, component: str | None = None) -> str:
         comp = f" --component={component}" if component else ""
         proc = self.sh(f"{CFG}{comp} --name={name}")
         assert proc.returncode == 0, f"cfg.php{comp} --name={name}: {proc.returncode} {proc.stderr}"
         return proc.stdout.strip()
 
-    @property
-    def school(self):
-        from cli.config.loader import load
-
-        return load(self.schools).select([SID])[0]
-
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    reason = _skip_reason()
+    reason = skip_reason(("moodle-5.0.6.tgz",))
     if reason:
         print(f"skipped: {reason}")
         pytest.skip(reason)
@@ -116,19 +54,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     lab.up([HOST], timeout=180)
     # SCHOOLCTL_MOODLE_LAB_DIR keeps the schools dir and vault between runs (with SCHOOLCTL_KEEP_LAB)
     kept = os.environ.get("SCHOOLCTL_MOODLE_LAB_DIR")
-    e = Env(lab, Path(kept) if kept else tmp_path_factory.mktemp("moodle"))
-    e.schools.mkdir(parents=True, exist_ok=True)
-    fleet = yaml.safe_load((ROOT / "schools" / "fleet.yaml").read_text())
-    fleet.update(dns=[], ntp=[])
-    (e.schools / "fleet.yaml").write_text(yaml.safe_dump(fleet))
-    (e.schools / f"{SID}.yaml").write_text(yaml.safe_dump({
-        "id": SID, "name": "Escola Moodle", "district": "Lab", "server": f"lab:{HOST}",
-        "services": {"moodle": {"version": "5.0.6", "max_upload_mb": 50}},
-        "contacts": {"dpo": {"name": "Delegat Protecció", "email": "dpd@bcn.example"},
-                     "technician": {"name": "Suport TIC", "email": "suport@bcn.example"}},
-        "privacy": {"log_retention_days": 7, "data_retention_days": 200}}))
-    if not (e.work / "vault.key").exists():
-        assert e.cli("secrets", "init").returncode == 0
+    e = Env(lab, Path(kept) if kept else tmp_path_factory.mktemp("moodle"), HOST, SID, LAYERS,
+            services={"moodle": {"version": "5.0.6", "max_upload_mb": 50}},
+            privacy={"log_retention_days": 7, "data_retention_days": 200})
     try:
         yield e
     finally:
@@ -145,20 +73,7 @@ def deployed(env: Env) -> Env:
 
 @pytest.fixture(scope="module")
 def teacher(deployed: Env) -> dict[str, str]:
-    roster = deployed.work / "roster.csv"
-    with roster.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["given_name", "family_name", "role", "group", "email"])
-        w.writerows(ROSTER)
-    proc = deployed.cli("users", "import", SID, str(roster), "--json")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    report = json.loads(proc.stdout)
-    # a kept lab dir imported the roster before: the passwords are in the file of that run
-    vault = report["passwords_file"] or max((deployed.work / "secrets").glob(f"{SID}-initial-passwords-*.vault"))
-    key = Path(deployed.env["SCHOOLCTL_VAULT_KEY_FILE"]).read_bytes().strip()
-    table = list(csv.DictReader(VaultLib([("default", VaultSecret(key))]).decrypt(
-        Path(vault).read_bytes()).decode().splitlines()))
-    return next(r for r in table if r["given_name"] == "Marta")
+    return next(r for r in deployed.import_roster(ROSTER) if r["given_name"] == "Marta")
 
 
 def _curl(env: Env, jar: Path, path: str, data: dict[str, str] | None = None) -> str:

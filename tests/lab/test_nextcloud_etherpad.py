@@ -15,100 +15,31 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from ansible.parsing.vault import VaultLib, VaultSecret
+
+from .support import SchoolEnv, skip_reason
 
 pytestmark = [pytest.mark.lab, pytest.mark.mirror]
 
-ROOT = Path(__file__).resolve().parents[2]
 HOST = "n-1"
 SID = "n-cloud"
 LAYERS = "base,firewall,identity,database,php,web,nextcloud,etherpad"
-MIRROR = os.environ.get("SCHOOLCTL_MIRROR", "/var/lib/schoolctl/mirror")
 ARCHIVES = ("nextcloud-31.0.11.tar.bz2", "etherpad-lite-2.5.3.tar.gz")
 OCC = "cd /srv/nextcloud/current && runuser -u nextcloud -- /usr/bin/php8.4 occ"
 SETTINGS = "/etc/etherpad/settings.json"
-FIREWALL_COUNTER_STEP = "live firewall ruleset matches /etc/nftables.conf"
-
-DEPLOY = """
-import sys, json
-from gevent import monkey
-monkey.patch_all()
-import deploy.school as ds
-ds.LAYERS = tuple(sys.argv[2].split(","))
-from pathlib import Path
-from cli.config.loader import load
-from cli.runner import run
-for r in run(load(Path(sys.argv[1])).select([sys.argv[3]]), plan=False, progress=lambda s, w: None):
-    print(json.dumps({"status": r.status, "error": r.error, "changes": [c.get("what") for c in r.changes]}))
-    sys.exit(1 if r.status == "failed" else 0)
-"""
+FIREWALL_COUNTER_STEP = "step live firewall ruleset matches /etc/nftables.conf"
 
 ROSTER = [["Marta", "Puig Soler", "teacher", "1A", "marta.puig@escola.example"],
           ["Laia", "Font Serra", "student", "1A", ""]]
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "lab tests need root"
-    if not shutil.which("systemd-nspawn"):
-        return "systemd-nspawn missing (lab prerequisites)"
-    sums = Path(MIRROR) / "SHA256SUMS"
-    if not sums.is_file():
-        return f"the test mirror {MIRROR} has no SHA256SUMS (shared/tools/build-test-mirror.sh)"
-    listed = sums.read_text()
-    missing = [a for a in ARCHIVES if a not in listed or not (Path(MIRROR) / a).is_file()]
-    if missing:
-        return f"the test mirror {MIRROR} lacks {', '.join(missing)} (or SHA256SUMS does not list it yet)"
-    return None
-
-
-class Env:
-    def __init__(self, lab, work: Path):
-        self.lab, self.work, self.schools = lab, work, work / "schools"
-        self.env = {**os.environ, "SCHOOLCTL_VAULT_KEY_FILE": str(work / "vault.key"),
-                    "SCHOOLCTL_SECRETS_DIR": str(work / "secrets"), "SCHOOLCTL_MIRROR": MIRROR,
-                    "SCHOOLCTL_SCHOOLS_DIR": str(work / "schools"), "PYTHONPATH": str(ROOT)}
-        self.env.pop("SCHOOLCTL_LOG", None)
-        self.timings: dict[str, float] = {}
-
-    def deploy(self, label: str) -> dict:
-        start = time.monotonic()
-        proc = subprocess.run([sys.executable, "-c", DEPLOY, str(self.schools), LAYERS, SID], env=self.env,
-                              cwd=ROOT, capture_output=True, text=True, timeout=3000)
-        self.timings[label] = round(time.monotonic() - start, 1)
-        print(f"\n{label}: {self.timings[label]} s")
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli", "--schools-dir", str(self.schools), *args],
-                              env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=900)
-
-    def sh(self, command: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        return self.lab.run(HOST, command, timeout=600, input=input)
-
-    def ok(self, command: str) -> str:
-        proc = self.sh(command)
-        assert proc.returncode == 0, f"{command}: {proc.returncode} {proc.stdout[-1000:]} {proc.stderr[-1000:]}"
-        return proc.stdout
-
+class Env(SchoolEnv):
     def occ_get(self, kind: str, *args: str) -> str:
         return self.ok(f"{OCC} config:{kind}:get {' '.join(args)}").strip()
-
-    @property
-    def school(self):
-        from cli.config.loader import load
-
-        return load(self.schools).select([SID])[0]
 
     def curl(self, service: str, path: str, *extra: str, user: tuple[str, str] | None = None) \
             -> tuple[int, str]:
@@ -132,7 +63,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    reason = _skip_reason()
+    reason = skip_reason(ARCHIVES)
     if reason:
         print(f"skipped: {reason}")
         pytest.skip(reason)
@@ -141,17 +72,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     lab = Lab()
     lab.down([HOST])            # a fresh host: the deploy starts from a bare Debian 13
     lab.up([HOST], timeout=180)
-    e = Env(lab, tmp_path_factory.mktemp("nextcloud"))
-    e.schools.mkdir()
-    fleet = yaml.safe_load((ROOT / "schools" / "fleet.yaml").read_text())
-    fleet.update(dns=[], ntp=[])
-    (e.schools / "fleet.yaml").write_text(yaml.safe_dump(fleet))
-    (e.schools / f"{SID}.yaml").write_text(yaml.safe_dump({
-        "id": SID, "name": "Escola Núvol", "district": "Lab", "server": f"lab:{HOST}",
-        "services": {"nextcloud": {"version": "31.0.11", "default_quota": "2 GB"}, "etherpad": {"version": "2.5.3"}},
-        "contacts": {"dpo": {"name": "Delegat Protecció", "email": "dpd@bcn.example"}},
-        "privacy": {"log_retention_days": 7, "leaver_grace_days": 0}}, allow_unicode=True))
-    assert e.cli("secrets", "init").returncode == 0
+    e = Env(lab, tmp_path_factory.mktemp("nextcloud"), HOST, SID, LAYERS,
+            services={"nextcloud": {"version": "31.0.11", "default_quota": "2 GB"}, "etherpad": {"version": "2.5.3"}},
+            privacy={"log_retention_days": 7, "leaver_grace_days": 0})
     try:
         yield e
     finally:
@@ -177,13 +100,7 @@ def _roster(env: Env, rows: list[list[str]], name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def people(deployed: Env) -> dict[str, dict[str, str]]:
-    proc = deployed.cli("users", "import", SID, str(_roster(deployed, ROSTER, "roster.csv")), "--json")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    report = json.loads(proc.stdout)
-    key = Path(deployed.env["SCHOOLCTL_VAULT_KEY_FILE"]).read_bytes().strip()
-    table = list(csv.DictReader(VaultLib([("default", VaultSecret(key))]).decrypt(
-        Path(report["passwords_file"]).read_bytes()).decode().splitlines()))
-    return {r["given_name"]: r for r in table}
+    return {r["given_name"]: r for r in deployed.import_roster(ROSTER)}
 
 
 def _pad_api(env: Env, method: str, **params: str) -> dict:

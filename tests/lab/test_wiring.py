@@ -1,24 +1,57 @@
-"""The apps wired to each other, for real, on the shared apps host (fixture `apps`: Moodle, Nextcloud
-and Etherpad from the test mirror, the roster imported). Through nginx over HTTPS, as a browser:
+"""The apps wired to each other, for real, on lab host w-apps: Moodle 5.0.6 and Etherpad 2.5.3 from the
+test mirror on the platform layers, the roster imported. Nextcloud is among the school's services (so
+Moodle links it) but its layer is not deployed here (test_nextcloud_etherpad covers it). Through nginx
+over HTTPS, as a browser:
 a teacher logs in to Moodle, creates a pad in the front page's "Pads" (local_schoolpads), opens it and
 gets an Etherpad session cookie for the school's domain that really opens the pad (and nothing opens
 it without one); a student opens it but cannot create pads; Moodle's menu links Nextcloud and the pads;
-teachers are course creators from the directory; a leaver's name leaves Etherpad.
+teachers are course creators from the directory; a leaver's name leaves Etherpad; a Moodle upgrade
+dumps the database first. Needs root, the lab and the mirror; SCHOOLCTL_KEEP_LAB=1 keeps the host.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from .support import SchoolEnv, skip_reason
+
 pytestmark = [pytest.mark.lab, pytest.mark.mirror]
+
+HOST, SID = "w-apps", "w-apps"
+LAYERS = "base,firewall,identity,database,php,web,moodle,etherpad"
+ROSTER = [["Marta", "Puig Soler", "teacher", "1A", "marta.puig@escola.example"],
+          ["Laia", "Font Serra", "student", "1A", ""]]     # no email, as most pupils
 
 PADS = "/local/schoolpads/index.php?id=1"
 API = "http://127.0.0.1:9001/api/1.3.0"
+
+
+@pytest.fixture(scope="module")
+def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchoolEnv]:
+    reason = skip_reason(("moodle-5.0.6.tgz", "etherpad-lite-2.5.3.tar.gz"))
+    if reason:
+        pytest.skip(reason)
+    from cli.lab import Lab
+
+    lab = Lab()
+    lab.up([HOST], timeout=180)
+    env = SchoolEnv(lab, tmp_path_factory.mktemp("wiring"), HOST, SID, LAYERS, services={
+        "moodle": {"version": "5.0.6"}, "etherpad": {"version": "2.5.3"}, "nextcloud": {"version": "31.0.11"}})
+    try:
+        first = env.deploy("first deploy (Moodle, Etherpad)")
+        assert first["status"] in ("changed", "unchanged"), first
+        env.import_roster(ROSTER)
+        yield env
+    finally:
+        if not os.environ.get("SCHOOLCTL_KEEP_LAB"):
+            lab.down([HOST])
 
 
 class Browser:

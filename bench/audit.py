@@ -29,8 +29,8 @@ DEPLOY = """
 import sys
 from gevent import monkey
 monkey.patch_all()
-import deploy.school as ds
-ds.LAYERS = tuple(sys.argv[2].split(","))
+import os
+os.environ["SCHOOLCTL_LAYERS"] = sys.argv[2]
 from pathlib import Path
 from cli.config.loader import load
 from cli.runner import run

@@ -5,6 +5,7 @@ layers the test needs (SCHOOLCTL_LAYERS).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -12,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,23 @@ def skip_reason(archives: tuple[str, ...] = ()) -> str | None:
     if missing:
         return f"the test mirror {MIRROR} lacks {', '.join(missing)} (or SHA256SUMS does not list it yet)"
     return None
+
+
+@contextlib.contextmanager
+def booted(host: str, timeout: float = 180, fresh: bool = False) -> Iterator[Any]:
+    """The Lab with `host` up (first removed when `fresh`); the host goes at the end unless
+    SCHOOLCTL_KEEP_LAB is set."""
+    from cli.lab import Lab
+
+    lab = Lab()
+    if fresh:
+        lab.down([host])
+    lab.up([host], timeout=timeout)
+    try:
+        yield lab
+    finally:
+        if not os.environ.get("SCHOOLCTL_KEEP_LAB"):
+            lab.down([host])
 
 
 class SchoolEnv:

@@ -10,7 +10,6 @@ layers are not in deploy/school.py yet), so the web controls fetch the landing p
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .support import booted, skip_reason
+
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,41 +31,13 @@ SID = "a-audit"
 LAYERS = "base,firewall,database,web"
 DENIED_PORT = 18999  # a listener on the lab bridge address, not on the allow-list
 
-DEPLOY = """
-import sys
-from gevent import monkey
-monkey.patch_all()
-import deploy.school as ds
-ds.LAYERS = tuple(sys.argv[2].split(","))
-from pathlib import Path
-from cli.config.loader import load
-from cli.runner import run
-for r in run(load(Path(sys.argv[1])).select([sys.argv[3]]), plan=False, progress=lambda s, w: None):
-    print(r.school, r.status, r.error or "")
-    sys.exit(1 if r.status == "failed" else 0)
-"""
-
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "lab tests need root"
-    if not shutil.which("systemd-nspawn"):
-        return "systemd-nspawn missing (lab prerequisites)"
-    return None
-
-
 @pytest.fixture(scope="module")
 def lab():
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason:
         pytest.skip(reason)
-    from cli.lab import Lab
-
-    lab = Lab()
-    lab.up([HOST], timeout=120)
-    yield lab
-    if not os.environ.get("SCHOOLCTL_KEEP_LAB"):
-        lab.down([HOST])
+    with booted(HOST, timeout=120) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="module")
@@ -82,11 +55,11 @@ def env(tmp_path_factory: pytest.TempPathFactory, lab) -> dict[str, str]:
         "services": {"moodle": {}}, "contacts": {"dpo": {"name": "DPD", "email": "dpd@bcn.example"}},
         "privacy": {"log_retention_days": 7}}))
     env = dict(os.environ, SCHOOLCTL_SCHOOLS_DIR=str(schools), SCHOOLCTL_VAULT_KEY_FILE=str(base / "vault.key"),
-               SCHOOLCTL_SECRETS_DIR=str(base / "secrets"))
+               SCHOOLCTL_SECRETS_DIR=str(base / "secrets"), SCHOOLCTL_LAYERS=LAYERS)
     if not (base / "vault.key").exists():
         subprocess.run([sys.executable, "-m", "cli", "secrets", "init"], env=env, cwd=ROOT, check=True,
                        capture_output=True)
-    proc = subprocess.run([sys.executable, "-c", DEPLOY, str(schools), LAYERS, SID], env=env, cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "cli", "deploy", SID, "--yes"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     os.environ.update({k: env[k] for k in ("SCHOOLCTL_VAULT_KEY_FILE", "SCHOOLCTL_SECRETS_DIR")})

@@ -38,14 +38,7 @@ SCHOOL = "v-meet"
 DOMAIN = f"{SCHOOL}.escoles.bcn.example"
 MEET = f"meet.{DOMAIN}"
 REPO = Path(__file__).resolve().parents[2]
-LAUNCHER = """
-import sys
-import deploy.school as school
-school.LAYERS = ("base", "firewall", "identity", "web", "jitsi")
-from cli import main
-sys.argv[0] = "schoolctl"
-main.main()
-"""
+LAYERS = "base,firewall,identity,web,jitsi"
 ROSTER = "given_name,family_name,role,group,email\nMarta,Puig Soler,teacher,1A,marta@escola.example\n" \
          "Joan,Vidal Roca,student,1A,\n"
 
@@ -65,15 +58,15 @@ class Env:
     def __init__(self, lab: Lab, work: Path):
         self.lab, self.work = lab, work
         self.schools = work / "schools"
-        self.launcher = work / "schoolctl.py"
         self.env = {**os.environ, "SCHOOLCTL_VAULT_KEY_FILE": str(work / "vault.key"),
-                    "SCHOOLCTL_SECRETS_DIR": str(work / "secrets"), "PYTHONPATH": str(REPO)}
+                    "SCHOOLCTL_SECRETS_DIR": str(work / "secrets"), "PYTHONPATH": str(REPO),
+                    "SCHOOLCTL_LAYERS": LAYERS}
         self.env.pop("SCHOOLCTL_LOG", None)
         self.address = ""
         self.timings: dict[str, float] = {}
 
     def cli(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(self.launcher), "--schools-dir", str(self.schools), *args],
+        return subprocess.run([sys.executable, "-m", "cli", "--schools-dir", str(self.schools), *args],
                               capture_output=True, text=True, timeout=timeout, env=self.env, cwd=self.work)
 
     def deploy(self) -> dict:
@@ -114,7 +107,6 @@ def env(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     fleet["privacy"].update(recordings=True)    # a floor the BBB audit cases below may tighten
     (e.schools / "fleet.yaml").write_text(yaml.safe_dump(fleet))
     (e.schools / f"{SCHOOL}.yaml").write_text(school_yaml({"recordings": False}), encoding="utf-8")
-    e.launcher.write_text(LAUNCHER, encoding="utf-8")
     lab.down([HOST])            # a fresh host: the deploy starts from a bare Debian 13
     lab.up([HOST], timeout=180)
     e.address = lab.host(HOST).address

@@ -2,8 +2,8 @@
 lab's pebble over HTTP-01, the landing page over HTTPS with its headers, PostgreSQL on loopback only,
 PHP-FPM pools and Redis by socket; a second deploy changes nothing; `plan` finds one edited file.
 
-Runs the real CLI (`deploy --json`, `plan --json`) with deploy/school.py's LAYERS plus these layers
-(a no-op once they are listed there). SCHOOLCTL_KEEP_LAB=1 keeps the host afterwards.
+Runs the real CLI (`deploy --json`, `plan --json`) with the platform layers only (SCHOOLCTL_LAYERS;
+the apps have tests of their own). SCHOOLCTL_KEEP_LAB=1 keeps the host afterwards.
 """
 
 from __future__ import annotations
@@ -20,46 +20,24 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .support import booted, skip_reason
+
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "w-1"
 SID = "w-web"
-MINE = ("database", "php", "web")
-CLI = """
-import sys
-import deploy.school as ds
-# the platform only: the layers up to and including these (the apps have tests of their own)
-ds.LAYERS = ds.LAYERS[: max(ds.LAYERS.index(name) for name in sys.argv[1].split(",")) + 1]
-from cli.main import main
-sys.argv = ["schoolctl", *sys.argv[2:]]
-main()
-"""
+LAYERS = "base,firewall,identity,database,php,web"
 TIMES: dict[str, float] = {}
-
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "lab tests need root"
-    if not shutil.which("systemd-nspawn"):
-        return "systemd-nspawn missing (lab prerequisites)"
-    if not shutil.which("curl"):
-        return "curl missing on the build machine"
-    return None
 
 
 @pytest.fixture(scope="module")
 def lab():
-    reason = _skip_reason()
+    reason = skip_reason() or (None if shutil.which("curl") else "curl missing on the build machine")
     if reason:
         pytest.skip(reason)
-    from cli.lab import Lab
-
-    lab = Lab()
-    lab.up([HOST], timeout=120)
-    yield lab
-    if not os.environ.get("SCHOOLCTL_KEEP_LAB"):
-        lab.down([HOST])
+    with booted(HOST, timeout=120) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +54,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, lab) -> dict[str, str]:
         "contacts": {"dpo": {"name": "Delegat de Protecció de Dades", "email": "dpd@bcn.example"}}},
         allow_unicode=True))
     env = dict(os.environ, SCHOOLCTL_SCHOOLS_DIR=str(schools), SCHOOLCTL_VAULT_KEY_FILE=str(base / "vault.key"),
-               SCHOOLCTL_SECRETS_DIR=str(base / "secrets"))
+               SCHOOLCTL_SECRETS_DIR=str(base / "secrets"), SCHOOLCTL_LAYERS=LAYERS)
     cli(env, "secrets", "init")
     # a certificate from an earlier pebble (its root is new at each start) must not satisfy this run:
     # drop any earlier lineage so the deploy issues one for real
@@ -86,7 +64,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, lab) -> dict[str, str]:
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", CLI, ",".join(MINE), *args], env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -31,17 +31,7 @@ BASE = f"dc={SCHOOL},dc=escoles,dc=bcn,dc=example"
 REPO = Path(__file__).resolve().parents[2]
 CLASSES = [f"{year}{letter}" for year in range(1, 7) for letter in "AB"]
 # run the real CLI with the identity layer and the `users` sub-app, whether or not they are wired in yet
-LAUNCHER = """
-import sys
-import deploy.school as school
-school.LAYERS = ("base", "identity")
-from cli import main
-from cli.commands import users_cmd
-if not any(g.name == "users" for g in main.app.registered_groups):
-    main.app.add_typer(users_cmd.app, name="users")
-sys.argv[0] = "schoolctl"
-main.main()
-"""
+LAYERS = "base,identity"
 
 
 def school_yaml(grace: int) -> str:
@@ -83,13 +73,13 @@ class Env:
     def __init__(self, lab: Lab, work: Path):
         self.lab, self.work = lab, work
         self.schools = work / "schools"
-        self.launcher = work / "schoolctl.py"
         self.env = {**os.environ, "SCHOOLCTL_VAULT_KEY_FILE": str(work / "vault.key"),
-                    "SCHOOLCTL_SECRETS_DIR": str(work / "secrets"), "PYTHONPATH": str(REPO)}
+                    "SCHOOLCTL_SECRETS_DIR": str(work / "secrets"), "PYTHONPATH": str(REPO),
+                    "SCHOOLCTL_LAYERS": LAYERS}
         self.env.pop("SCHOOLCTL_LOG", None)
 
     def cli(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(self.launcher), "--schools-dir", str(self.schools), *args],
+        return subprocess.run([sys.executable, "-m", "cli", "--schools-dir", str(self.schools), *args],
                               capture_output=True, text=True, timeout=timeout, env=self.env, cwd=self.work)
 
     def import_(self, roster: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
@@ -119,7 +109,6 @@ def env(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     e.schools.mkdir()
     shutil.copy(REPO / "schools" / "fleet.yaml", e.schools / "fleet.yaml")
     (e.schools / f"{SCHOOL}.yaml").write_text(school_yaml(30), encoding="utf-8")
-    e.launcher.write_text(LAUNCHER, encoding="utf-8")
     lab.down([HOST])            # a fresh host: the deploy starts from a bare Debian 13
     lab.up([HOST], timeout=180)
     assert e.cli("secrets", "init").returncode == 0

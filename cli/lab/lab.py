@@ -106,12 +106,23 @@ class Lab:
             if isinstance(names, str):
                 names = [names]
             targets = self._names() if names is None else [validate_name(n) for n in names]
-            removed = [n for n in targets if self._remove_host(n)]
+            removed: list[str] = []
+            failed: list[str] = []
+            for name in targets:   # one host's failure never keeps the others
+                try:
+                    if self._remove_host(name):
+                        removed.append(name)
+                except (OSError, subprocess.SubprocessError, LabError) as exc:
+                    failed.append(f"{name}: {exc}")
             self._write_ssh_config()
             if not self._names():
                 self._services.stop_all()
                 network.remove_bridge()
                 image.remove_unused(self.paths.images, keep=set())
+        if failed:
+            raise LabError(f"could not remove {len(failed)} lab host(s): " + "; ".join(failed),
+                           "run `schoolctl lab down` again (it carries on from what is left); "
+                           f"removed: {', '.join(removed) or 'none'}")
         return removed
 
     def status(self) -> list[LabHost]:

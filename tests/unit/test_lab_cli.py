@@ -63,3 +63,27 @@ def test_doctor_prints_a_report() -> None:
     result = CliRunner().invoke(lab_app, ["doctor"])
     assert result.exit_code in (0, 2)
     assert "debootstrap" in result.output and "lab subnet" in result.output
+
+
+def test_down_carries_on_past_a_failing_host_and_says_which(empty_state: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    lab = Lab()
+    for name in ("t-a", "t-b", "t-c"):
+        (empty_state / "hosts" / name).mkdir(parents=True)
+        (empty_state / "hosts" / name / "host.json").write_text("{}")
+    tried: list[str] = []
+
+    def remove(name: str) -> bool:
+        tried.append(name)
+        if name == "t-b":
+            raise OSError(24, "Too many open files")
+        (empty_state / "hosts" / name / "host.json").unlink()
+        return True
+
+    monkeypatch.setattr(lab, "_remove_host", remove)
+    monkeypatch.setattr(lab, "_write_ssh_config", lambda: None)
+    with pytest.raises(LabError) as err:
+        lab.down(["t-a", "t-b", "t-c"])
+    assert tried == ["t-a", "t-b", "t-c"]
+    assert "could not remove 1 lab host(s): t-b: [Errno 24] Too many open files" in err.value.message
+    assert "removed: t-a, t-c" in err.value.hint and "lab down` again" in err.value.hint

@@ -465,6 +465,8 @@ def test_apt_repository_key_is_checked_before_apt_trusts_it(deployed: Env, tmp_p
         assert "Signed-By: /etc/apt/keyrings/schoolctl-schoolctl-test.gpg" in sources
         assert deployed.sh("stat -c %a /etc/apt/keyrings/schoolctl-schoolctl-test.gpg").stdout.strip() == "644"
     finally:
+        # gpg started an agent for the test keyring: it would outlive the test
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=gpg, capture_output=True, check=False)
         deployed.sh(f"kill $(cat {served}.pid); rm -rf {served} {served}.pid /etc/schoolctl/apt/schoolctl-test.* "
                     "/etc/apt/sources.list.d/schoolctl-schoolctl-test.sources "
                     "/etc/apt/keyrings/schoolctl-schoolctl-test.gpg; true")

@@ -196,7 +196,19 @@ def stop(hd: HostDir, timeout: float = 20.0) -> None:
     hd.pid_file.unlink(missing_ok=True)
 
 
-def remove_dir(hd: HostDir) -> None:
+def remove_dir(hd: HostDir, attempts: int = 5) -> None:
+    """Delete the host's folder (record, overlay upper dir, logs). A last process of the stopped host
+    may still be writing, so this retries; what stays after that is an error naming it, never a
+    silently half-deleted folder (a later `up` of the same name would boot on its leftovers)."""
     if mounted(hd.root):
         raise LabError(f"{hd.root} is still mounted; not deleting it")
-    shutil.rmtree(hd.path, ignore_errors=True)
+    errors: list[str] = []
+    for attempt in range(attempts):
+        errors.clear()
+        shutil.rmtree(hd.path, onerror=lambda _f, path, info: errors.append(f"{path}: {info[1]}"))
+        if not hd.path.exists():
+            return
+        time.sleep(0.5 * (attempt + 1))
+    raise LabError(f"could not delete {hd.path}: {errors[0] if errors else 'it keeps reappearing'}"
+                   + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
+                   f"stop what still uses it, then `schoolctl lab down {hd.path.name}` again")

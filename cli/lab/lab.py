@@ -255,6 +255,9 @@ class Lab:
                     f"pick another name, or remove it with `ip netns del {network.netns_name(name)}`",
                     usage=True,
                 )
+            if hd.path.exists():   # leftovers of a host removed only in part: never boot on them
+                hosts.unmount_root(hd)
+                hosts.remove_dir(hd)
             rec = self._new_record(name, base)
         if not image.is_complete(Path(rec.image)):
             raise LabError(

@@ -87,3 +87,26 @@ def test_down_carries_on_past_a_failing_host_and_says_which(empty_state: Path,
     assert tried == ["t-a", "t-b", "t-c"]
     assert "could not remove 1 lab host(s): t-b: [Errno 24] Too many open files" in err.value.message
     assert "removed: t-a, t-c" in err.value.hint and "lab down` again" in err.value.hint
+
+
+def test_remove_dir_says_what_it_could_not_delete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cli.lab import hosts
+
+    hd = hosts.HostDir(tmp_path / "t-x")
+    (hd.path / "upper" / "srv").mkdir(parents=True)
+    (hd.path / "upper" / "srv" / "kept").write_text("x")
+    monkeypatch.setattr(hosts, "mounted", lambda path: False)
+    monkeypatch.setattr(hosts.time, "sleep", lambda s: None)
+    import os
+
+    def refuse(path, *args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "unlink", refuse)
+    with pytest.raises(LabError) as err:
+        hosts.remove_dir(hd, attempts=2)
+    monkeypatch.undo()
+    assert "could not delete" in err.value.message and "Too many open files" in err.value.message
+    assert "lab down t-x` again" in err.value.hint
+    hosts.remove_dir(hd)
+    assert not hd.path.exists()

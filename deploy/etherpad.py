@@ -139,8 +139,7 @@ def moodle_plugin(site: Site, code: str) -> tuple[list[Directory], list[File]]:
         return [], []
     base = f"{code}/local/schoolpads"
     sources = sorted(PLUGIN_SOURCE.rglob("*.php"))
-    folders = sorted({f.parent.relative_to(PLUGIN_SOURCE) for f in sources}
-                     | {p for f in sources for p in f.relative_to(PLUGIN_SOURCE).parents})
+    folders = sorted({p for f in sources for p in f.relative_to(PLUGIN_SOURCE).parents})
     return ([Directory(str(PurePosixPath(base) / d), "0755") for d in folders],
             [File(f"{base}/{f.relative_to(PLUGIN_SOURCE)}", f.read_text(), "0644") for f in sources])
 

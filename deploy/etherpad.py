@@ -32,6 +32,7 @@ from urllib.parse import quote_plus
 
 from . import artifacts
 from .database import credentials
+from .identity import checked_uid
 from .render import TEMPLATES, render
 from .site import Site
 from .state import APPS, Directory, File, Layer, Step
@@ -158,9 +159,7 @@ def delete_user_command(site: Site, uid: str) -> str:
     their name; what they wrote stays in the class's shared pads, with no name on it (Etherpad's API
     deletes no author). Succeeds when Etherpad is not installed; fails when it is but does not answer.
     The API key goes from its root-only file into curl's stdin, never onto a command line."""
-    if not re.match(r"^[A-Za-z0-9._@-]+$", uid):
-        raise ValueError(f"unexpected uid {uid!r}")
-    form = f"authorMapper=moodle-{uid}&name={quote_plus(FORMER_AUTHOR[site.school.languages[0]])}"
+    form = f"authorMapper=moodle-{checked_uid(uid)}&name={quote_plus(FORMER_AUTHOR[site.school.languages[0]])}"
     return (f"if [ -e /etc/systemd/system/{UNIT}.service ]; then\n"
             f"  printf 'apikey=%s&%s' \"$(cat {APIKEY})\" '{form}' | curl -fsS --noproxy '*' --max-time 20 --data @- "
             f"http://{LISTEN}:{PORT}/api/1.3.0/createAuthorIfNotExistsFor | grep -q '\"code\":0'\n"

@@ -93,6 +93,14 @@ class LdapSettings:
         return self.group_dn(self.students_group)
 
 
+def checked_uid(uid: str) -> str:
+    """`uid` when it is a plain directory uid (letters, digits, `._@-`: safe in shell words and URLs
+    unquoted); ValueError otherwise. Used by the apps' leaver commands."""
+    if not re.match(r"^[A-Za-z0-9._@-]+$", uid):
+        raise ValueError(f"unexpected uid {uid!r}")
+    return uid
+
+
 def class_group_cn(group: str) -> str:
     return CLASS_PREFIX + re.sub(r"[^a-z0-9]+", "-", group.strip().lower()).strip("-")
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from . import artifacts
 from .database import backup_command, credentials, secret_file
-from .identity import ldap_settings
+from .identity import checked_uid, ldap_settings
 from .php import FPM, PHP_VERSION, REDIS_SOCKET, pool_socket, service_user
 from .render import render
 from .site import Site
@@ -198,9 +198,7 @@ def delete_user_command(site: Site, uid: str) -> str:
     user who is still in the directory (about to be deleted, or suspended), one who vanished from it
     already (user_ldap must first mark them deleted: `ldap:check-user --force`), and succeeds when
     the user is not (or no longer) in Nextcloud."""
-    if not re.match(r"^[A-Za-z0-9._@-]+$", uid):
-        raise ValueError(f"unexpected uid {uid!r}")
-    u = shlex.quote(uid)
+    u = shlex.quote(checked_uid(uid))
     return (f"if [ -f {CURRENT}/config/config.php ] && {occ(f'user:info {u}')} >/dev/null 2>&1; then\n"
             f"  {occ(f'ldap:check-user --force {u}')} >/dev/null 2>&1 || true\n"
             f"  {occ(f'user:delete {u}')}\n"

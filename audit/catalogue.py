@@ -234,12 +234,12 @@ _NOT_CONTROLS = {"catalogue", "conftest"}
 
 def load_all() -> dict[str, Control]:
     """Import every audit module (audit/<name>.py but this one, conftest and tests); the registry."""
-    import audit
+    import schoolctl.audit as audit
 
     for mod in pkgutil.iter_modules(audit.__path__):
         if mod.name in _NOT_CONTROLS or mod.name.startswith(("test_", "_")):
             continue
-        importlib.import_module(f"audit.{mod.name}")
+        importlib.import_module(f"schoolctl.audit.{mod.name}")
     return REGISTRY
 
 
@@ -253,7 +253,7 @@ class ControlResult:
     expected: str
 
     def as_json(self) -> dict[str, Any]:
-        from cli.secrets import redact
+        from schoolctl.secrets import redact
 
         c = self.control
         return {"id": c.id, "service": c.service, "title": c.title, "severity": c.severity,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from .catalogue import DB_SERVICES, Context, Outcome, control, evidence, verdict
+from schoolctl.audit.catalogue import DB_SERVICES, Context, Outcome, control, evidence, verdict
 
 PSQL = "runuser -u postgres -- psql -XAt -F '|' -d postgres -c"
 LISTEN = evidence("ss -Hltnp 2>/dev/null")

@@ -10,7 +10,7 @@ import re
 from typing import Any
 from urllib.parse import urlparse
 
-from .catalogue import Context, Outcome, control, evidence, verdict
+from schoolctl.audit.catalogue import Context, Outcome, control, evidence, verdict
 
 UNIT = "etherpad.service"
 WEAK = ("", "changeme1", "admin", "user", "password", "etherpad")

@@ -8,7 +8,7 @@ import re
 import shlex
 from typing import Any
 
-from .catalogue import Context, Expect, Outcome, control, evidence, failed, parse_kv, passed, verdict
+from schoolctl.audit.catalogue import Context, Expect, Outcome, control, evidence, failed, parse_kv, passed, verdict
 
 SSHD = evidence("sshd -T")
 NFT = evidence("nft -j list ruleset")

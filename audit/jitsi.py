@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .catalogue import Context, Outcome, control, evidence, verdict
+from schoolctl.audit.catalogue import Context, Outcome, control, evidence, verdict
 
 # what prosody loads: its main file, and conf.d only when that file includes it (Debian's default does;
 # schoolctl's does not, so files jitsi-meet-prosody's postinst leaves there are not in effect)

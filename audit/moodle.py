@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .catalogue import Context, Outcome, control, evidence, failed, verdict
+from schoolctl.audit.catalogue import Context, Outcome, control, evidence, failed, verdict
 
 CONFIG = "/srv/moodle/current/config.php"
 LDAP_CONF = "/etc/ldap/ldap.conf"

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .catalogue import Context, Outcome, control, evidence, verdict
-from .host import LOGROTATE, logrotate_stanzas
+from schoolctl.audit.catalogue import Context, Outcome, control, evidence, verdict
+from schoolctl.audit.host import LOGROTATE, logrotate_stanzas
 
 CURRENT = "/srv/nextcloud/current"
 OCC = f"cd {CURRENT} && runuser -u nextcloud -- /usr/bin/php8.4 occ"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .catalogue import Context, Expect, Outcome, control, evidence, passed, verdict
+from schoolctl.audit.catalogue import Context, Expect, Outcome, control, evidence, passed, verdict
 
 CURL = "curl --noproxy '*' -sk --max-time 10"
 OPENSSL = "openssl s_client -connect 127.0.0.1:443"

@@ -69,8 +69,8 @@ def median(fn, runs: int) -> float:
 
 def script_floor(schools, expects) -> None:
     """The same evidence as ONE plain ssh command per school (all schools at once)."""
-    from audit.catalogue import CachedHost, prefetch_commands
-    from cli.audit_runner import connect
+    from schoolctl.audit.catalogue import CachedHost, prefetch_commands
+    from schoolctl.audit.runner import connect
 
     def one(pair):
         school, expect = pair
@@ -81,7 +81,7 @@ def script_floor(schools, expects) -> None:
 
 
 def audit_many(schools, expects) -> list:
-    from cli.audit_runner import audit_school
+    from schoolctl.audit.runner import audit_school
 
     with ThreadPoolExecutor(len(schools)) as ex:
         return list(ex.map(lambda p: audit_school(p[0], expect=p[1]), zip(schools, expects, strict=True)))
@@ -90,13 +90,12 @@ def audit_many(schools, expects) -> list:
 def uncached(school, expect, ssh_config: str | None) -> None:
     """Every control's commands as separate ssh commands (plain testinfra style)."""
     import testinfra
-
-    from audit.catalogue import Context, load_all, run_control
+    from schoolctl.audit.catalogue import Context, load_all, run_control
 
     if ssh_config:
         host = testinfra.get_host(f"ssh://{school.server.lab_name}", ssh_config=ssh_config)
     else:  # a new ssh connection per command (no ControlMaster): testinfra's ssh:// without a ControlPath
-        from cli.lab import Lab
+        from schoolctl.lab import Lab
 
         lab = Lab()
         addr = lab.host(school.server.lab_name).address
@@ -116,15 +115,15 @@ def main() -> None:
     ap.add_argument("--down", action="store_true", help="remove the bench hosts a-b1..a-bN at the end")
     args = ap.parse_args()
 
-    from cli.audit_runner import expectations
-    from cli.config.loader import load
-    from cli.lab import Lab
+    from schoolctl.audit.runner import expectations
+    from schoolctl.config.loader import load
+    from schoolctl.lab import Lab
 
     base = Path(tempfile.mkdtemp(prefix="schoolctl-bench-audit-"))
     sdir = schools_dir(base, args.hosts)
     env = dict(os.environ, SCHOOLCTL_VAULT_KEY_FILE=str(base / "vault.key"), SCHOOLCTL_SECRETS_DIR=str(base / "s"))
     os.environ.update({k: env[k] for k in ("SCHOOLCTL_VAULT_KEY_FILE", "SCHOOLCTL_SECRETS_DIR")})
-    subprocess.run([sys.executable, "-m", "cli", "secrets", "init"], env=env, cwd=ROOT, check=True,
+    subprocess.run([sys.executable, "-m", "schoolctl.cli", "secrets", "init"], env=env, cwd=ROOT, check=True,
                    capture_output=True)
     lab = Lab()
     bench_hosts = [f"a-b{i}" for i in range(1, args.hosts + 1)]

@@ -28,13 +28,13 @@ import yaml  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cli.config.loader import load  # noqa: E402
-from cli.lab import Lab  # noqa: E402
-from cli.runner import run  # noqa: E402
-from cli.secrets import SecretStore  # noqa: E402
-from cli.sites import build_site  # noqa: E402
-from deploy import ops  # noqa: E402
-from deploy.school import school_rounds  # noqa: E402
+from schoolctl.cli.runner import run  # noqa: E402
+from schoolctl.config.loader import load  # noqa: E402
+from schoolctl.deploy import ops  # noqa: E402
+from schoolctl.deploy.school import school_rounds  # noqa: E402
+from schoolctl.deploy.sites import build_site  # noqa: E402
+from schoolctl.lab import Lab  # noqa: E402
+from schoolctl.secrets import SecretStore  # noqa: E402
 
 
 def timed(fn, repeat: int = 1) -> float:
@@ -94,8 +94,7 @@ def per_item_noop(school, store, lab: Lab) -> float:
     from pyinfra.api.deploy import add_deploy
     from pyinfra.api.operations import run_ops
     from pyinfra.operations import apt, files, server, systemd
-
-    from inventories.build import connection
+    from schoolctl.connect import pyinfra_data
 
     rounds = school_rounds(build_site(school, store, readonly=True))
 
@@ -115,7 +114,7 @@ def per_item_noop(school, store, lab: Lab) -> float:
                 server.shell(commands=[f"( {s.check} ) >/dev/null 2>&1 || true"])
 
     def once() -> None:
-        inv = Inventory(([(school.id, connection(school))], {}))
+        inv = Inventory(([(school.id, pyinfra_data(school.server))], {}))
         state = State(inventory=inv, config=Config(), check_for_changes=False)
         connect_all(state)
         add_deploy(state, per_item)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cli.lab import Lab, LabError, image
+from schoolctl.errors import LabError
+from schoolctl.lab import Lab, image
 
 
 def _children() -> dict[int, list[int]]:

@@ -1,3 +1,3 @@
-from .main import main
+from schoolctl.cli.main import main
 
 main()

@@ -6,10 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import typer
-
-from .config.loader import Config, load
-from .config.problems import ConfigError
-from .output import config_errors
+from schoolctl.config.loader import Config, load
 
 
 @dataclass
@@ -17,11 +14,8 @@ class Context:
     schools_dir: Path
 
     def config(self, only: list[str] | None = None) -> Config:
-        """The validated fleet; on any problem print them all and exit 2."""
-        try:
-            return load(self.schools_dir, only)
-        except ConfigError as e:
-            config_errors(e)
+        """The validated fleet; raises ConfigError with every problem (exit 2)."""
+        return load(self.schools_dir, only)
 
 
 def get(ctx: typer.Context) -> Context:

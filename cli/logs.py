@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-from .secrets import RedactingFilter
+from schoolctl.secrets import RedactingFilter
 
 
 def setup() -> None:

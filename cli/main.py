@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
+from schoolctl.cli.context import Context
+from schoolctl.cli.output import warn
+from schoolctl.config.loader import default_schools_dir
+from schoolctl.errors import SchoolctlError
+from typer.core import TyperGroup
 
-from .config.loader import default_schools_dir
-from .context import Context
 
-app = typer.Typer(name="schoolctl", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+class _Root(TyperGroup):
+    """The root command: every SchoolctlError, from any verb, becomes its lines on stderr and its
+    exit code here (2 bad input, 1 a server or the lab failed), and nowhere else."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SchoolctlError as e:
+            for line in e.lines():
+                warn(line)
+            raise typer.Exit(e.exit_code) from None
+
+
+app = typer.Typer(name="schoolctl", cls=_Root, no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False,
                   help="Deploy and audit the free-software platform of a city's schools "
                        "(Moodle, Nextcloud, Etherpad, Jitsi Meet, BigBlueButton).")
 
@@ -25,17 +43,13 @@ def _root(ctx: typer.Context,
 
 
 def _mount() -> None:
-    from .commands import audit_cmd, deploy_cmd, fleet, secrets_cmd, users_cmd
+    from schoolctl.cli.commands import audit_cmd, deploy_cmd, fleet, lab_cmd, secrets_cmd, users_cmd
 
     for group in (fleet, deploy_cmd, audit_cmd):
         app.registered_commands.extend(group.app.registered_commands)
     app.add_typer(secrets_cmd.app, name="secrets")
     app.add_typer(users_cmd.app, name="users", help="The school's people: import a roster into its directory.")
-    try:
-        from .lab.commands import lab_app
-    except ImportError:  # the lab package is optional on machines without it
-        return
-    app.add_typer(lab_app, name="lab", help="Local test school servers (systemd-nspawn).")
+    app.add_typer(lab_cmd.lab_app, name="lab", help="Local test school servers (systemd-nspawn).")
 
 
 _mount()
@@ -49,14 +63,13 @@ def main() -> None:
     from gevent import monkey
 
     monkey.patch_all()
-    from .logs import setup
+    from schoolctl.cli.logs import setup
 
     setup()
     try:
         app()
     except Exception as e:  # never a traceback for the user; secrets scrubbed from the message
-        from .output import warn
-        from .secrets import redact
+        from schoolctl.secrets import redact
 
         warn(f"internal error: {type(e).__name__}: {redact(str(e))} (set SCHOOLCTL_LOG=DEBUG for details)")
         if os.environ.get("SCHOOLCTL_LOG", "").upper() == "DEBUG":

@@ -8,9 +8,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
-
-from .config.problems import ConfigError
-from .secrets import redact
+from schoolctl.secrets import redact
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -28,11 +26,3 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print `message` to stderr and exit with `code` (2: bad input or setup; 1: runtime failure)."""
     warn(f"error: {message}")
     raise typer.Exit(code)
-
-
-def config_errors(e: ConfigError) -> NoReturn:
-    for problem in e.problems:
-        warn(str(problem))
-    n = len(e.problems)
-    warn(f"{n} problem{'s' if n != 1 else ''} found; nothing was changed.")
-    raise typer.Exit(2)

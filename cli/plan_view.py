@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import difflib
 
-from .output import out, say
-from .secrets import redact
+from schoolctl.cli.output import out, say
+from schoolctl.secrets import redact
 
 
 def show_plan(result) -> None:

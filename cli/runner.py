@@ -16,13 +16,12 @@ from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.deploy import add_deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_ops
-
-from deploy import ops
-from deploy.school import school_deploy, school_rounds
-
-from .config.model import EffectiveSchool
-from .secrets import SecretStore, redact
-from .sites import build_site
+from schoolctl.config.model import EffectiveSchool
+from schoolctl.connect import pyinfra_data
+from schoolctl.deploy import ops
+from schoolctl.deploy.school import school_deploy, school_rounds
+from schoolctl.deploy.sites import build_site
+from schoolctl.secrets import SecretStore, redact
 
 Progress = Callable[[str, str], None]
 
@@ -65,15 +64,6 @@ class _Collect(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-RETRIES = {"ssh_connect_retries": 1, "ssh_strict_host_key_checking": "accept-new"}
-
-
-def _connection(school: EffectiveSchool) -> dict[str, Any]:
-    from inventories.build import connection
-
-    return {**connection(school), **RETRIES}
-
-
 def _failed_op(state: State, host: Any) -> tuple[str, list[str]]:
     for op_hash in state.get_op_order():
         data = state.ops.get(host, {}).get(op_hash)
@@ -89,8 +79,7 @@ def _failed_op(state: State, host: Any) -> tuple[str, list[str]]:
 def _diffs(host: Any, found: list[dict[str, Any]]) -> None:
     """Add a unified diff to each planned file change (secrets never shown)."""
     from pyinfra.facts.files import FileContents
-
-    from .plan_view import file_diff
+    from schoolctl.cli.plan_view import file_diff
 
     for c in found:
         f = c.get("file")
@@ -145,13 +134,11 @@ def _run_target(name: str, address: str, conn: dict[str, Any], rounds: list, pla
 
 def _targets(school: EffectiveSchool, site: Any) -> list[tuple[str, str, dict[str, Any], list]]:
     """The hosts of a school: its server, and its own BigBlueButton host when it has one."""
-    from deploy.bbb_host import bbb_rounds, bbb_server
-    from inventories.build import server_connection
-
-    found = [(school.id, school.server.address, _connection(school), school_rounds(site))]
+    from schoolctl.deploy.bbb_host import bbb_rounds, bbb_server
+    found = [(school.id, school.server.address, pyinfra_data(school.server, retries=True), school_rounds(site))]
     bbb = bbb_server(site)
     if bbb is not None:
-        found.append((f"{school.id}-bbb", bbb.address, {**server_connection(bbb), **RETRIES}, bbb_rounds(site)))
+        found.append((f"{school.id}-bbb", bbb.address, pyinfra_data(bbb, retries=True), bbb_rounds(site)))
     return found
 
 

@@ -17,15 +17,11 @@ from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
 import requests
-
-from .site import Site
-from .state import Step
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import Step
+from schoolctl.errors import ArtifactError
 
 SRV = "/srv"
-
-
-class ArtifactError(ValueError):
-    """A release cannot be fetched safely (no pin, checksum mismatch, missing from the mirror)."""
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import shlex
 
-from .render import render
-from .site import Site
-from .state import SYSTEM, Directory, File, Layer, Service, Step
+from schoolctl.deploy.render import render
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import SYSTEM, Directory, File, Layer, Service, Step
 
 PACKAGES = ["openssh-server", "sudo", "ca-certificates", "curl", "unattended-upgrades", "logrotate",
             "tzdata", "systemd-timesyncd", "python3"]

@@ -12,11 +12,10 @@ Layers: the OS check first (round -1: nothing is touched on another OS), the bas
 
 from __future__ import annotations
 
-from cli.config.model import Server
-
-from . import base, bigbluebutton
-from .site import Site
-from .state import Layer, Round, merge
+from schoolctl.config.model import Server
+from schoolctl.deploy import base, bigbluebutton
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import Layer, Round, merge
 
 
 def bbb_server(site: Site) -> Server | None:

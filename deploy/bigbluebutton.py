@@ -24,10 +24,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from .jitsi import SECRETS, apt_conf_dir, apt_repo, coturn_file, running_current
-from .render import render
-from .site import Site
-from .state import APPS, SYSTEM, File, Layer, Service, Step
+from schoolctl.deploy.jitsi import SECRETS, apt_conf_dir, apt_repo, coturn_file, running_current
+from schoolctl.deploy.render import render
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import APPS, SYSTEM, File, Layer, Service, Step
 
 PREFLIGHT = SYSTEM - 1  # before anything else touches the BBB host
 ETC = "/etc/bigbluebutton"

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cli.secrets import Secret
-
-from .render import render
-from .site import Site
-from .state import SYSTEM, Directory, File, Layer, Service, Step
+from schoolctl.deploy.render import render
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import SYSTEM, Directory, File, Layer, Service, Step
+from schoolctl.secrets import Secret
 
 VERSION = "17"
 PORT = 5432

@@ -30,13 +30,13 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote_plus
 
-from . import artifacts
-from .database import credentials
-from .identity import checked_uid
-from .render import TEMPLATES, render
-from .site import Site
-from .state import APPS, Directory, File, Layer, Step
-from .web import NGINX_CHECK, server_block
+from schoolctl.deploy import artifacts
+from schoolctl.deploy.database import credentials
+from schoolctl.deploy.identity import checked_uid
+from schoolctl.deploy.render import TEMPLATES, render
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import APPS, Directory, File, Layer, Step
+from schoolctl.deploy.web import NGINX_CHECK, server_block
 
 USER = "etherpad"
 HOME = "/var/lib/etherpad"

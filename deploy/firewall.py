@@ -8,9 +8,9 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from .render import render
-from .site import Endpoint, Site
-from .state import SYSTEM, Directory, File, Layer, Service, Step
+from schoolctl.deploy.render import render
+from schoolctl.deploy.site import Endpoint, Site
+from schoolctl.deploy.state import SYSTEM, Directory, File, Layer, Service, Step
 
 STAMP = "/var/lib/schoolctl/nftables.loaded"
 

@@ -24,12 +24,12 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .render import render
-from .site import Site
-from .state import SYSTEM, Directory, File, Layer, Step
+from schoolctl.deploy.render import render
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import SYSTEM, Directory, File, Layer, Step
 
 if TYPE_CHECKING:
-    from cli.secrets import Secret
+    from schoolctl.secrets import Secret
 
 PACKAGES = ["slapd", "ldap-utils", "openssl"]
 HOST = "127.0.0.1"   # in slapd's certificate (IP SAN); not "localhost": libldap swaps that for a reverse lookup

@@ -29,14 +29,14 @@ import json
 import shlex
 from typing import TYPE_CHECKING
 
-from .identity import ldap_settings
-from .render import TEMPLATES, render
-from .site import Site
-from .state import APPS, Directory, File, Layer, Service, Step
-from .web import server_block
+from schoolctl.deploy.identity import ldap_settings
+from schoolctl.deploy.render import TEMPLATES, render
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step
+from schoolctl.deploy.web import server_block
 
 if TYPE_CHECKING:
-    from cli.config.model import AptRepo
+    from schoolctl.config.model import AptRepo
 
 PROSODY_SECRETS = "/etc/prosody/schoolctl"
 SECRETS = "/etc/schoolctl/secrets"

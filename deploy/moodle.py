@@ -16,14 +16,14 @@ import json
 import shlex
 from typing import Any
 
-from . import artifacts, etherpad
-from .database import PSQL, backup_command, credentials
-from .identity import ldap_settings
-from .php import PHP_VERSION, REDIS_SOCKET, php_cli, pool_socket, service_user
-from .render import render
-from .site import Site
-from .state import APPS, Directory, File, Layer, Service, Step
-from .web import server_block
+from schoolctl.deploy import artifacts, etherpad
+from schoolctl.deploy.database import PSQL, backup_command, credentials
+from schoolctl.deploy.identity import ldap_settings
+from schoolctl.deploy.php import PHP_VERSION, REDIS_SOCKET, php_cli, pool_socket, service_user
+from schoolctl.deploy.render import render
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step
+from schoolctl.deploy.web import server_block
 
 APP = "moodle"
 HOME = "/srv/moodle"
@@ -144,9 +144,8 @@ def integrations(site: Site) -> tuple[dict[str, Any], dict[str, Any]]:
     """Core settings other services want in Moodle, split into (plain, secret): plain ones go into the
     settings script, secret ones (cli.secrets.Secret) are hard-set in config.php, the one secret file.
     Today: BigBlueButton (deploy.bigbluebutton.moodle_settings); Etherpad's goes here too."""
-    from cli.secrets import Secret
-
-    from . import bigbluebutton
+    from schoolctl.deploy import bigbluebutton
+    from schoolctl.secrets import Secret
 
     plain: dict[str, Any] = {}
     secret: dict[str, Any] = {}
@@ -158,7 +157,7 @@ def integrations(site: Site) -> tuple[dict[str, Any], dict[str, Any]]:
 def plugin_settings(site: Site) -> dict[str, dict[str, Any]]:
     """Plugin settings forced in config.php: auth_ldap and the plugins of the school's other services
     (secrets revealed: config.php is the one secret file)."""
-    from cli.secrets import Secret
+    from schoolctl.secrets import Secret
 
     plugins = {"auth_ldap": ldap_config(site), etherpad.MOODLE_PLUGIN: etherpad.moodle_plugin_settings(site)}
     return {component: {k: v.reveal() if isinstance(v, Secret) else v for k, v in values.items()}

@@ -31,14 +31,14 @@ import re
 import shlex
 from typing import Any
 
-from . import artifacts
-from .database import backup_command, credentials, secret_file
-from .identity import checked_uid, ldap_settings
-from .php import FPM, PHP_VERSION, REDIS_SOCKET, pool_socket, service_user
-from .render import render
-from .site import Site
-from .state import APPS, Directory, File, Layer, Service, Step
-from .web import server_block
+from schoolctl.deploy import artifacts
+from schoolctl.deploy.database import backup_command, credentials, secret_file
+from schoolctl.deploy.identity import checked_uid, ldap_settings
+from schoolctl.deploy.php import FPM, PHP_VERSION, REDIS_SOCKET, pool_socket, service_user
+from schoolctl.deploy.render import render
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step
+from schoolctl.deploy.web import server_block
 
 USER = service_user("nextcloud")
 HOME = "/var/lib/nextcloud"

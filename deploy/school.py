@@ -7,10 +7,9 @@ import importlib
 import os
 
 from pyinfra.api import deploy
-
-from . import ops
-from .site import Site
-from .state import Layer, Round, merge
+from schoolctl.deploy import ops
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import Layer, Round, merge
 
 # The layers, in the order they stand on each other. Each module has `layer(site) -> Layer | None`.
 LAYERS = ("base", "firewall", "identity", "database", "php", "web", "moodle", "nextcloud", "etherpad", "jitsi")
@@ -32,7 +31,7 @@ def selected_layers() -> tuple[str, ...]:
 def school_layers(site: Site) -> list[Layer]:
     found = []
     for name in selected_layers():
-        layer = importlib.import_module(f"deploy.{name}").layer(site)
+        layer = importlib.import_module(f"schoolctl.deploy.{name}").layer(site)
         if layer is not None:
             found.append(layer)
     return found

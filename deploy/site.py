@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from cli.config.model import EffectiveSchool
-    from cli.secrets import Secret
+    from schoolctl.config.model import EffectiveSchool
+    from schoolctl.secrets import Secret
 
 
 class SecretSource(Protocol):

@@ -15,10 +15,9 @@ from functools import cache
 from pathlib import Path
 
 import yaml
-
-from .render import TEMPLATES, render
-from .site import SERVICE_HOSTS, Site
-from .state import APPS, Directory, File, Layer, Service, Step
+from schoolctl.deploy.render import TEMPLATES, render
+from schoolctl.deploy.site import SERVICE_HOSTS, Site
+from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step
 
 TLS_DIR = "/etc/schoolctl/tls"
 CERT = f"{TLS_DIR}/fullchain.pem"

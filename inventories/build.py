@@ -6,52 +6,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cli.config.loader import Config
-from cli.config.model import EffectiveSchool, Server
-
-
-class AddressError(Exception):
-    """A server address cannot be resolved (e.g. a lab host that is not up)."""
-
-
-def resolve(server: Server) -> str:
-    """The address to connect to: the server's own, or the lab host's for `lab:NAME`."""
-    if not server.lab_name:
-        return server.address
-    try:
-        from cli.lab import Lab, LabError
-    except ImportError as e:
-        raise AddressError(f"the lab is not available here: {e}") from None
-    try:
-        host = Lab().host(server.lab_name)
-    except LabError as e:
-        raise AddressError(str(e)) from None
-    if host.state != "running":
-        raise AddressError(f"lab host {server.lab_name} is {host.state}; run `schoolctl lab up {server.lab_name}`")
-    return host.address
-
-
-def connection(school: EffectiveSchool, strict: bool = True) -> dict[str, Any]:
-    """SSH connection data for a school's server (pyinfra's data names)."""
-    return server_connection(school.server, strict)
-
-
-def server_connection(server: Server, strict: bool = True) -> dict[str, Any]:
-    """SSH connection data for a server (a school's, or its BigBlueButton host)."""
-    try:
-        address = resolve(server)
-    except AddressError:
-        if strict:
-            raise
-        address = server.address
-    data: dict[str, Any] = {"ssh_hostname": address, "ssh_user": server.ssh_user, "ssh_port": server.ssh_port}
-    if server.lab_name and address != server.address:
-        from cli.lab import Lab
-
-        lab = Lab()
-        data.update(ssh_key=str(lab.paths.ssh_key), ssh_known_hosts_file=str(lab.paths.known_hosts),
-                    ssh_user="root")
-    return data
+from schoolctl.config.loader import Config
+from schoolctl.connect import pyinfra_data
 
 
 def _group(name: str) -> str:
@@ -62,7 +18,7 @@ def as_json(config: Config) -> dict[str, Any]:
     return {
         s.id: {
             "name": s.name, "district": s.district, "domain": s.domain, "server": s.server.address,
-            "host": connection(s, strict=False)["ssh_hostname"], "ssh_user": s.server.ssh_user,
+            "host": pyinfra_data(s.server, strict=False)["ssh_hostname"], "ssh_user": s.server.ssh_user,
             "ssh_port": s.server.ssh_port, "services": s.enabled,
             "bigbluebutton_host": (s.services.bigbluebutton.server.address
                                    if s.services.bigbluebutton and s.services.bigbluebutton.server else None),

@@ -5,8 +5,8 @@
 Reads schools/ (or SCHOOLCTL_SCHOOLS_DIR); hosts are named by school id and carry `school_id`.
 """
 
-from cli.config.loader import load
-from inventories.build import connection
+from schoolctl.config.loader import load
+from schoolctl.inventories.build import connection
 
 _config = load()
 schools = [(s.id, {**connection(s, strict=False), "school_id": s.id}) for s in _config.schools.values()]

@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
-
-from ..context import get
-from ..output import err, fail, out, say
+from schoolctl.cli.context import get
+from schoolctl.cli.output import err, fail, out, say
 
 app = typer.Typer()
 
@@ -39,12 +38,9 @@ def audit(ctx: typer.Context, ids: Ids = None,
           = None) -> None:
     """Audit the schools' servers against their privacy policy and the security baseline.
     Exit 1 if any control fails (or a school cannot be audited), 2 on bad input."""
-    from audit.catalogue import load_all
-
-    from ..audit_runner import audit_all
-    from ..config.problems import ConfigError
-    from ..output import config_errors
-    from ..reports import FORMATS, html, json_report, junit
+    from schoolctl.audit.catalogue import load_all
+    from schoolctl.audit.runner import audit_all
+    from schoolctl.cli.reports import FORMATS, html, json_report, junit
 
     if fmt not in FORMATS:
         fail(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -56,11 +52,8 @@ def audit(ctx: typer.Context, ids: Ids = None,
     unknown = [c for c in control or [] if c not in controls]
     if unknown:
         fail(f"unknown control(s) {', '.join(unknown)}; known: {', '.join(sorted(controls))}")
-    try:
-        config = get(ctx).config(ids)
-        schools = config.select(ids)
-    except ConfigError as e:
-        config_errors(e)
+    config = get(ctx).config(ids)
+    schools = config.select(ids)
     err.print(f"auditing {len(schools)} school(s)...", highlight=False)
     audits = audit_all(schools, only=control or None)
     if fmt == "table":

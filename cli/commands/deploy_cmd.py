@@ -8,11 +8,10 @@ from typing import Annotated
 import typer
 from rich.live import Live
 from rich.table import Table
-
-from ..context import get
-from ..output import err, out, say
-from ..plan_view import show_plan
-from ..secrets import redact
+from schoolctl.cli.context import get
+from schoolctl.cli.output import err, out, say
+from schoolctl.cli.plan_view import show_plan
+from schoolctl.secrets import redact
 
 app = typer.Typer()
 
@@ -21,7 +20,7 @@ All = Annotated[bool, typer.Option("--all", help="Every school of the fleet.")]
 
 
 def _schools(ctx: typer.Context, ids: list[str] | None, all_: bool):
-    from ..output import fail
+    from schoolctl.cli.output import fail
 
     if not ids and not all_:
         fail("name the schools to work on, or pass --all")
@@ -63,7 +62,7 @@ def _summary(results) -> None:
 def plan(ctx: typer.Context, ids: Ids = None, all_: All = False,
          as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Show, per school, what a deploy would change (operations and file diffs, no secrets)."""
-    from ..runner import run
+    from schoolctl.cli.runner import run
 
     schools = _schools(ctx, ids, all_)
     board = _Board([s.id for s in schools])
@@ -83,7 +82,7 @@ def deploy(ctx: typer.Context, ids: Ids = None, all_: All = False,
            yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
            as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Apply the configuration to the schools' servers, concurrently; exit 1 if any school failed."""
-    from ..runner import run
+    from schoolctl.cli.runner import run
 
     schools = _schools(ctx, ids, all_)
     if not yes and not typer.confirm(f"Deploy {', '.join(s.id for s in schools)}?", err=True):

@@ -11,12 +11,11 @@ from typing import Annotated
 import typer
 import yaml
 from rich.table import Table
-
-from ..config.loader import FLEET_FILES, load, shown_path
-from ..config.model import SCHOOL_ID, School
-from ..config.problems import ConfigError
-from ..context import get
-from ..output import config_errors, fail, out, say
+from schoolctl.cli.context import get
+from schoolctl.cli.output import fail, out, say
+from schoolctl.config.loader import FLEET_FILES, load, shown_path
+from schoolctl.config.model import SCHOOL_ID, School
+from schoolctl.errors import ConfigError
 
 app = typer.Typer()
 
@@ -84,19 +83,16 @@ def new(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="ID
     path = c.schools_dir / f"{school_id}.yaml"
     if path.exists() or (c.schools_dir / f"{school_id}.yml").exists() or f"{school_id}.yaml" in FLEET_FILES:
         fail(f"{shown_path(path)} already exists; edit it, or choose another id")
-    try:
-        domain = load(c.schools_dir).fleet.domain
-    except ConfigError as e:
-        config_errors(e)
+    domain = load(c.schools_dir).fleet.domain
     lab = re.sub(r"-+", "-", school_id if school_id[0].isalpha() else f"s-{school_id}")[:20].rstrip("-")
     text = STARTER.format(id=school_id, lab=lab, name=name or school_id.replace("-", " ").title(), district=district,
                           domain=domain)
     path.write_text(text, encoding="utf-8")
     try:
         load(c.schools_dir, [school_id])
-    except ConfigError as e:
+    except ConfigError:
         path.unlink()
-        config_errors(e)
+        raise
     say(f"wrote {shown_path(path)}; edit it, then `schoolctl validate {school_id}`")
 
 
@@ -104,7 +100,7 @@ def new(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="ID
 def schema(ctx: typer.Context,
            fleet: Annotated[bool, typer.Option("--fleet", help="The fleet file's schema instead.")] = False) -> None:
     """Print the JSON Schema of a school file (for editor completion and checks)."""
-    from ..config.model import Fleet
+    from schoolctl.config.model import Fleet
 
     model = Fleet if fleet else School
     doc = model.model_json_schema()
@@ -124,7 +120,7 @@ def inventory(ctx: typer.Context,
               fmt: Annotated[InventoryFormat, typer.Option("--format", help="Output format.")] = InventoryFormat.json,
               output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None) -> None:
     """The fleet as an inventory (pyinfra, Ansible YAML or JSON)."""
-    from inventories.build import as_ansible, as_json, as_pyinfra
+    from schoolctl.inventories.build import as_ansible, as_json, as_pyinfra
 
     config = get(ctx).config()
     if fmt is InventoryFormat.pyinfra:

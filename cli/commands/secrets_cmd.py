@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import typer
-
-from ..output import say
-from ..secrets import SecretStore
+from schoolctl.cli.output import say
+from schoolctl.secrets import SecretStore
 
 app = typer.Typer(help="The encrypted vault of generated secrets (values are never shown).",
                   no_args_is_help=True)
@@ -34,7 +33,7 @@ def set_(scope: str = typer.Argument(..., help="School id, or 'fleet' for the ci
     """Store a secret given by the city (e.g. the BBB pool's shared secret), read from standard input."""
     import sys
 
-    from ..output import fail
+    from schoolctl.cli.output import fail
 
     value = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else typer.prompt(
         f"{scope}/{name}", hide_input=True)

@@ -1,4 +1,4 @@
-"""`schoolctl users import`: a school's roster (CSV) into its directory; see cli/users.py."""
+"""`schoolctl users import`: a school's roster (CSV) into its directory; see cli/users/."""
 
 from __future__ import annotations
 
@@ -8,16 +8,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-from ..context import get
-from ..output import fail, say, warn
+from schoolctl.cli.context import get
+from schoolctl.cli.output import fail, say, warn
 
 app = typer.Typer(help="The people of a school (its OpenLDAP directory).", no_args_is_help=True)
 
 
 def _lines(result: Any) -> list[str]:
     """The human report of an import (no passwords, ever)."""
-    from ..users import SUSPENDED
+    from schoolctl.cli.users.roster import SUSPENDED
 
     plan = result.plan
     grace = timedelta(days=result.grace_days)
@@ -78,31 +77,20 @@ def import_(ctx: typer.Context,
     """Make the school's directory hold exactly the roster: add, change, restore; suspend who is
     missing (deleted after the privacy policy's leaver_grace_days, on a later import). Initial
     passwords go only to an encrypted file for the school's secretary."""
-    from ..secrets import SecretError, SecretStore
-    from ..users import RosterError, ServerError, import_roster, parse_roster
+    from schoolctl.cli.users.importer import import_roster
+    from schoolctl.cli.users.roster import parse_roster
+    from schoolctl.secrets import SecretStore
 
     school = get(ctx).config([school_id]).select([school_id])[0]
     try:
         data = roster.read_bytes()
     except OSError as e:
         fail(f"cannot read {roster}: {e.strerror}")
-    try:
-        people, notes = parse_roster(data, str(roster))
-    except RosterError as e:
-        for problem in e.problems:
-            warn(problem)
-        n = len(e.problems)
-        warn(f"{n} problem{'s' if n != 1 else ''} found; nothing was imported.")
-        raise typer.Exit(2) from None
+    people, notes = parse_roster(data, str(roster))
     for note in notes:
         warn(f"note: {note}")
     store = SecretStore()
-    try:
-        result = import_roster(school, people, dry_run, store)
-    except ServerError as e:
-        fail(f"{school_id}: {e}", 1)
-    except SecretError as e:
-        fail(str(e))
+    result = import_roster(school, people, dry_run, store)
     if as_json:
         say(json.dumps(_json(result), indent=2))
     else:
@@ -126,7 +114,7 @@ def _report(result: Any, people: list[Any], roster: Path) -> None:
     say(("dry run, nothing changed: would be " if result.dry_run else "done: ") + _summary(result)
         + f" ({result.seconds:.1f}s)")
     if result.passwords_file:
-        from ..secrets import SecretStore
+        from schoolctl.secrets import SecretStore
 
         say(f"initial passwords of the {len(result.plan.add)} new people (for the school's secretary, encrypted): "
             f"{result.passwords_file}")

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from schoolctl.resources import templates
+from schoolctl.secrets import redact
 
-from ..secrets import redact
-
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "report"
+TEMPLATES = templates() / "report"
 LANGS = ("ca", "es", "en")
 
 TEXT: dict[str, dict[str, str]] = {

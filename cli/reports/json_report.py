@@ -6,7 +6,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from ..secrets import redact
+from schoolctl.secrets import redact
 
 SCHEMA = "schoolctl-audit/1"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from ..secrets import redact
+from schoolctl.secrets import redact
 
 
 def render(audits: list[Any]) -> str:

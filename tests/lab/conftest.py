@@ -10,8 +10,8 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
-
-from cli.lab import Lab, LabError, LabHost, prereqs
+from schoolctl.errors import LabError
+from schoolctl.lab import Lab, LabHost, prereqs
 
 
 def _skip_reason() -> str | None:

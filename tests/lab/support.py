@@ -46,7 +46,7 @@ def skip_reason(archives: tuple[str, ...] = ()) -> str | None:
 def booted(host: str, timeout: float = 180, fresh: bool = False) -> Iterator[Any]:
     """The Lab with `host` up (first removed when `fresh`); the host goes at the end unless
     SCHOOLCTL_KEEP_LAB is set."""
-    from cli.lab import Lab
+    from schoolctl.lab import Lab
 
     lab = Lab()
     if fresh:
@@ -86,12 +86,12 @@ class SchoolEnv:
 
     @property
     def school(self) -> Any:
-        from cli.config.loader import load
+        from schoolctl.config.loader import load
 
         return load(self.schools).select([self.sid])[0]
 
     def cli(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli", "--schools-dir", str(self.schools), *args],
+        return subprocess.run([sys.executable, "-m", "schoolctl.cli", "--schools-dir", str(self.schools), *args],
                               env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
     def deploy(self, label: str) -> dict[str, Any]:

@@ -57,9 +57,9 @@ def env(tmp_path_factory: pytest.TempPathFactory, lab) -> dict[str, str]:
     env = dict(os.environ, SCHOOLCTL_SCHOOLS_DIR=str(schools), SCHOOLCTL_VAULT_KEY_FILE=str(base / "vault.key"),
                SCHOOLCTL_SECRETS_DIR=str(base / "secrets"), SCHOOLCTL_LAYERS=LAYERS)
     if not (base / "vault.key").exists():
-        subprocess.run([sys.executable, "-m", "cli", "secrets", "init"], env=env, cwd=ROOT, check=True,
+        subprocess.run([sys.executable, "-m", "schoolctl.cli", "secrets", "init"], env=env, cwd=ROOT, check=True,
                        capture_output=True)
-    proc = subprocess.run([sys.executable, "-m", "cli", "deploy", SID, "--yes"], env=env, cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "schoolctl.cli", "deploy", SID, "--yes"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     os.environ.update({k: env[k] for k in ("SCHOOLCTL_VAULT_KEY_FILE", "SCHOOLCTL_SECRETS_DIR")})
@@ -91,14 +91,14 @@ def repairs(lab) -> list[str]:
 
 @pytest.fixture(scope="module")
 def school(env):
-    from cli.config.loader import load
+    from schoolctl.config.loader import load
 
     return load(Path(env["SCHOOLCTL_SCHOOLS_DIR"])).select([SID])[0]
 
 
 @pytest.fixture(scope="module")
 def expect(school):
-    from cli.audit_runner import expectations
+    from schoolctl.audit.runner import expectations
 
     e = expectations(school)
     return replace(e, pages=(school.domain,))
@@ -108,13 +108,13 @@ MINE = ("host", "web", "database")  # the app services' controls have their own 
 
 
 def mine() -> list[str]:
-    from audit.catalogue import load_all, order_key
+    from schoolctl.audit.catalogue import load_all, order_key
 
     return sorted((c for c, v in load_all().items() if v.service in MINE), key=order_key)
 
 
 def audit(school, expect) -> dict[str, tuple[str, str]]:
-    from cli.audit_runner import audit_school
+    from schoolctl.audit.runner import audit_school
 
     result = audit_school(school, expect=expect, only=mine())
     assert result.error is None, result.error
@@ -133,7 +133,7 @@ def test_every_control_passes_after_deploy(baseline) -> None:
 
 
 def test_a_second_audit_is_fast_and_fully_prefetched(school, expect) -> None:
-    from cli.audit_runner import audit_school
+    from schoolctl.audit.runner import audit_school
 
     result = audit_school(school, expect=expect, only=mine())
     assert result.extra_commands == 0, "every command a control ran should come from the prefetch"
@@ -316,8 +316,8 @@ def test_egress_really_refused_and_allow_list_really_open(lab, school, expect, b
 
 
 def test_unreachable_school_is_an_error_row_not_a_crash(school) -> None:
-    from audit.catalogue import Expect
-    from cli.audit_runner import audit_school
+    from schoolctl.audit.catalogue import Expect
+    from schoolctl.audit.runner import audit_school
 
     down = school.model_copy(update={"server": school.server.model_copy(update={"address": "10.213.0.250"})})
     result = audit_school(down, expect=Expect(names=(school.domain,)))

@@ -18,7 +18,7 @@ import yaml
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHOOLCTL = [sys.executable, "-m", "cli"]
+SCHOOLCTL = [sys.executable, "-m", "schoolctl.cli"]
 DOWN_ADDRESS = "10.213.0.250"  # inside the lab's own subnet, where no host runs
 
 

@@ -28,8 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible.parsing.vault import VaultLib, VaultSecret
-
-from cli.lab import Lab
+from schoolctl.lab import Lab
 
 pytestmark = pytest.mark.lab
 
@@ -66,7 +65,7 @@ class Env:
         self.timings: dict[str, float] = {}
 
     def cli(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli", "--schools-dir", str(self.schools), *args],
+        return subprocess.run([sys.executable, "-m", "schoolctl.cli", "--schools-dir", str(self.schools), *args],
                               capture_output=True, text=True, timeout=timeout, env=self.env, cwd=self.work)
 
     def deploy(self) -> dict:
@@ -83,7 +82,7 @@ class Env:
 
     def restart_prosody(self) -> None:
         """Restart prosody and wait (10 s at most) until BOSH answers on loopback again."""
-        from deploy.jitsi import WAIT_PROSODY
+        from schoolctl.deploy.jitsi import WAIT_PROSODY
 
         proc = self.sh(f"systemctl restart prosody && {WAIT_PROSODY} && "
                        "i=0; until ss -Hltn | grep -q '127.0.0.1:5280 '; do i=$((i+1)); [ $i -le 50 ] || exit 1; "
@@ -91,7 +90,7 @@ class Env:
         assert proc.returncode == 0, proc.stderr
 
     def secret(self, name: str) -> str:
-        from cli.secrets import SecretStore
+        from schoolctl.secrets import SecretStore
 
         return SecretStore(self.work / "secrets", self.work / "vault.key").get(SCHOOL, name).reveal()
 
@@ -309,9 +308,9 @@ def test_coturn_takes_only_credentials_from_the_shared_secret(deployed: Env) -> 
 # --- the audit's Jitsi and BigBlueButton controls on this host --------------------------------
 
 def _audit(env: Env, prefix: str, privacy: dict | None = None, bbb: bool = False) -> dict[str, tuple[str, str]]:
-    from audit.catalogue import load_all
-    from cli.audit_runner import audit_school, connect, expectations
-    from cli.config.loader import load
+    from schoolctl.audit.catalogue import load_all
+    from schoolctl.audit.runner import audit_school, connect, expectations
+    from schoolctl.config.loader import load
 
     (env.schools / f"{SCHOOL}.yaml").write_text(school_yaml(privacy, bbb), encoding="utf-8")
     school = load(env.schools).select([SCHOOL])[0]
@@ -357,10 +356,10 @@ def test_jitsi_controls_pass_then_fail_on_violations(deployed: Env) -> None:
 
 def _lay_bbb(env: Env, recordings: bool, days: int, violating: bool) -> None:
     """BBB's files as the BBB layer renders them (or with violations), laid on this Debian host."""
-    from cli.config.loader import load
-    from cli.secrets import Secret
-    from deploy import bigbluebutton
-    from deploy.site import Site
+    from schoolctl.config.loader import load
+    from schoolctl.deploy import bigbluebutton
+    from schoolctl.deploy.site import Site
+    from schoolctl.secrets import Secret
 
     school = load(env.schools).select([SCHOOL])[0]
     site = Site(school=school, secret=lambda name, length=32: Secret(env.secret(name)))
@@ -419,9 +418,9 @@ def test_apt_repository_key_is_checked_before_apt_trusts_it(deployed: Env, tmp_p
     refused and nothing lands in sources.list.d; the pinned one is installed, then `check` passes."""
     import shutil
 
-    from cli.config.model import AptRepo
-    from deploy.jitsi import APT_SCRIPT, apt_repo
-    from deploy.site import Site
+    from schoolctl.config.model import AptRepo
+    from schoolctl.deploy.jitsi import APT_SCRIPT, apt_repo
+    from schoolctl.deploy.site import Site
 
     if not shutil.which("gpg"):
         pytest.skip("gpg is needed on the controller to make test keys")

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from schoolctl.cli.commands.lab_cmd import lab_app
+from schoolctl.errors import LabError
+from schoolctl.lab import Lab, LabHost, network
+from schoolctl.lab.hosts import lab_mounts
 from typer.testing import CliRunner
-
-from cli.lab import Lab, LabError, LabHost, network
-from cli.lab.commands import lab_app
-from cli.lab.hosts import lab_mounts
 
 pytestmark = pytest.mark.lab
 
@@ -170,7 +170,7 @@ def test_cli_status_json_and_ssh(lab: Lab, pair: dict[str, LabHost]) -> None:
     rows = {r["name"]: r for r in json.loads(result.output)}
     assert rows[A] == {"name": A, "address": pair[A].address, "state": "running"}
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.lab", "ssh", A, "--", "test", "-f", "/etc/debian_version"],
+        [sys.executable, "-m", "schoolctl.cli", "lab", "ssh", A, "--", "test", "-f", "/etc/debian_version"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -48,7 +48,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     if reason:
         print(f"skipped: {reason}")
         pytest.skip(reason)
-    from cli.lab import Lab
+    from schoolctl.lab import Lab
 
     lab = Lab()
     lab.up([HOST], timeout=180)
@@ -187,8 +187,8 @@ CONFIG_BREAKS = {
 
 
 def _audit(env: Env) -> dict[str, tuple[str, str]]:
-    from audit import catalogue
-    from cli.audit_runner import audit_school, expectations
+    from schoolctl.audit import catalogue
+    from schoolctl.audit.runner import audit_school, expectations
 
     catalogue.load_all()
     school = env.school
@@ -234,8 +234,8 @@ def test_each_moodle_control_fails_alone(deployed: Env) -> None:
 
 
 def test_leaver_deleted_with_personal_data(deployed: Env, teacher: dict[str, str]) -> None:
-    from deploy.moodle import delete_user_command
-    from deploy.site import Site
+    from schoolctl.deploy.moodle import delete_user_command
+    from schoolctl.deploy.site import Site
 
     cmd = delete_user_command(Site(school=deployed.school, secret=lambda name, length=32: None), teacher["uid"])
     first = deployed.sh(cmd)

@@ -44,7 +44,7 @@ class Env(SchoolEnv):
     def curl(self, service: str, path: str, *extra: str, user: tuple[str, str] | None = None) \
             -> tuple[int, str]:
         """A request to https://<service fqdn><path> through nginx on the lab host (--resolve to it)."""
-        from deploy.site import SERVICE_HOSTS
+        from schoolctl.deploy.site import SERVICE_HOSTS
 
         fqdn = f"{SERVICE_HOSTS[service]}.{self.school.domain}"
         address = self.lab.host(HOST).address
@@ -67,7 +67,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     if reason:
         print(f"skipped: {reason}")
         pytest.skip(reason)
-    from cli.lab import Lab
+    from schoolctl.lab import Lab
 
     lab = Lab()
     lab.down([HOST])            # a fresh host: the deploy starts from a bare Debian 13
@@ -272,8 +272,8 @@ BREAKS: dict[str, tuple[str, str]] = {
 
 
 def _audit(env: Env) -> dict[str, tuple[str, str]]:
-    from audit import catalogue
-    from cli.audit_runner import audit_school, expectations
+    from schoolctl.audit import catalogue
+    from schoolctl.audit.runner import audit_school, expectations
 
     catalogue.load_all()
     school = env.school
@@ -285,7 +285,7 @@ def _audit(env: Env) -> dict[str, tuple[str, str]]:
 
 
 def test_every_control_has_a_break() -> None:
-    from audit import catalogue
+    from schoolctl.audit import catalogue
 
     catalogue.load_all()
     mine = {c for c in catalogue.REGISTRY if c.startswith(("NEXTCLOUD-", "ETHERPAD-"))}
@@ -323,8 +323,8 @@ def test_leaver_deleted_with_their_files(deployed: Env, people: dict[str, dict[s
     assert gone["apps"].get("nextcloud") == "ok" and not gone["kept"], gone
     assert deployed.sh(f"{OCC} user:info {laia['uid']}").returncode != 0
     assert deployed.sh(f"test -e {home}").returncode != 0
-    from deploy.nextcloud import delete_user_command
-    from deploy.site import Site
+    from schoolctl.deploy.nextcloud import delete_user_command
+    from schoolctl.deploy.site import Site
 
     again = deployed.sh(delete_user_command(Site(school=deployed.school, secret=lambda n, length=32: None),
                                             laia["uid"]))

@@ -64,7 +64,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, lab) -> dict[str, str]:
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 1500) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "schoolctl.cli", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -88,7 +88,7 @@ def deployed(env) -> dict:
 
 @pytest.fixture(scope="module")
 def school(env):
-    from cli.config.loader import load
+    from schoolctl.config.loader import load
 
     return load(Path(env["SCHOOLCTL_SCHOOLS_DIR"])).select([SID])[0]
 

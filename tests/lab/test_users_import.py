@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 from ansible.parsing.vault import VaultLib, VaultSecret
-
-from cli.lab import Lab
+from schoolctl.lab import Lab
 
 pytestmark = pytest.mark.lab
 
@@ -79,7 +78,7 @@ class Env:
         self.env.pop("SCHOOLCTL_LOG", None)
 
     def cli(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "cli", "--schools-dir", str(self.schools), *args],
+        return subprocess.run([sys.executable, "-m", "schoolctl.cli", "--schools-dir", str(self.schools), *args],
                               capture_output=True, text=True, timeout=timeout, env=self.env, cwd=self.work)
 
     def import_(self, roster: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
@@ -233,6 +232,6 @@ def test_with_no_grace_a_further_import_deletes_them(deployed: Env) -> None:
 
 
 def fold(name: str) -> str:
-    from cli.users import base_uid
+    from schoolctl.cli.users.roster import base_uid
 
     return base_uid(name, "x").split(".")[0]

@@ -38,7 +38,7 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchoolEnv]:
     reason = skip_reason(("moodle-5.0.6.tgz", "etherpad-lite-2.5.3.tar.gz"))
     if reason:
         pytest.skip(reason)
-    from cli.lab import Lab
+    from schoolctl.lab import Lab
 
     lab = Lab()
     lab.up([HOST], timeout=180)
@@ -185,8 +185,8 @@ def test_the_directory_teachers_are_course_creators(apps, pad) -> None:
 
 
 def test_a_leavers_name_leaves_etherpad(apps, pad) -> None:
-    from deploy import etherpad
-    from deploy.site import Site
+    from schoolctl.deploy import etherpad
+    from schoolctl.deploy.site import Site
 
     mapper = f"moodle-{pad['uid']}"
     author = re.search(r'"authorID":"([^"]+)"', api(apps, "createAuthorIfNotExistsFor", authorMapper=mapper)).group(1)
@@ -199,7 +199,7 @@ def test_a_leavers_name_leaves_etherpad(apps, pad) -> None:
 
 
 def test_an_upgrade_dumps_the_database_first_then_converges(apps, pad) -> None:
-    from deploy import etherpad
+    from schoolctl.deploy import etherpad
 
     # what a newer release of a plugin looks like to Moodle: the code's version is ahead of the database's
     version = etherpad.moodle_plugin_version()

@@ -6,10 +6,9 @@ import json
 from types import SimpleNamespace
 
 import pytest
-
-from audit import host as h
-from audit import web as w
-from audit.catalogue import (
+from schoolctl.audit import host as h
+from schoolctl.audit import web as w
+from schoolctl.audit.catalogue import (
     LEGAL,
     CachedHost,
     Context,

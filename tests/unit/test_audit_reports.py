@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 import typer
+from schoolctl.audit.catalogue import ControlResult, load_all
+from schoolctl.audit.runner import SchoolAudit
+from schoolctl.cli.reports import html, json_report, junit
+from schoolctl.secrets import MASK, Secret
 from typer.testing import CliRunner
-
-from audit.catalogue import ControlResult, load_all
-from cli.audit_runner import SchoolAudit
-from cli.reports import html, json_report, junit
-from cli.secrets import MASK, Secret
 
 SECRET = Secret("s3cr3t-db-password-xyz")
 WHEN = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
@@ -109,17 +108,11 @@ def test_html_renders_in_headless_chromium_without_network(tmp_path: Path) -> No
 
 # --- the verb ----------------------------------------------------------------------------------
 
-def _app(schools_dir: Path) -> typer.Typer:
-    from cli.commands import audit_cmd
-    from cli.context import Context
+def _app(schools_dir: Path, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
+    """The real CLI (its root command maps errors to exit codes), on the given schools folder."""
+    from schoolctl.cli.main import app
 
-    app = typer.Typer()
-
-    @app.callback()
-    def root(ctx: typer.Context) -> None:
-        ctx.obj = Context(schools_dir=schools_dir)
-
-    app.registered_commands.extend(audit_cmd.app.registered_commands)
+    monkeypatch.setenv("SCHOOLCTL_SCHOOLS_DIR", str(schools_dir))
     return app
 
 
@@ -129,11 +122,11 @@ def schools_dir() -> Path:
 
 
 def test_verb_exit_codes_and_formats(schools_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import cli.audit_runner as runner
+    import schoolctl.audit.runner as runner
 
     results = audits()
     monkeypatch.setattr(runner, "audit_all", lambda schools, **kw: results[:len(schools)])
-    app, cli = _app(schools_dir), CliRunner()
+    app, cli = _app(schools_dir, monkeypatch), CliRunner()
     assert cli.invoke(app, ["audit", "escola-pins", "--format", "xml"]).exit_code == 2
     assert cli.invoke(app, ["audit", "no-such-school"]).exit_code == 2
     assert cli.invoke(app, ["audit"]).exit_code == 2

@@ -20,13 +20,12 @@ import yaml
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
 from pyinfra.api.deploy import add_deploy
-
-from cli.config.loader import load
-from cli.secrets import Secret
-from deploy import bbb_host, bigbluebutton, ops
-from deploy.school import school_deploy
-from deploy.site import Site
-from deploy.state import Layer
+from schoolctl.config.loader import load
+from schoolctl.deploy import bbb_host, bigbluebutton, ops
+from schoolctl.deploy.school import school_deploy
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import Layer
+from schoolctl.secrets import Secret
 
 SECRETS = {"turn_secret": "TurnSecret-0123456789", "bbb_secret": "BbbApiSecret-9876543210",
            "bbb_turn_secret": "BbbTurnSecret-13579"}
@@ -138,7 +137,7 @@ def test_recordings_allowed_for_7_days(schools: Path) -> None:
 
 def test_retention_script_deletes_old_recordings(tmp_path: Path) -> None:
     """The rendered daily script against a fake /var/bigbluebutton: old ones go, recent ones stay."""
-    from deploy.render import render
+    from schoolctl.deploy.render import render
 
     base = tmp_path / "var"
     for kind, rid, age in (("published/presentation", "old-1", 10), ("published/presentation", "new-1", 1),

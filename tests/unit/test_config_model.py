@@ -12,9 +12,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
-
-from cli.config.loader import PATTERNS, ConfigError, load
-from cli.config.model import (
+from schoolctl.config.loader import PATTERNS, load
+from schoolctl.config.model import (
     Artifact,
     Fleet,
     Privacy,
@@ -24,8 +23,9 @@ from cli.config.model import (
     Services,
     is_laxer,
 )
-from cli.config.problems import Problem
-from cli.config.yamlfile import locate, read_yaml
+from schoolctl.config.problems import Problem
+from schoolctl.config.yamlfile import locate, read_yaml
+from schoolctl.errors import ConfigError
 
 from .conftest import SHIPPED
 
@@ -269,8 +269,8 @@ def test_locate(tmp_path: Path) -> None:
 @given(st.from_regex(r"[a-z0-9-]{1,24}", fullmatch=True))
 def test_lab_addresses_agree_with_the_lab(name: str) -> None:
     """`server: lab:NAME` validates exactly when `schoolctl lab up NAME` accepts NAME."""
-    from cli.lab.errors import LabError
-    from cli.lab.names import validate_name
+    from schoolctl.errors import LabError
+    from schoolctl.lab.names import validate_name
 
     try:
         validate_name(name)

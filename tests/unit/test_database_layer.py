@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from cli.config.loader import load
-from cli.secrets import Secret
-from deploy import database
-from deploy.site import Site
-from deploy.state import SYSTEM
+from schoolctl.config.loader import load
+from schoolctl.deploy import database
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import SYSTEM
+from schoolctl.secrets import Secret
 
 SCHOOLS = Path(__file__).resolve().parents[2] / "schools"
 PG_HBA = "/etc/postgresql/17/main/pg_hba.conf"

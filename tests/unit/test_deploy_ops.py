@@ -12,13 +12,12 @@ import pytest
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
 from pyinfra.api.deploy import add_deploy
-
-from cli.config.loader import load
-from cli.secrets import Secret
-from deploy import ops
-from deploy.school import school_deploy
-from deploy.site import Site
-from deploy.state import APPS, SYSTEM, DesiredStateError, Directory, File, Layer, Service, Step, merge
+from schoolctl.config.loader import load
+from schoolctl.deploy import ops
+from schoolctl.deploy.school import school_deploy
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import APPS, SYSTEM, DesiredStateError, Directory, File, Layer, Service, Step, merge
+from schoolctl.secrets import Secret
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,7 +94,7 @@ def _site(school_id: str, tmp: Path | None = None) -> Site:
 
 def test_a_whole_plan_through_the_fake_connector(tmp_path: Path) -> None:
     """Every operation plans its changes against an empty host; no command carries a secret."""
-    from deploy.school import school_rounds
+    from schoolctl.deploy.school import school_rounds
 
     site = _site("escola-pins", tmp_path)
     rounds = school_rounds(site)
@@ -122,7 +121,7 @@ def test_unit_names(name: str, unit: str) -> None:
 
 def test_firewall_lets_replies_of_inbound_services_out() -> None:
     """Loading the ruleset must not cut the SSH session it is loaded over (its first reply counts as new)."""
-    from deploy import firewall
+    from schoolctl.deploy import firewall
 
     conf = firewall.layer(_site("escola-pins")).files[0].data.decode()
     output = conf[conf.index("chain output"):]
@@ -133,9 +132,9 @@ def test_firewall_lets_replies_of_inbound_services_out() -> None:
 
 def test_a_school_with_its_own_bbb_host_plans_both_hosts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The runner plans the school server and the BigBlueButton host, each in its own State."""
-    from cli import runner
-    from deploy.bbb_host import bbb_rounds
-    from deploy.school import school_rounds
+    from schoolctl.cli import runner
+    from schoolctl.deploy.bbb_host import bbb_rounds
+    from schoolctl.deploy.school import school_rounds
 
     site = _site("institut-mar", tmp_path)
     fake = {"fake_delay": 0, "fake_delay_jitter": 0}

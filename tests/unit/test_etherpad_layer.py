@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from cli.config.loader import load
-from cli.secrets import Secret
-from deploy import etherpad
-from deploy.site import Site
-from deploy.state import APPS, File
+from schoolctl.config.loader import load
+from schoolctl.deploy import etherpad
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import APPS, File
+from schoolctl.secrets import Secret
 
 SCHOOLS = Path(__file__).resolve().parents[2] / "schools"
 SUMS = "2e310ef09ba9cfb857767ff112a439e83120f84c0b27d384800ee1ed9f8906d3  etherpad-lite-2.5.3.tar.gz\n"
@@ -127,8 +126,8 @@ def _statuses(summary: dict[str, Any], listen: str = "LISTEN 0 511 127.0.0.1:900
         -> dict[str, str]:
     from types import SimpleNamespace
 
-    from audit import etherpad as a
-    from audit.catalogue import Context, Expect, load_all, run_control
+    from schoolctl.audit import etherpad as a
+    from schoolctl.audit.catalogue import Context, Expect, load_all, run_control
 
     answers = {a.STATE: json.dumps(summary), a.LISTEN: listen}
     host = SimpleNamespace(run=lambda cmd: SimpleNamespace(rc=0, stdout=answers.get(cmd, ""), stderr=""))
@@ -163,7 +162,7 @@ def test_each_control_fails_alone_on_its_value(changes, listen, cid):
 
 
 def test_leaver_loses_their_author_name_key_never_on_argv(site):
-    from deploy import etherpad
+    from schoolctl.deploy import etherpad
 
     cmd = etherpad.delete_user_command(site, "marta.puig")
     assert "printf 'apikey=%s&%s' \"$(cat /etc/etherpad/APIKEY.txt)\" 'authorMapper=moodle-marta.puig&name=" in cmd

@@ -7,12 +7,11 @@ import hashlib
 from pathlib import Path
 
 import pytest
-
-from cli.config.loader import load
-from cli.secrets import Secret
-from deploy import identity
-from deploy.site import Site
-from deploy.state import Layer, merge
+from schoolctl.config.loader import load
+from schoolctl.deploy import identity
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import Layer, merge
+from schoolctl.secrets import Secret
 
 SECRETS = {"ldap_admin": "Adm1nSecretValue-xyz", "ldap_apps": "AppsSecretValue-abc123"}
 
@@ -90,7 +89,7 @@ def test_root_password_hash_verifies(layer: Layer) -> None:
 
 
 def test_merges_with_the_base_layers(site: Site, layer: Layer) -> None:
-    from deploy import base
+    from schoolctl.deploy import base
 
     merge([base.layer(site), layer])
 

@@ -18,13 +18,12 @@ import yaml
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
 from pyinfra.api.deploy import add_deploy
-
-from cli.config.loader import load
-from cli.secrets import Secret
-from deploy import jitsi, ops
-from deploy.school import school_deploy
-from deploy.site import Site
-from deploy.state import APPS, Layer, merge
+from schoolctl.config.loader import load
+from schoolctl.deploy import jitsi, ops
+from schoolctl.deploy.school import school_deploy
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import APPS, Layer, merge
+from schoolctl.secrets import Secret
 
 SECRETS = {"turn_secret": "TurnSecret-0123456789", "ldap_apps": "AppsSecret-abcdef", "jitsi_focus": "Focus-secret-1",
            "jitsi_jvb": "Jvb-secret-22", "ldap_admin": "Admin-secret-333", "tls_internal_key": "x" * 64}
@@ -272,7 +271,7 @@ def test_apt_key_script_checks_the_fingerprint(tmp_path: Path) -> None:
 def test_whole_plan_merges_with_the_platform(schools: Path, privacy: dict) -> None:
     """base + firewall + identity + web + jitsi merge without contradictions, and pyinfra builds the
     operations against a fake host (no connection)."""
-    from deploy import base, firewall, identity, web
+    from schoolctl.deploy import base, firewall, identity, web
 
     site = _site(schools, privacy)
     site.acme_directory = "https://acme.invalid/dir"

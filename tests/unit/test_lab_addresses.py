@@ -6,9 +6,9 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-
-from cli.lab import LabError, netutil
-from cli.lab.addresses import (
+from schoolctl.errors import LabError
+from schoolctl.lab import netutil
+from schoolctl.lab.addresses import (
     allocate,
     bridge_address,
     host_address,

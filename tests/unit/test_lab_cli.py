@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from schoolctl.cli.main import app
+from schoolctl.errors import LabError
+from schoolctl.lab import Lab
 from typer.testing import CliRunner
-
-from cli.lab import Lab, LabError
-from cli.lab.commands import lab_app
 
 
 @pytest.fixture(autouse=True)
@@ -19,27 +19,27 @@ def empty_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_bad_name_exits_2_without_traceback() -> None:
-    result = CliRunner().invoke(lab_app, ["up", "Bad_Name"])
+    result = CliRunner().invoke(app, ["lab", "up", "Bad_Name"])
     assert result.exit_code == 2
     assert "invalid lab host name" in result.output
     assert "Traceback" not in result.output
 
 
 def test_status_of_an_empty_lab() -> None:
-    result = CliRunner().invoke(lab_app, ["status", "--json"])
+    result = CliRunner().invoke(app, ["lab", "status", "--json"])
     assert result.exit_code == 0 and json.loads(result.output) == []
-    assert "no lab hosts" in CliRunner().invoke(lab_app, ["status"]).output
+    assert "no lab hosts" in CliRunner().invoke(app, ["lab", "status"]).output
 
 
 def test_ssh_to_an_unknown_host_says_how_to_make_it() -> None:
-    result = CliRunner().invoke(lab_app, ["ssh", "nosuch", "--", "true"])
+    result = CliRunner().invoke(app, ["lab", "ssh", "nosuch", "--", "true"])
     assert result.exit_code == 2
     assert "no lab host nosuch; run `schoolctl lab up nosuch`" in result.output
 
 
 def test_bad_subnet_env_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SCHOOLCTL_LAB_SUBNET", "8.8.8.0/24")
-    result = CliRunner().invoke(lab_app, ["status"])
+    result = CliRunner().invoke(app, ["lab", "status"])
     assert result.exit_code == 2 and "private range" in result.output
 
 
@@ -60,7 +60,7 @@ def test_register_domain_only_for_lab_addresses() -> None:
 
 
 def test_doctor_prints_a_report() -> None:
-    result = CliRunner().invoke(lab_app, ["doctor"])
+    result = CliRunner().invoke(app, ["lab", "doctor"])
     assert result.exit_code in (0, 2)
     assert "debootstrap" in result.output and "lab subnet" in result.output
 
@@ -90,7 +90,7 @@ def test_down_carries_on_past_a_failing_host_and_says_which(empty_state: Path,
 
 
 def test_remove_dir_says_what_it_could_not_delete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cli.lab import hosts
+    from schoolctl.lab import hosts
 
     hd = hosts.HostDir(tmp_path / "t-x")
     (hd.path / "upper" / "srv").mkdir(parents=True)

@@ -6,10 +6,10 @@ import ipaddress
 from pathlib import Path
 
 import pytest
-
-from cli.lab import LabError, prereqs
-from cli.lab.config import subnet_from_env
-from cli.lab.names import MAX_NAME, validate_name
+from schoolctl.errors import LabError
+from schoolctl.lab import prereqs
+from schoolctl.lab.config import subnet_from_env
+from schoolctl.lab.names import MAX_NAME, validate_name
 
 
 @pytest.mark.parametrize("name", ["demo", "t-a", "school-42", "a", "x" * MAX_NAME, "gs-nord-2"])

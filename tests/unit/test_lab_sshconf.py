@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cli.lab.hosts import HostDir
-from cli.lab.sshconf import SshEntry, control_dir_for, render_config, set_known_host, write_config
+from schoolctl.lab.hosts import HostDir
+from schoolctl.lab.sshconf import SshEntry, control_dir_for, render_config, set_known_host, write_config
 
 KEY = Path("/state/ssh/id_ed25519")
 KNOWN = Path("/state/ssh/known_hosts")

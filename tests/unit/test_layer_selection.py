@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from deploy import school
+from schoolctl.deploy import school
 
 
 def test_all_layers_by_default(monkeypatch: pytest.MonkeyPatch) -> None:

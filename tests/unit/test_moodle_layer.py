@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from cli.config.loader import load
-from cli.secrets import Secret
-from deploy import moodle
-from deploy.site import Site
-from deploy.state import APPS
+from schoolctl.config.loader import load
+from schoolctl.deploy import moodle
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import APPS
+from schoolctl.secrets import Secret
 
 SCHOOLS = Path(__file__).resolve().parents[2] / "schools"
 NGINX = "/etc/nginx/sites-enabled/schoolctl-moodle.conf"
@@ -196,8 +195,8 @@ def test_no_pads_plugin_without_etherpad(mirror: str) -> None:
 
 
 def test_an_upgrade_dumps_the_database_first(mirror: str) -> None:
-    from deploy import nextcloud
-    from deploy.database import backup_command
+    from schoolctl.deploy import nextcloud
+    from schoolctl.deploy.database import backup_command
 
     upgrade = next(s for s in moodle.layer(make_site("demo", mirror=mirror)).steps if "database matches" in s.name)
     assert upgrade.apply.startswith(backup_command("moodle") + " && ")

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from cli.config.loader import load
-from cli.secrets import Secret
-from deploy import nextcloud
-from deploy.site import Site
-from deploy.state import APPS, File
+from schoolctl.config.loader import load
+from schoolctl.deploy import nextcloud
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import APPS, File
+from schoolctl.secrets import Secret
 
 SCHOOLS = Path(__file__).resolve().parents[2] / "schools"
 MIRROR_SUMS = ("81078ba3a112c9ad116f8d2c438b2fe98ef5acd29e10ed9c94db60a63de34c01  nextcloud-31.0.11.tar.bz2\n"
@@ -163,9 +162,9 @@ class _Host:
 
 
 def _audit(system: dict[str, Any], apps: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
-    from audit import host as h
-    from audit import nextcloud as a
-    from audit.catalogue import Context, Expect, load_all, run_control
+    from schoolctl.audit import host as h
+    from schoolctl.audit import nextcloud as a
+    from schoolctl.audit.catalogue import Context, Expect, load_all, run_control
 
     good = json.loads(json.dumps(wanted(make_site("demo"))))   # the values the deploy sets
     good["system"].update(system)

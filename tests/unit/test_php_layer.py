@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cli.config.loader import load
-from cli.secrets import Secret
-from deploy import php
-from deploy.site import Site
-from deploy.state import SYSTEM
+from schoolctl.config.loader import load
+from schoolctl.deploy import php
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import SYSTEM
+from schoolctl.secrets import Secret
 
 SCHOOLS = Path(__file__).resolve().parents[2] / "schools"
 POOLS = "/etc/php/8.4/fpm/pool.d"

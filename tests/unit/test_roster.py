@@ -5,21 +5,9 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-
-from cli.users import (
-    Account,
-    Directory,
-    Person,
-    RosterError,
-    base_uid,
-    diff,
-    make_uid,
-    parse_ldif,
-    parse_roster,
-    person_key,
-    read_directory,
-    to_ldif,
-)
+from schoolctl.cli.users.directory import Account, Directory, diff, parse_ldif, read_directory, to_ldif
+from schoolctl.cli.users.roster import Person, base_uid, make_uid, parse_roster, person_key
+from schoolctl.errors import RosterError
 
 BASE = "dc=s,dc=schools"
 TODAY = date(2026, 9, 1)
@@ -251,22 +239,22 @@ def test_app_delete_hooks_are_found_and_run(schools, monkeypatch: pytest.MonkeyP
     import sys
     import types
 
-    from cli.config.loader import load
-    from cli.users import delete_hooks, run_hooks
+    from schoolctl.cli.users.leavers import delete_hooks, run_hooks
+    from schoolctl.config.loader import load
 
     school = load(schools).schools["demo"]          # moodle, nextcloud, etherpad, jitsi
-    moodle = types.ModuleType("deploy.moodle")
+    moodle = types.ModuleType("schoolctl.deploy.moodle")
     moodle.delete_user_command = lambda site, uid: f"echo deleting {uid}"   # type: ignore[attr-defined]
-    nextcloud = types.ModuleType("deploy.nextcloud")
+    nextcloud = types.ModuleType("schoolctl.deploy.nextcloud")
     nextcloud.delete_user_command = (                                      # type: ignore[attr-defined]
         lambda site, uid: "echo 'no such user' >&2; exit 3" if uid == "b.b" else "true")
-    etherpad = types.ModuleType("deploy.etherpad")                          # no hook: skipped
-    monkeypatch.setitem(sys.modules, "deploy.moodle", moodle)
-    monkeypatch.setitem(sys.modules, "deploy.nextcloud", nextcloud)
-    monkeypatch.setitem(sys.modules, "deploy.etherpad", etherpad)
-    monkeypatch.setitem(sys.modules, "deploy.jitsi", None)                  # module missing: skipped
+    etherpad = types.ModuleType("schoolctl.deploy.etherpad")                          # no hook: skipped
+    monkeypatch.setitem(sys.modules, "schoolctl.deploy.moodle", moodle)
+    monkeypatch.setitem(sys.modules, "schoolctl.deploy.nextcloud", nextcloud)
+    monkeypatch.setitem(sys.modules, "schoolctl.deploy.etherpad", etherpad)
+    monkeypatch.setitem(sys.modules, "schoolctl.deploy.jitsi", None)                  # module missing: skipped
     with pytest.raises(ImportError):
-        import deploy.jitsi  # noqa: F401
+        import schoolctl.deploy.jitsi  # noqa: F401
     hooks = delete_hooks(school)
     assert [app for app, _ in hooks] == ["moodle", "nextcloud"]
     results = run_hooks(LocalShell(), None, hooks, ["a.a", "b.b"])  # type: ignore[arg-type]

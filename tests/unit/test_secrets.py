@@ -13,8 +13,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from cli.secrets import MASK, RedactingFilter, Secret, SecretError, SecretStore, generate, redact
+from schoolctl.errors import SecretError
+from schoolctl.secrets import MASK, RedactingFilter, Secret, SecretStore, generate, redact
 
 from .conftest import REPO, run_cli
 
@@ -149,9 +149,9 @@ def test_the_filter_masks_logged_exceptions() -> None:
 
 SCRIPT = textwrap.dedent("""
     import sys
-    import cli.context
-    from cli.main import main
-    from cli.secrets import SecretStore
+    import schoolctl.cli.context
+    from schoolctl.cli.main import main
+    from schoolctl.secrets import SecretStore
 
     value = SecretStore().get("demo", "moodle_db").reveal()
     print("VALUE=" + value, file=open(sys.argv[1], "w"))
@@ -159,7 +159,7 @@ SCRIPT = textwrap.dedent("""
     def broken_load(*args, **kwargs):
         raise RuntimeError(f"could not use {value} for the database")
 
-    cli.context.load = broken_load  # the real `validate` command, failing inside with a secret
+    schoolctl.cli.context.load = broken_load  # the real `validate` command, failing inside with a secret
     sys.argv = ["schoolctl", "--schools-dir", sys.argv[2], "validate"]
     main()
 """)
@@ -170,7 +170,7 @@ def test_an_internal_error_prints_the_secret_masked(store: SecretStore, tmp_path
     """The console entry point (in a child process: it monkey-patches with gevent) turns an unexpected
     exception into one masked line and exit 1; with SCHOOLCTL_LOG=DEBUG the traceback is masked too."""
     out = tmp_path / "value.txt"
-    env = {**os.environ, "SCHOOLCTL_LOG": log_level, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "SCHOOLCTL_LOG": log_level}
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(out), str(REPO / "schools")], capture_output=True,
                           text=True, env=env, cwd=tmp_path, timeout=120, check=False)
     value = out.read_text().strip().removeprefix("VALUE=")

@@ -13,12 +13,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-
-from cli.config.loader import load
-from cli.secrets import Secret
-from deploy import web
-from deploy.site import Site
-from deploy.state import APPS, Layer
+from schoolctl.config.loader import load
+from schoolctl.deploy import web
+from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import APPS, Layer
+from schoolctl.secrets import Secret
 
 SCHOOLS = Path(__file__).resolve().parents[2] / "schools"
 
@@ -265,7 +264,7 @@ def test_acme_check_is_exact(tmp_path):
 
 
 def test_provided_tls_uploads_key_as_secret(tmp_path):
-    from cli.config.model import SchoolTls
+    from schoolctl.config.model import SchoolTls
 
     (tmp_path / "c.pem").write_text("CERT\n")
     (tmp_path / "k.pem").write_text("KEY\n")

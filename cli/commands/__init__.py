@@ -1,0 +1,1 @@
+"""The CLI verbs, one module per group (typer sub-apps mounted by schoolctl.cli.main)."""

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import yaml
+
 from schoolctl.audit.catalogue import Context, Outcome, control, evidence, verdict
 
 WEB_DEFAULT = "/usr/share/bbb-web/WEB-INF/classes/bigbluebutton.properties"

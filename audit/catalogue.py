@@ -24,10 +24,11 @@ from typing import Any
 from testinfra.backend.base import CommandResult
 from testinfra.host import Host
 
+from schoolctl.config.model import DB_SERVICES
+
 PASS, FAIL, ERROR, NA = "pass", "fail", "error", "n/a"
 STATUSES = (PASS, FAIL, ERROR, NA)
 SEVERITIES = ("high", "medium", "low")
-DB_SERVICES = ("moodle", "nextcloud", "etherpad")
 
 # GDPR articles a control may cite, with the words the reports show.
 LEGAL = {
@@ -186,6 +187,7 @@ def prefetch_commands(school: Any, expect: Expect) -> list[str]:
 _PREFETCH_PY = r"""
 import json, subprocess, sys
 from concurrent.futures import ThreadPoolExecutor
+
 cmds = json.loads(sys.stdin.read() if len(sys.argv) < 2 else bytes.fromhex(sys.argv[1]).decode())
 def one(c):
     try:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from schoolctl.audit.catalogue import DB_SERVICES, Context, Outcome, control, evidence, verdict
+from schoolctl.audit.catalogue import Context, Outcome, control, evidence, verdict
+from schoolctl.config.model import DB_SERVICES
 
 PSQL = "runuser -u postgres -- psql -XAt -F '|' -d postgres -c"
 LISTEN = evidence("ss -Hltnp 2>/dev/null")

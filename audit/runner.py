@@ -33,12 +33,11 @@ from schoolctl.audit.catalogue import (
     prefetch_commands,
     run_control,
 )
-from schoolctl.config.model import EffectiveSchool
+from schoolctl.config.model import SERVICE_HOSTS, EffectiveSchool
 from schoolctl.connect import testinfra_host
 from schoolctl.secrets import redact
 
 Progress = Callable[[str, str], None]
-SERVICE_HOSTS = {"moodle": "moodle", "nextcloud": "cloud", "etherpad": "pad", "jitsi": "meet"}
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from schoolctl.audit.catalogue import NA, PASS, load_all, order_key, run_control
 
 CONTROLS = load_all()

@@ -90,6 +90,7 @@ def audit_many(schools, expects) -> list:
 def uncached(school, expect, ssh_config: str | None) -> None:
     """Every control's commands as separate ssh commands (plain testinfra style)."""
     import testinfra
+
     from schoolctl.audit.catalogue import Context, load_all, run_control
 
     if ssh_config:

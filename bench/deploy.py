@@ -94,6 +94,7 @@ def per_item_noop(school, store, lab: Lab) -> float:
     from pyinfra.api.deploy import add_deploy
     from pyinfra.api.operations import run_ops
     from pyinfra.operations import apt, files, server, systemd
+
     from schoolctl.connect import pyinfra_data
 
     rounds = school_rounds(build_site(school, store, readonly=True))

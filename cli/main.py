@@ -8,11 +8,12 @@ from typing import Annotated, Any
 
 import click
 import typer
+from typer.core import TyperGroup
+
 from schoolctl.cli.context import Context
 from schoolctl.cli.output import warn
 from schoolctl.config.loader import default_schools_dir
 from schoolctl.errors import SchoolctlError
-from typer.core import TyperGroup
 
 
 class _Root(TyperGroup):

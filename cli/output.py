@@ -8,6 +8,7 @@ from typing import NoReturn
 
 import typer
 from rich.console import Console
+
 from schoolctl.secrets import redact
 
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)

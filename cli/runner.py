@@ -16,6 +16,7 @@ from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.deploy import add_deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_ops
+
 from schoolctl.config.model import EffectiveSchool
 from schoolctl.connect import pyinfra_data
 from schoolctl.deploy import ops
@@ -79,6 +80,7 @@ def _failed_op(state: State, host: Any) -> tuple[str, list[str]]:
 def _diffs(host: Any, found: list[dict[str, Any]]) -> None:
     """Add a unified diff to each planned file change (secrets never shown)."""
     from pyinfra.facts.files import FileContents
+
     from schoolctl.cli.plan_view import file_diff
 
     for c in found:

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import yaml
+
 from schoolctl.errors import SecretError
 
 MASK = "********"

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlparse
 
 import requests
+
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import Step
 from schoolctl.errors import ArtifactError

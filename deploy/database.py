@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from schoolctl.config.model import DB_SERVICES
 from schoolctl.deploy.render import render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import SYSTEM, Directory, File, Layer, Service, Step
@@ -16,7 +17,6 @@ PORT = 5432
 CLUSTER = f"/etc/postgresql/{VERSION}/main"
 UNIT = f"postgresql@{VERSION}-main"
 SECRETS = "/etc/schoolctl/secrets"
-DB_SERVICES = ("moodle", "nextcloud", "etherpad")
 PSQL = "runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1"
 BACKUPS = "/var/backups/schoolctl"
 KEEP_BACKUPS = 3

@@ -16,6 +16,7 @@ from typing import Any
 
 from pyinfra import host
 from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
+
 from schoolctl.deploy.state import Directory, File, Service, Step
 
 APT = ("DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 "

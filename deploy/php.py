@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import shlex
 
+from schoolctl.config.model import PHP_SERVICES
 from schoolctl.deploy.render import render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import SYSTEM, File, Layer, Service, Step
 
 PHP_VERSION = "8.4"
-PHP_SERVICES = ("moodle", "nextcloud")
 # the unit with its suffix: ops.unit_name() would take the dot in "8.4" for one
 FPM_PACKAGE = f"php{PHP_VERSION}-fpm"
 FPM = f"{FPM_PACKAGE}.service"

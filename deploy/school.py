@@ -7,6 +7,7 @@ import importlib
 import os
 
 from pyinfra.api import deploy
+
 from schoolctl.deploy import ops
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import Layer, Round, merge

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from schoolctl.config.model import SERVICE_HOSTS
+
 if TYPE_CHECKING:
     from schoolctl.config.model import EffectiveSchool
     from schoolctl.secrets import Secret
@@ -15,9 +17,6 @@ class SecretSource(Protocol):
     def __call__(self, name: str, length: int = 32) -> Secret: ...
 
 
-# Each web service has its own name under the school's domain (own origin: cookies and scripts of
-# one app cannot reach another's). The landing page is the school's domain itself.
-SERVICE_HOSTS = {"moodle": "moodle", "nextcloud": "cloud", "etherpad": "pad", "jitsi": "meet"}
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from gevent.lock import RLock
+
 from schoolctl.config.model import EffectiveSchool
 from schoolctl.deploy.site import Endpoint, Site
 from schoolctl.errors import SecretError

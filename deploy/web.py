@@ -15,8 +15,10 @@ from functools import cache
 from pathlib import Path
 
 import yaml
+
+from schoolctl.config.model import SERVICE_HOSTS, SERVICE_TITLES
 from schoolctl.deploy.render import TEMPLATES, render
-from schoolctl.deploy.site import SERVICE_HOSTS, Site
+from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step
 
 TLS_DIR = "/etc/schoolctl/tls"
@@ -189,7 +191,7 @@ def landing_pages(site: Site) -> dict[str, str]:
     pages = {}
     for lang in langs:
         t = texts[lang]
-        services = [{"url": f"https://{site.fqdn(s)}/", "title": f"{t['services'][s][0]} ({_product(s)})",
+        services = [{"url": f"https://{site.fqdn(s)}/", "title": f"{t['services'][s][0]} ({SERVICE_TITLES[s]})",
                      "text": t["services"][s][1]} for s in SERVICE_HOSTS if school.has(s)]
         html = render("web/landing.html.j2", lang=lang, t=t, languages=others, services=services, css=_css(),
                       school_name=school.name, district=school.district, dpo_name=school.contacts.dpo.name,
@@ -198,10 +200,6 @@ def landing_pages(site: Site) -> dict[str, str]:
         if lang == langs[0]:
             pages["index.html"] = html
     return pages
-
-
-def _product(service: str) -> str:
-    return {"moodle": "Moodle", "nextcloud": "Nextcloud", "etherpad": "Etherpad", "jitsi": "Jitsi Meet"}[service]
 
 
 LANDING_BODY = f"""root {LANDING_ROOT};

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+
 from schoolctl.cli.context import get
 from schoolctl.cli.output import err, fail, out, say
 

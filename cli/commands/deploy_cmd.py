@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.live import Live
 from rich.table import Table
+
 from schoolctl.cli.context import get
 from schoolctl.cli.output import err, out, say
 from schoolctl.cli.plan_view import show_plan

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 import yaml
 from rich.table import Table
+
 from schoolctl.cli.context import get
 from schoolctl.cli.output import fail, out, say
 from schoolctl.config.loader import FLEET_FILES, load, shown_path

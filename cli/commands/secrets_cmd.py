@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+
 from schoolctl.cli.output import say
 from schoolctl.secrets import SecretStore
 

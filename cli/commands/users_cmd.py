@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from schoolctl.cli.context import get
 from schoolctl.cli.output import fail, say, warn
 

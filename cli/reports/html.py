@@ -9,6 +9,7 @@ from functools import cache
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
 from schoolctl.resources import templates
 from schoolctl.secrets import redact
 

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+
 from schoolctl.config.model import (
     DOMAIN,
+    RELEASE_SERVICES,
     SCHOOL_ID,
     SHA256,
     SSH_KEY,
@@ -227,7 +229,7 @@ def effective(school: School, fleet: Fleet, shown: str) -> EffectiveSchool:
     versions = {
         name: (getattr(services, name).version if getattr(services, name) else None)
         or getattr(fleet.artifacts, name).version
-        for name in ("moodle", "nextcloud", "etherpad")
+        for name in RELEASE_SERVICES
     }
     return EffectiveSchool(
         id=school.id, name=school.name, district=school.district,

@@ -7,13 +7,42 @@ Field descriptions double as the config reference: `schoolctl schema` publishes 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 SCHOOL_ID = r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$"
 DOMAIN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
-SERVICES = ("moodle", "nextcloud", "etherpad", "jitsi", "bigbluebutton")
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """What the rest of schoolctl needs to know of a service, in one table (SERVICE_TABLE)."""
+
+    name: str
+    title: str                  # as people call it (landing page, reports)
+    host: str | None = None     # its name under the school's domain (moodle.<domain>); None: not a site of its own
+    database: bool = False      # has its own PostgreSQL database and role
+    php: bool = False           # runs in its own PHP-FPM pool
+    release: bool = False       # a pinned upstream release (fleet artifacts, `versions:`)
+
+
+# Each web service has its own name under the school's domain (own origin: cookies and scripts of
+# one app cannot reach another's); the landing page is the school's domain itself.
+SERVICE_TABLE = (
+    ServiceInfo("moodle", "Moodle", host="moodle", database=True, php=True, release=True),
+    ServiceInfo("nextcloud", "Nextcloud", host="cloud", database=True, php=True, release=True),
+    ServiceInfo("etherpad", "Etherpad", host="pad", database=True, release=True),
+    ServiceInfo("jitsi", "Jitsi Meet", host="meet"),
+    ServiceInfo("bigbluebutton", "BigBlueButton"),
+)
+SERVICES = tuple(s.name for s in SERVICE_TABLE)
+SERVICE_HOSTS = {s.name: s.host for s in SERVICE_TABLE if s.host}
+DB_SERVICES = tuple(s.name for s in SERVICE_TABLE if s.database)
+PHP_SERVICES = tuple(s.name for s in SERVICE_TABLE if s.php)
+RELEASE_SERVICES = tuple(s.name for s in SERVICE_TABLE if s.release)
+SERVICE_TITLES = {s.name: s.title for s in SERVICE_TABLE}
 LANGUAGES = ("ca", "es", "en")
 SSH_KEY = r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh.com) [A-Za-z0-9+/=]+( .*)?$"
 SHA256 = r"^[0-9a-f]{64}$"

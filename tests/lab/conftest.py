@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
+
 from schoolctl.errors import LabError
 from schoolctl.lab import Lab, LabHost, prereqs
 

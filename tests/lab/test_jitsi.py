@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible.parsing.vault import VaultLib, VaultSecret
+
 from schoolctl.lab import Lab
 
 pytestmark = pytest.mark.lab

@@ -12,11 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from schoolctl.cli.commands.lab_cmd import lab_app
 from schoolctl.errors import LabError
 from schoolctl.lab import Lab, LabHost, network
 from schoolctl.lab.hosts import lab_mounts
-from typer.testing import CliRunner
 
 pytestmark = pytest.mark.lab
 

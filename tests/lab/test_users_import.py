@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from ansible.parsing.vault import VaultLib, VaultSecret
+
 from schoolctl.lab import Lab
 
 pytestmark = pytest.mark.lab

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
-from schoolctl.cli.main import app
 from typer.testing import CliRunner
+
+from schoolctl.cli.main import app
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "schools"

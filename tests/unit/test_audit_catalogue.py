@@ -6,6 +6,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+
 from schoolctl.audit import host as h
 from schoolctl.audit import web as w
 from schoolctl.audit.catalogue import (

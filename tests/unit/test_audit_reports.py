@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 import typer
+from typer.testing import CliRunner
+
 from schoolctl.audit.catalogue import ControlResult, load_all
 from schoolctl.audit.runner import SchoolAudit
 from schoolctl.cli.reports import html, json_report, junit
 from schoolctl.secrets import MASK, Secret
-from typer.testing import CliRunner
 
 SECRET = Secret("s3cr3t-db-password-xyz")
 WHEN = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)

@@ -20,6 +20,7 @@ import yaml
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
 from pyinfra.api.deploy import add_deploy
+
 from schoolctl.config.loader import load
 from schoolctl.deploy import bbb_host, bigbluebutton, ops
 from schoolctl.deploy.school import school_deploy

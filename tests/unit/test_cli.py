@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from schoolctl.config.model import Fleet, Privacy, School
 
 from .conftest import REPO, SHIPPED, run_cli, summary

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from schoolctl.config.model import Fleet, Privacy, School
 
 from .conftest import SHIPPED, run_cli

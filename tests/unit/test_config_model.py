@@ -12,6 +12,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+
 from schoolctl.config.loader import PATTERNS, load
 from schoolctl.config.model import (
     Artifact,

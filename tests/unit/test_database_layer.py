@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from schoolctl.config.loader import load
 from schoolctl.deploy import database
 from schoolctl.deploy.site import Site

@@ -12,6 +12,7 @@ import pytest
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.connect import connect_all
 from pyinfra.api.deploy import add_deploy
+
 from schoolctl.config.loader import load
 from schoolctl.deploy import ops
 from schoolctl.deploy.school import school_deploy

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from schoolctl.config.loader import load
 from schoolctl.deploy import etherpad
 from schoolctl.deploy.site import Site

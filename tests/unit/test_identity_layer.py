@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+
 from schoolctl.config.loader import load
 from schoolctl.deploy import identity
 from schoolctl.deploy.site import Site

@@ -6,6 +6,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+
 from schoolctl.errors import LabError
 from schoolctl.lab import netutil
 from schoolctl.lab.addresses import (

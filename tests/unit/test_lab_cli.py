@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from schoolctl.cli.main import app
 from schoolctl.errors import LabError
 from schoolctl.lab import Lab
-from typer.testing import CliRunner
 
 
 @pytest.fixture(autouse=True)

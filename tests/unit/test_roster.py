@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+
 from schoolctl.cli.users.directory import Account, Directory, diff, parse_ldif, read_directory, to_ldif
 from schoolctl.cli.users.roster import Person, base_uid, make_uid, parse_roster, person_key
 from schoolctl.errors import RosterError

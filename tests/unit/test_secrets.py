@@ -13,6 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from schoolctl.errors import SecretError
 from schoolctl.secrets import MASK, RedactingFilter, Secret, SecretStore, generate, redact
 

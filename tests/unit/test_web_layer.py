@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+
 from schoolctl.config.loader import load
 from schoolctl.deploy import web
 from schoolctl.deploy.site import Site

@@ -39,14 +39,14 @@ demo: setup prereqs
 	@if $(BIN)/schoolctl audit --help >/dev/null 2>&1; then $(BIN)/schoolctl audit demo --format html --output artifacts/demo-audit.html; $(BIN)/schoolctl audit demo; fi
 
 test: setup prereqs
-	$(BIN)/ruff check cli deploy audit inventories tests bench
+	$(BIN)/ruff check core cli deploy audit inventories tests bench
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/pytest -m "not lab" -q $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check cli deploy audit inventories tests bench
+	$(BIN)/ruff check core cli deploy audit inventories tests bench
 
 bench: setup prereqs
 	for b in bench/*.py; do $(BIN)/python $$b; done

@@ -1,4 +1,4 @@
-"""Every registered control as one testinfra test (see conftest.py for how to run it)."""
+"""Every registered control as one testinfra test (see plugin.py for how to run it)."""
 
 from __future__ import annotations
 

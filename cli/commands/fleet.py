@@ -17,6 +17,7 @@ from schoolctl.cli.output import fail, out, say
 from schoolctl.config.loader import FLEET_FILES, load, shown_path
 from schoolctl.config.model import SCHOOL_ID, School
 from schoolctl.errors import ConfigError
+from schoolctl.resources import templates
 
 app = typer.Typer()
 
@@ -77,13 +78,20 @@ privacy: {{}}                   # stricter than the fleet's floors only, e.g. lo
 def new(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="ID", help="The new school's id.")],
         name: Annotated[str | None, typer.Option(help="The school's name.")] = None,
         district: Annotated[str, typer.Option(help="The school's district.")] = "Districte") -> None:
-    """Write a commented starter file schools/ID.yaml that validates."""
+    """Write a commented starter file schools/ID.yaml that validates (and, in a folder without a
+    fleet file, the example city's schools/fleet.yaml to edit first)."""
     c = get(ctx)
     if not re.match(SCHOOL_ID, school_id):
         fail(f"'{school_id}' is not a valid school id: use lowercase letters, digits and '-' (2 to 40)")
     path = c.schools_dir / f"{school_id}.yaml"
     if path.exists() or (c.schools_dir / f"{school_id}.yml").exists() or f"{school_id}.yaml" in FLEET_FILES:
         fail(f"{shown_path(path)} already exists; edit it, or choose another id")
+    if not any((c.schools_dir / f).exists() for f in FLEET_FILES):
+        fleet = c.schools_dir / FLEET_FILES[0]
+        c.schools_dir.mkdir(parents=True, exist_ok=True)
+        fleet.write_text((templates() / "starter" / "fleet.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+        say(f"wrote {shown_path(fleet)}: the example city's settings; set your domain, technicians, TLS and "
+            "artifact pins there before a real deploy")
     domain = load(c.schools_dir).fleet.domain
     lab = re.sub(r"-+", "-", school_id if school_id[0].isalpha() else f"s-{school_id}")[:20].rstrip("-")
     text = STARTER.format(id=school_id, lab=lab, name=name or school_id.replace("-", " ").title(), district=district,

@@ -1,10 +1,11 @@
-"""The audit's controls as a plain testinfra suite, from the installed package (this module is the
-`pytest11` plugin `schoolctl-audit`: pytest loads it wherever schoolctl is installed):
+"""The audit's controls as a plain testinfra suite, from the installed package. This module is the
+`pytest11` plugin `schoolctl-audit` (pytest loads it wherever schoolctl is installed):
 
-    pytest --pyargs schoolctl.audit --hosts=ssh://root@ADDR --school ID [--schools-dir DIR] [--ssh-config FILE]
+    pytest --pyargs schoolctl.audit --hosts=ssh://root@ADDR --school ID [--schools-dir DIR]
 
-One test per control (schoolctl/audit/test_controls.py; n/a -> skipped). The evidence is prefetched once per host in one command,
-as in `schoolctl audit`; each control still reads the real host."""
+One test per control (schoolctl/audit/test_controls.py; n/a -> skipped). The evidence is
+prefetched once per host in one command, as in `schoolctl audit`; each control still reads the
+real host."""
 
 from __future__ import annotations
 

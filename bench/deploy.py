@@ -12,7 +12,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +25,6 @@ monkey.patch_all()
 import yaml  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from schoolctl.cli.runner import run  # noqa: E402
 from schoolctl.config.loader import load  # noqa: E402

@@ -24,10 +24,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from schoolctl.deploy.jitsi import SECRETS, apt_conf_dir, apt_repo, coturn_file, running_current
+from schoolctl.deploy.apt_repo import apt_conf_dir, apt_repo
 from schoolctl.deploy.render import render
 from schoolctl.deploy.site import Site
-from schoolctl.deploy.state import APPS, SYSTEM, File, Layer, Service, Step
+from schoolctl.deploy.state import APPS, SYSTEM, File, Layer, Service, Step, running_current
+from schoolctl.deploy.turn import TURN_CONF, coturn_file
 
 PREFLIGHT = SYSTEM - 1  # before anything else touches the BBB host
 ETC = "/etc/bigbluebutton"
@@ -38,6 +39,7 @@ AKKA_CONF = f"{ETC}/bbb-apps-akka.conf"
 CRON_CONFIG = "/etc/default/bigbluebutton-cron-config"
 CRON_DAILY = "/etc/cron.daily/bigbluebutton"
 RETENTION = "/etc/cron.daily/schoolctl-bbb-retention"
+SECRETS = "/etc/schoolctl/secrets"
 SECRET_FILE = f"{SECRETS}/bbb_secret"
 # bbb-install.sh's need_pkg list for 4.0, then the meta package (pulls bbb-web, bbb-html5, ...)
 PACKAGES = ["curl", "ca-certificates", "apparmor-utils", "haveged", "openjdk-21-jre", "bbb-yq-go", "bigbluebutton"]
@@ -211,6 +213,6 @@ def layer(site: Site) -> Layer | None:
         directories=[apt_conf_dir()],
         files=files,
         services=services,
-        steps=[*_steps(site), running_current("coturn", ["/etc/turnserver.conf"]),
+        steps=[*_steps(site), running_current("coturn", [TURN_CONF]),
                running_current("bbb-web", [WEB_PROPERTIES, TURN_XML])],
     )

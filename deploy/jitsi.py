@@ -25,25 +25,18 @@ domain and LDAP, coturn, the nginx site and the web config; `NOTE` says so in th
 
 from __future__ import annotations
 
-import json
-import shlex
-from typing import TYPE_CHECKING
-
+from schoolctl.deploy.apt_repo import apt_conf_dir, apt_repo
 from schoolctl.deploy.identity import ldap_settings
-from schoolctl.deploy.render import TEMPLATES, render
+from schoolctl.deploy.render import render
 from schoolctl.deploy.site import Site
-from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step
+from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step, running_current
+from schoolctl.deploy.turn import TURN_CONF, coturn_file
 from schoolctl.deploy.web import server_block
-
-if TYPE_CHECKING:
-    from schoolctl.config.model import AptRepo
 
 PROSODY_SECRETS = "/etc/prosody/schoolctl"
 SECRETS = "/etc/schoolctl/secrets"
-APT_SCRIPT = "/usr/local/sbin/schoolctl-apt-repo"
-APT_CONF = "/etc/schoolctl/apt"
+TURN_SECRET = "turn_secret"
 STATE = "/var/lib/schoolctl/jitsi"
-TURN_CONF = "/etc/turnserver.conf"
 MEET_ROOT = "/usr/share/jitsi-meet"
 NOTE_FILE = "/etc/jitsi/meet/SCHOOLCTL-NOTE"
 # prosody's unit is Type=simple: wait (10 s at most) until it listens before talking to it
@@ -54,18 +47,6 @@ JITSI_PACKAGES = ["jitsi-videobridge2", "jicofo", "jitsi-meet-web", "jitsi-meet-
 NOTE = ("apt_repos.jitsi is null: only the Debian side of Jitsi Meet is deployed (prosody with the "
         "secure domain and LDAP, coturn, nginx site, web config); jicofo, jitsi-videobridge2 and "
         "jitsi-meet-web must come from the city's own packages")
-# Relays must not reach internal networks (coturn's security guidance; jitsi-meet-turnserver's list).
-DENIED_PEERS = [
-    "0.0.0.0-0.255.255.255", "10.0.0.0-10.255.255.255", "100.64.0.0-100.127.255.255",
-    "127.0.0.0-127.255.255.255", "169.254.0.0-169.254.255.255", "172.16.0.0-172.31.255.255",
-    "192.0.0.0-192.0.0.255", "192.0.2.0-192.0.2.255", "192.88.99.0-192.88.99.255",
-    "192.168.0.0-192.168.255.255", "198.18.0.0-198.19.255.255", "198.51.100.0-198.51.100.255",
-    "203.0.113.0-203.0.113.255", "224.0.0.0-255.255.255.255",
-    "::1", "::ffff:0.0.0.0-::ffff:255.255.255.255", "64:ff9b::-64:ff9b::ffff:ffff",
-    "100::-100::ffff:ffff:ffff:ffff", "2001::-2001:1ff:ffff:ffff:ffff:ffff:ffff:ffff",
-    "2002::-2002:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "fc00::-fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-    "fe80::-febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
-]
 CSP_TEMPLATE = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval' 'wasm-unsafe-eval'; "
                 "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob: data:; "
                 "font-src 'self' data:; worker-src 'self' blob:; connect-src 'self' wss://{host}; "
@@ -74,44 +55,7 @@ PERMISSIONS = ("camera=(self), microphone=(self), display-capture=(self), autopl
                "payment=(), usb=(), browsing-topics=()")
 
 
-# --- upstream apt repositories (shared with deploy/bigbluebutton.py) ----------------------------
-
-def apt_repo(site: Site, name: str, repo: AptRepo) -> tuple[list[File], list[Step]]:
-    """The files and the step that add `repo` as /etc/apt/sources.list.d/schoolctl-NAME.sources, signed
-    by a keyring that the step fetches and installs only when its fingerprint is the pinned one."""
-    keyring = f"/etc/apt/keyrings/schoolctl-{name}.gpg"
-    sources = f"/etc/apt/sources.list.d/schoolctl-{name}.sources"
-    staged = f"{APT_CONF}/{name}.sources"
-    lines = ["Types: deb", f"URIs: {repo.url}", f"Suites: {repo.suite}"]
-    if repo.components:
-        lines.append(f"Components: {' '.join(repo.components)}")
-    lines.append(f"Signed-By: {keyring}")
-    conf = {"key_url": repo.key_url, "fingerprint": repo.fingerprint, "keyring": keyring, "sources": sources,
-            "staged": staged}
-    files = [
-        File(APT_SCRIPT, (TEMPLATES / "jitsi" / "apt-repo.py").read_text(), "0755"),
-        File(f"{APT_CONF}/{name}.json", json.dumps(conf, indent=2, sort_keys=True) + "\n"),
-        File(staged, "# Managed by schoolctl\n" + "\n".join(lines) + "\n"),
-    ]
-    proxy = f"https_proxy={shlex.quote(site.proxy)} " if site.proxy else ""
-    step = Step(f"apt repository {name} (key {repo.fingerprint[-16:]} pinned)",
-                check=f"{APT_SCRIPT} check {name}", apply=f"{proxy}{APT_SCRIPT} install {name}", timeout=300)
-    return files, [step]
-
-
-def apt_conf_dir() -> Directory:
-    return Directory(APT_CONF)
-
-
 # --- the pieces ---------------------------------------------------------------------------------
-
-def coturn_file(site: Site, realm: str, port: int, allowed: list[str] | None = None,
-                secret_name: str = "turn_secret") -> File:
-    """coturn's config: the shared secret inside, so root:turnserver 0640 and hidden from plans."""
-    conf = render("jitsi/turnserver.conf.j2", realm=realm, port=port, secret=site.secret(secret_name),
-                  denied=DENIED_PEERS, allowed=allowed or [])
-    return File(TURN_CONF, conf, "0640", "root", "turnserver", secret=True, restart=("coturn",))
-
 
 def _allowed_peers(site: Site) -> list[str]:
     """The server's own address when it is a literal IP: jvb behind NAT is reached through the relay."""
@@ -161,18 +105,6 @@ def _accounts_step(meet: str) -> Step:
                       f"cat {files} | sha256sum > {marker}")
 
 
-def running_current(unit: str, paths: list[str]) -> Step:
-    """`unit` runs and started after its config files last changed: a deploy interrupted between
-    writing a file and restarting the unit (a failed check, a lost connection) is healed next time.
-    ctime, not mtime: uploaded files carry mtime 0."""
-    newest = " ".join(paths)
-    return Step(f"{unit} runs with its current configuration",
-                check=f"systemctl is-active -q {unit} && "
-                      f"[ \"$(stat -c %Z {newest} | sort -n | tail -n1)\" -le \"$(date -d \"$(systemctl show -p "
-                      f"ActiveEnterTimestamp --value {unit})\" +%s)\" ]",
-                apply=f"systemctl restart {unit}")
-
-
 def layer(site: Site) -> Layer | None:
     school = site.school
     j = school.services.jitsi
@@ -184,7 +116,7 @@ def layer(site: Site) -> Layer | None:
     repo = school.fleet.apt_repos.jitsi if site.upstream_apt else None
     full = repo is not None
     s = ldap_settings(site)
-    turn_secret = site.secret("turn_secret")
+    turn_secret = site.secret(TURN_SECRET)
     prosody_conf = render(
         "jitsi/prosody.cfg.lua.j2", meet=meet, ldap=s, secrets=PROSODY_SECRETS, guests=privacy.guests,
         lobby=privacy.lobby, jitsi_plugins=full, turn_port=j.turn_port, log_days=privacy.log_retention_days)
@@ -197,7 +129,7 @@ def layer(site: Site) -> Layer | None:
              restart=("prosody",)),
         File(f"{SECRETS}/jitsi_focus", site.secret("jitsi_focus").reveal(), "0600", secret=True),
         File(f"{SECRETS}/jitsi_jvb", site.secret("jitsi_jvb").reveal(), "0600", secret=True),
-        coturn_file(site, meet, j.turn_port, _allowed_peers(site)),
+        coturn_file(site, meet, j.turn_port, _allowed_peers(site), secret_name=TURN_SECRET),
         *(File(path, text) for path, text in web_config(site).items()),
         server_block(site, "jitsi", nginx_body(site), csp(site), PERMISSIONS),
     ]

@@ -119,3 +119,15 @@ def merge(layers: list[Layer]) -> list[Round]:
         r.services += [s for s in layer.services if s not in r.services]
         r.steps += layer.steps
     return [rounds[k] for k in sorted(rounds)]
+
+
+def running_current(unit: str, paths: list[str]) -> Step:
+    """`unit` runs and started after its config files last changed: a deploy interrupted between
+    writing a file and restarting the unit (a failed check, a lost connection) is healed next time.
+    ctime, not mtime: uploaded files carry mtime 0."""
+    newest = " ".join(paths)
+    return Step(f"{unit} runs with its current configuration",
+                check=f"systemctl is-active -q {unit} && "
+                      f"[ \"$(stat -c %Z {newest} | sort -n | tail -n1)\" -le \"$(date -d \"$(systemctl show -p "
+                      f"ActiveEnterTimestamp --value {unit})\" +%s)\" ]",
+                apply=f"systemctl restart {unit}")

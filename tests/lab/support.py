@@ -68,8 +68,7 @@ class SchoolEnv:
         self.schools = work / "schools"
         self.env = {**os.environ, "SCHOOLCTL_VAULT_KEY_FILE": str(work / "vault.key"),
                     "SCHOOLCTL_SECRETS_DIR": str(work / "secrets"), "SCHOOLCTL_MIRROR": MIRROR,
-                    "SCHOOLCTL_SCHOOLS_DIR": str(self.schools), "SCHOOLCTL_LAYERS": layers,
-                    "PYTHONPATH": str(ROOT)}
+                    "SCHOOLCTL_SCHOOLS_DIR": str(self.schools), "SCHOOLCTL_LAYERS": layers}
         self.env.pop("SCHOOLCTL_LOG", None)
         self.timings: dict[str, float] = {}
         self.people: list[dict[str, str]] = []

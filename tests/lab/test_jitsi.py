@@ -59,7 +59,7 @@ class Env:
         self.lab, self.work = lab, work
         self.schools = work / "schools"
         self.env = {**os.environ, "SCHOOLCTL_VAULT_KEY_FILE": str(work / "vault.key"),
-                    "SCHOOLCTL_SECRETS_DIR": str(work / "secrets"), "PYTHONPATH": str(REPO),
+                    "SCHOOLCTL_SECRETS_DIR": str(work / "secrets"),
                     "SCHOOLCTL_LAYERS": LAYERS}
         self.env.pop("SCHOOLCTL_LOG", None)
         self.address = ""
@@ -420,7 +420,7 @@ def test_apt_repository_key_is_checked_before_apt_trusts_it(deployed: Env, tmp_p
     import shutil
 
     from schoolctl.config.model import AptRepo
-    from schoolctl.deploy.jitsi import APT_SCRIPT, apt_repo
+    from schoolctl.deploy.apt_repo import APT_SCRIPT, apt_repo
     from schoolctl.deploy.site import Site
 
     if not shutil.which("gpg"):

@@ -74,7 +74,7 @@ class Env:
         self.lab, self.work = lab, work
         self.schools = work / "schools"
         self.env = {**os.environ, "SCHOOLCTL_VAULT_KEY_FILE": str(work / "vault.key"),
-                    "SCHOOLCTL_SECRETS_DIR": str(work / "secrets"), "PYTHONPATH": str(REPO),
+                    "SCHOOLCTL_SECRETS_DIR": str(work / "secrets"),
                     "SCHOOLCTL_LAYERS": LAYERS}
         self.env.pop("SCHOOLCTL_LOG", None)
 

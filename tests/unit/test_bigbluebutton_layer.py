@@ -182,6 +182,31 @@ def test_the_bbb_host_runs_its_own_coturn(schools: Path, jitsi: bool) -> None:
     assert "denied-peer-ip=10.0.0.0-10.255.255.255" in conf
 
 
+def test_the_bbb_host_shares_nothing_of_jitsi(schools: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shared with Jitsi are only deploy/apt_repo.py and deploy/turn.py: no import of deploy/jitsi.py,
+    no template under templates/jitsi/."""
+    import ast
+
+    from schoolctl.deploy.render import _env
+
+    env = _env()
+    rendered: list[str] = []
+    get_template = env.get_template
+
+    def recording(name: str, *args: object, **kwargs: object) -> object:
+        rendered.append(name)
+        return get_template(name, *args, **kwargs)
+
+    monkeypatch.setattr(env, "get_template", recording)
+    bbb_host.bbb_rounds(_site(schools))
+    assert "turn/turnserver.conf.j2" in rendered and not any(name.startswith("jitsi/") for name in rendered)
+    for module in (bigbluebutton, bbb_host):
+        tree = ast.parse(Path(module.__file__ or "").read_text(encoding="utf-8"))
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        assert not any(m.startswith("schoolctl.deploy.jitsi") for m in imported), module.__name__
+
+
 def test_moodle_settings(schools: Path) -> None:
     own = bigbluebutton.moodle_settings(_site(schools))
     assert own["bigbluebuttonbn_server_url"] == f"https://{BBB}/bigbluebutton/"

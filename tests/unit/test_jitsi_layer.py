@@ -21,6 +21,7 @@ from pyinfra.api.deploy import add_deploy
 
 from schoolctl.config.loader import load
 from schoolctl.deploy import jitsi, ops
+from schoolctl.deploy.apt_repo import APT_SCRIPT_SOURCE
 from schoolctl.deploy.school import school_deploy
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import APPS, Layer, merge
@@ -91,6 +92,7 @@ def test_packages_and_services_with_the_upstream_repository(schools: Path) -> No
         "Types: deb", "URIs: https://download.jitsi.org", "Suites: stable/",
         "Signed-By: /etc/apt/keyrings/schoolctl-jitsi.gpg"]   # flat repository: no Components line
     assert '"fingerprint": "66A9CD0595D6AFA247290D3BEF8B479E2DC1389C"' in pre["/etc/schoolctl/apt/jitsi.json"]
+    assert pre["/usr/local/sbin/schoolctl-apt-repo"] == APT_SCRIPT_SOURCE.read_text()   # the script tested below
     names = [s.name for s in layer.pre_steps]
     assert names[0].startswith("apt repository jitsi") and names[1].startswith("debconf answers")
     assert "I want to use my own certificate" in layer.pre_steps[1].apply
@@ -258,7 +260,7 @@ def test_apt_key_script_checks_the_fingerprint(tmp_path: Path) -> None:
     one = subprocess.run(["gpg", "--armor", "--export", "a@example.org"], env=env, check=True,
                          capture_output=True).stdout
     both = subprocess.run(["gpg", "--export"], env=env, check=True, capture_output=True).stdout
-    spec = importlib.util.spec_from_file_location("apt_repo", Path(jitsi.TEMPLATES) / "jitsi" / "apt-repo.py")
+    spec = importlib.util.spec_from_file_location("apt_repo_script", APT_SCRIPT_SOURCE)
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

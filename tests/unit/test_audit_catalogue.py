@@ -20,6 +20,8 @@ from schoolctl.audit.catalogue import (
     load_all,
     run_control,
 )
+from schoolctl.audit.firewall import NFT
+from schoolctl.audit.ssh import SSHD
 
 
 def test_registry_has_the_controls_with_complete_metadata() -> None:
@@ -72,8 +74,9 @@ class FakeBackend:
 
     def run(self, command: str, *args):
         self.ran.append(command)
-        if "schoolctl-audit.py" in command:
-            cmds = json.loads(bytes.fromhex(command.split("schoolctl-audit.py ")[-1].split(";")[0]).decode())
+        if "| python3 - " in command:
+            assert "/tmp" not in command  # the evidence script travels on stdin, never as a file
+            cmds = json.loads(bytes.fromhex(command.split("| python3 - ")[-1]).decode())
             out = {c: [self.answers[c][0], self.answers[c][1], ""] for c in cmds}
             return self.result(0, command.encode(), json.dumps(out).encode(), b"")
         rc, out = self.answers[command]
@@ -97,9 +100,9 @@ SSHD_OK = "passwordauthentication no\nkbdinteractiveauthentication no\npermitroo
 
 
 def test_cached_host_serves_prefetched_commands_in_one_round_trip() -> None:
-    backend = FakeBackend({h.SSHD: (0, SSHD_OK), "uname": (0, "Linux")})
+    backend = FakeBackend({SSHD: (0, SSHD_OK), "uname": (0, "Linux")})
     cached = CachedHost(SimpleNamespace(backend=backend))
-    cached.prefetch([h.SSHD])
+    cached.prefetch([SSHD])
     assert len(backend.ran) == 1
     ctx = Context(cached, _school(), Expect())
     for cid in ("HOST-SSH-NO-PASSWORD", "HOST-SSH-KEY-ONLY", "HOST-SSH-MAX-AUTH-TRIES", "HOST-SSH-NO-FORWARDING"):
@@ -115,7 +118,7 @@ def test_cached_host_serves_prefetched_commands_in_one_round_trip() -> None:
 def test_sshd_controls_fail_on_the_bad_value(line: str, cid: str) -> None:
     key = line.split()[0]
     text = "\n".join(x for x in SSHD_OK.splitlines() if not x.startswith(key + " ")) + "\n" + line
-    backend = FakeBackend({h.SSHD: (0, text)})
+    backend = FakeBackend({SSHD: (0, text)})
     result = run_control(load_all()[cid], Context(CachedHost(SimpleNamespace(backend=backend)), _school(), Expect()))
     assert result.status == "fail" and line in result.observed
 
@@ -143,7 +146,7 @@ def ruleset(output_policy: str = "drop", extra: list[dict] | None = None) -> str
 
 
 def _fw(text: str, cid: str, **privacy) -> Outcome:
-    backend = FakeBackend({h.NFT: (0, text)})
+    backend = FakeBackend({NFT: (0, text)})
     ctx = Context(CachedHost(SimpleNamespace(backend=backend)), _school(**privacy) if privacy else _school(),
                   Expect(outbound=(("tcp", "10.0.0.1", 3142),), inbound=(("tcp", 22),)))
     return run_control(load_all()[cid], ctx)

@@ -9,8 +9,6 @@ prefetch becomes a school-level error row, never a crash.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,6 +33,7 @@ from schoolctl.audit.catalogue import (
 )
 from schoolctl.config.model import SERVICE_HOSTS, EffectiveSchool
 from schoolctl.connect import testinfra_host
+from schoolctl.deploy.firewall import FirewallError, addresses
 from schoolctl.secrets import redact
 
 Progress = Callable[[str, str], None]
@@ -68,17 +67,6 @@ class SchoolAudit:
 
 # --- what the school's config expects ------------------------------------------------------------
 
-def _addresses(host: str) -> list[str]:
-    try:
-        return [str(ipaddress.ip_address(host))]
-    except ValueError:
-        pass
-    try:
-        return sorted({str(i[4][0]) for i in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)})
-    except OSError:
-        return []
-
-
 def expectations(school: EffectiveSchool, outbound: list[Any] | None = None) -> Expect:
     """Names, inbound ports and the egress allow-list the school's config calls for. `outbound`
     (deploy.site.Endpoint list) defaults to the deploy's own view: cli.sites.build_site(...).outbound
@@ -93,7 +81,10 @@ def expectations(school: EffectiveSchool, outbound: list[Any] | None = None) -> 
         outbound, upstream_apt = site.outbound, site.upstream_apt
     allow: list[tuple[str, str, int]] = []
     for ep in outbound:
-        addrs = _addresses(ep.host)
+        try:
+            addrs = addresses(ep.host)
+        except FirewallError:
+            addrs = []
         if not addrs:
             note += f" ({ep.host} does not resolve here)"
         allow += [(ep.proto, a, ep.port) for a in addrs]

@@ -37,10 +37,12 @@ app = typer.Typer(name="schoolctl", cls=_Root, no_args_is_help=True, add_complet
 
 @app.callback()
 def _root(ctx: typer.Context,
-          schools_dir: Annotated[Path, typer.Option("--schools-dir", envvar="SCHOOLCTL_SCHOOLS_DIR",
-                                                    help="Folder with fleet.yaml and <school>.yaml files.")]
-          = default_schools_dir()) -> None:
-    ctx.obj = Context(schools_dir=schools_dir)
+          schools_dir: Annotated[Path | None, typer.Option("--schools-dir", envvar="SCHOOLCTL_SCHOOLS_DIR",
+                                                           show_default="./schools",
+                                                           help="Folder with fleet.yaml and <school>.yaml files.")]
+          = None) -> None:
+    # resolved here, inside the root's error handling: an empty SCHOOLCTL_SCHOOLS_DIR is exit 2
+    ctx.obj = Context(schools_dir=schools_dir or default_schools_dir())
 
 
 def _mount() -> None:

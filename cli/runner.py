@@ -22,7 +22,7 @@ from schoolctl.connect import pyinfra_data
 from schoolctl.deploy import ops
 from schoolctl.deploy.school import school_deploy, school_rounds
 from schoolctl.deploy.sites import build_site
-from schoolctl.secrets import SecretStore, redact
+from schoolctl.secrets import DeferredStore, SecretStore, redact
 
 Progress = Callable[[str, str], None]
 
@@ -102,8 +102,9 @@ class _TargetFailed(Exception):
 
 
 def _run_target(name: str, address: str, conn: dict[str, Any], rounds: list, plan: bool,
-                progress: Progress, school: str) -> list[dict[str, Any]]:
-    """Plan or deploy one host (the school server, or its BigBlueButton host) in its own State."""
+                progress: Progress, school: str, connected: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
+    """Plan or deploy one host (the school server, or its BigBlueButton host) in its own State;
+    `connected()` runs once the host answered, before any operation."""
     log: list[str] = []
     ops.reset_changes(name)
     inventory = Inventory(([(name, conn)], {}))
@@ -118,6 +119,7 @@ def _run_target(name: str, address: str, conn: dict[str, Any], rounds: list, pla
         raise _TargetFailed(f"{reason} ({address}); check the server is up and reachable over SSH with the "
                             "configured user and key")
     try:
+        connected()
         add_deploy(state, school_deploy, rounds)
         if plan:
             _diffs(host, ops.changes(name))
@@ -145,15 +147,18 @@ def _targets(school: EffectiveSchool, site: Any) -> list[tuple[str, str, dict[st
 
 
 def run_school(school: EffectiveSchool, store: SecretStore, plan: bool, progress: Progress) -> Result:
-    """Plan or deploy one school (its server, then its BigBlueButton host); never raises."""
+    """Plan or deploy one school (its server, then its BigBlueButton host); never raises. New
+    secrets are generated in memory and written to the vault only once the school's server answered:
+    a deploy that cannot reach it leaves the vault as it was (a plan never writes)."""
     start = time.monotonic()
     sid = school.id
     found: list[dict[str, Any]] = []
     try:
         progress(sid, "preparing")
-        site = build_site(school, store, readonly=plan)
+        pending = DeferredStore(store)  # new secrets: in memory until the server answered
+        site = build_site(school, pending, readonly=plan)
         for name, address, conn, rounds in _targets(school, site):
-            changes = _run_target(name, address, conn, rounds, plan, progress, sid)
+            changes = _run_target(name, address, conn, rounds, plan, progress, sid, connected=pending.flush)
             found += changes if name == sid else [{**c, "what": f"{name}: {c['what']}"} for c in changes]
         status = "planned" if plan else ("changed" if found else "unchanged")
         return Result(sid, status, found, seconds=time.monotonic() - start)

@@ -9,6 +9,7 @@ import os
 import re
 import secrets as _random
 import tempfile
+import unicodedata
 from pathlib import Path
 
 import yaml
@@ -16,6 +17,8 @@ import yaml
 from schoolctl.errors import SecretError
 
 MASK = "********"
+SCOPE_KEY = "_scope"  # reserved name in every vault: the school (or 'fleet') the file belongs to
+_SCOPE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _known: set[str] = set()
 
 
@@ -69,12 +72,109 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def _env_path(var: str, default: str, what: str) -> Path:
+    """The path in `var`, or `default` when it is unset. Set but empty (or blank) is an error, never
+    the current folder: an empty variable is a mistake, and the vault would be started afresh there."""
+    value = os.environ.get(var)
+    if value is None:
+        return Path(default)
+    if not value.strip():
+        raise SecretError(f"{var} is set but empty",
+                          f"unset it to use ./{default}, or set it to {what}")
+    return Path(value)
+
+
 def default_key_file() -> Path:
-    return Path(os.environ.get("SCHOOLCTL_VAULT_KEY_FILE", ".schoolctl/vault.key"))
+    return _env_path("SCHOOLCTL_VAULT_KEY_FILE", ".schoolctl/vault.key", "the path of the vault key file")
 
 
 def default_secrets_dir() -> Path:
-    return Path(os.environ.get("SCHOOLCTL_SECRETS_DIR", "secrets"))
+    return _env_path("SCHOOLCTL_SECRETS_DIR", "secrets", "the folder of the vault files ('.' for the current folder)")
+
+
+def _bad_char(text: str) -> int | None:
+    """The index of the first newline, control or invisible formatting character in `text`, or None."""
+    return next((i for i, c in enumerate(text) if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")), None)
+
+
+def _check_name(name: str) -> None:
+    if name == SCOPE_KEY:
+        raise SecretError(f"'{SCOPE_KEY}' is reserved (it names the school a vault file belongs to)")
+    if not name or _bad_char(name) is not None:
+        raise SecretError(f"invalid secret name {name!r}", "a name is one line of printable text, e.g. bbb_pool")
+
+
+def check_value(value: str) -> None:
+    """Refuse a secret that is not one line of printable text (it goes into config files and shell
+    words); the error never shows the value."""
+    at = _bad_char(value)
+    if at is not None:
+        raise SecretError(f"the value has a newline or another control character (character {at + 1})",
+                          "a secret is one line of printable text; nothing was stored")
+
+
+# yaml's own words in its messages: token names such as '<block end>' and single syntax characters;
+# anything else it quotes (an alias, a character) is text of the file and never shown
+_YAML_WORD = re.compile(r"'(<[a-z ]+>|[^\w\s]|\\[a-z0])'")
+
+
+def _yaml_problem(e: yaml.YAMLError, text: str) -> tuple[int | None, str]:
+    """The line and a description of a YAML error, without the text of the file (yaml's own message
+    quotes the offending line)."""
+    if isinstance(e, yaml.reader.ReaderError):
+        return text[:e.position].count("\n") + 1, "a control character YAML does not allow"
+    if not isinstance(e, yaml.MarkedYAMLError):
+        return None, "not valid YAML"
+    mark = e.problem_mark or e.context_mark
+    words = ", ".join(w for w in (e.context, e.problem) if w) or "not valid YAML"
+    words = re.sub(r"'[^']*'|\"[^\"]*\"", lambda m: m[0] if _YAML_WORD.fullmatch(m[0]) else "(text not shown)", words)
+    return (mark.line + 1 if mark else None), f"not valid YAML ({words})"
+
+
+def _is_string(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str"
+
+
+def _mapping(plain: bytes) -> tuple[dict[str, str], tuple[int | None, str] | None]:
+    """(the `name: value` strings of a decrypted vault, None), or ({}, (line, what is wrong))."""
+    try:
+        text = plain.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return {}, (plain[:e.start].count(b"\n") + 1, "not UTF-8 text")
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)  # nodes with their lines; no constructor runs
+    except yaml.YAMLError as e:
+        return {}, _yaml_problem(e, text)
+    if root is None:
+        return {}, None
+    if not isinstance(root, yaml.MappingNode):
+        return {}, (root.start_mark.line + 1, "not a mapping of name: value")
+    values: dict[str, str] = {}
+    first: dict[str, int] = {}
+    for key, value in root.value:
+        line = key.start_mark.line + 1
+        if not _is_string(key):
+            return {}, (line, "a name that is not a plain string (expected name: value)")
+        if key.value in first:
+            return {}, (line, f"a name given twice (first on line {first[key.value]})")
+        if not _is_string(value):
+            return {}, (value.start_mark.line + 1, "a value that is not a string (a list, a mapping, a number, "
+                                                   "a tag or nothing; quote it: name: 'value')")
+        first[key.value] = line
+        values[key.value] = value.value
+    return values, None
+
+
+def _parse(plain: bytes, where: Path, key_file: Path) -> dict[str, str]:
+    """The `name: value` mapping of a decrypted vault. A hand-edited file with a mistake is refused
+    with its line and what is wrong, never with its text (that is where the secrets are)."""
+    values, problem = _mapping(plain)
+    if problem is not None:  # raised outside any `except`: no yaml error (which quotes the text) is chained
+        line, what = problem
+        raise SecretError(f"cannot read the vault {where}{f', line {line}' if line else ''}: {what}",
+                          f"fix it with `ansible-vault edit --vault-password-file {key_file} {where}` "
+                          "(the file must be lines of name: value)")
+    return values
 
 
 def generate(length: int = 32) -> str:
@@ -112,6 +212,10 @@ class SecretStore:
         _write_private(self.key_file, generate(64).encode())
         return True
 
+    def check_key(self) -> None:
+        """Raise SecretError unless the vault key can be read (before any secret is generated)."""
+        self._lib()
+
     def _lib(self):
         if self._vault is None:
             from ansible.parsing.vault import VaultLib, VaultSecret
@@ -129,12 +233,17 @@ class SecretStore:
         return self._vault
 
     def _path(self, scope: str) -> Path:
-        if not re.match(r"^[a-z0-9][a-z0-9_-]*$", scope):
+        if not _SCOPE.match(scope):
             raise SecretError(f"invalid vault name {scope!r}")
         return self.directory / f"{scope}.vault"
 
     def load(self, scope: str) -> dict[str, Secret]:
-        """Every secret of a school (or of the fleet, scope 'fleet')."""
+        """Every secret of a school (or of the fleet, scope 'fleet').
+
+        A vault file names its school (`_scope: ID`, written on every save) and is refused when
+        loaded as another one's: a vault renamed or copied from another school is never used. A
+        file from before that marker (no `_scope`) is accepted as the school's it is named after,
+        and gets the marker on its next save."""
         path = self._path(scope)
         if not path.exists():
             return {}
@@ -144,11 +253,21 @@ class SecretStore:
             plain = self._lib().decrypt(path.read_bytes())
         except AnsibleVaultError:
             raise SecretError(f"cannot decrypt {path}: wrong vault key ({self.key_file})?") from None
-        data = yaml.safe_load(plain) or {}
-        return {k: Secret(str(v)) for k, v in data.items()}
+        data = _parse(plain, path, self.key_file)
+        owner = data.pop(SCOPE_KEY, None)
+        if owner is not None and owner != scope:
+            other = f"'{owner}'" if _SCOPE.match(owner) else "another school"
+            raise SecretError(f"the vault {path} belongs to {other}, not to '{scope}'",
+                              f"a vault file renamed or copied from another school is not used: put it back "
+                              f"as {owner if _SCOPE.match(owner) else 'its school'}.vault; if it really is "
+                              f"{scope}'s (a renamed school), change its line `{SCOPE_KEY}: ...` to "
+                              f"`{SCOPE_KEY}: {scope}` with `ansible-vault edit --vault-password-file "
+                              f"{self.key_file} {path}`")
+        return {k: Secret(v) for k, v in data.items()}
 
     def get(self, scope: str, name: str, length: int = 32) -> Secret:
         """The secret `name` of `scope`, generated and stored on first use."""
+        _check_name(name)
         values = self.load(scope)
         if name not in values:
             values[name] = Secret(generate(length))
@@ -157,6 +276,8 @@ class SecretStore:
 
     def ensure(self, scope: str, names: dict[str, int]) -> dict[str, Secret]:
         """All the named secrets (name -> length), generating the missing ones in one write."""
+        for name in names:
+            _check_name(name)
         values = self.load(scope)
         missing = {n: ln for n, ln in names.items() if n not in values}
         for name, length in missing.items():
@@ -166,8 +287,25 @@ class SecretStore:
         return {n: values[n] for n in names}
 
     def put(self, scope: str, name: str, value: str) -> None:
+        """Store a given secret (one line of printable text; see check_value)."""
+        _check_name(name)
+        check_value(value)
         values = self.load(scope)
         values[name] = Secret(value)
+        self._save(scope, values)
+
+    def add(self, scope: str, new: dict[str, Secret]) -> None:
+        """Store secrets generated earlier in this run (a DeferredStore holds them until the server
+        answered), in one write. A name stored meanwhile with another value is an error: the run
+        has already used its own."""
+        for name in new:
+            _check_name(name)
+        values = self.load(scope)
+        clash = sorted(n for n, v in new.items() if n in values and values[n] != v)
+        if clash:
+            raise SecretError(f"{', '.join(clash)} of {scope} changed in the vault {self._path(scope)} during this run",
+                              "another deploy of the same school ran at the same time; run this one again")
+        values.update(new)
         self._save(scope, values)
 
     def write_encrypted(self, path: Path, text: str) -> None:
@@ -175,5 +313,51 @@ class SecretStore:
         _write_private(path, self._lib().encrypt(text.encode()))
 
     def _save(self, scope: str, values: dict[str, Secret]) -> None:
-        text = yaml.safe_dump({k: v.reveal() for k, v in sorted(values.items())})
+        """Write the vault of `scope`, marked as its own (`_scope: ID`, see load)."""
+        data = {SCOPE_KEY: scope, **{k: v.reveal() for k, v in sorted(values.items()) if k != SCOPE_KEY}}
+        text = yaml.safe_dump(data, sort_keys=False)
         _write_private(self._path(scope), self._lib().encrypt(text.encode()))
+
+
+class DeferredStore:
+    """A SecretStore whose newly generated secrets stay in memory until `flush()`. The deploy runner
+    builds a school's Site on one and flushes it once the school's server answered: a deploy that
+    cannot reach its server leaves the vault as it was. Each secret is generated once and reused for
+    the whole run; after the flush, new ones are written at once."""
+
+    def __init__(self, store: SecretStore):
+        self.store = store
+        self._values: dict[str, dict[str, Secret]] = {}  # per scope: the vault's values (read once) and the new
+        self._new: dict[str, dict[str, Secret]] = {}
+        self._flushed = False
+
+    def load(self, scope: str) -> dict[str, Secret]:
+        if self._flushed:
+            return self.store.load(scope)
+        if scope not in self._values:
+            self._values[scope] = self.store.load(scope)
+        return dict(self._values[scope])
+
+    def get(self, scope: str, name: str, length: int = 32) -> Secret:
+        return self.ensure(scope, {name: length})[name]
+
+    def ensure(self, scope: str, names: dict[str, int]) -> dict[str, Secret]:
+        if self._flushed:
+            return self.store.ensure(scope, names)
+        for name in names:
+            _check_name(name)
+        self.load(scope)
+        values = self._values[scope]
+        missing = {n: ln for n, ln in names.items() if n not in values}
+        if missing and not self._new:
+            self.store.check_key()  # a missing vault key shows now, not after connecting
+        for name, length in missing.items():
+            values[name] = self._new.setdefault(scope, {})[name] = Secret(generate(length))
+        return {n: values[n] for n in names}
+
+    def flush(self) -> None:
+        """Write the secrets generated so far (one write per vault); from now on new ones are written at once."""
+        for scope, new in self._new.items():
+            self.store.add(scope, new)
+        self._new.clear()
+        self._flushed = True

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import shlex
 from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
-from schoolctl.deploy.render import TEMPLATES
+from schoolctl.deploy.render import TEMPLATES, bare, plain_name
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import Directory, File, Step
 
@@ -29,12 +30,17 @@ APT_CONF = "/etc/schoolctl/apt"
 def apt_repo(site: Site, name: str, repo: AptRepo) -> tuple[list[File], list[Step]]:
     """The files and the step that add `repo` as /etc/apt/sources.list.d/schoolctl-NAME.sources, signed
     by a keyring that the step fetches and installs only when its fingerprint is the pinned one."""
+    plain_name(name, "an apt repository's name")
     keyring = f"/etc/apt/keyrings/schoolctl-{name}.gpg"
     sources = f"/etc/apt/sources.list.d/schoolctl-{name}.sources"
     staged = f"{APT_CONF}/{name}.sources"
-    lines = ["Types: deb", f"URIs: {repo.url}", f"Suites: {repo.suite}"]
+    # deb822 has no quoting and these fields are lists of words: each value must be one word
+    what = f"apt_repos.{name}"
+    lines = ["Types: deb", f"URIs: {bare(repo.url, what + '.url')}", f"Suites: {bare(repo.suite, what + '.suite')}"]
     if repo.components:
-        lines.append(f"Components: {' '.join(repo.components)}")
+        lines.append(f"Components: {' '.join(bare(c, what + '.components') for c in repo.components)}")
+    if urlparse(repo.url).scheme not in ("http", "https") or urlparse(repo.key_url).scheme not in ("http", "https"):
+        raise ValueError(f"{what}: url and key_url must be http(s) URLs")
     lines.append(f"Signed-By: {keyring}")
     conf = {"key_url": repo.key_url, "fingerprint": repo.fingerprint, "keyring": keyring, "sources": sources,
             "staged": staged}

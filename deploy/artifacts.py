@@ -10,7 +10,10 @@ and marked with its sha256; `current` points at the version in use.
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
+import stat
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -23,6 +26,26 @@ from schoolctl.deploy.state import Step
 from schoolctl.errors import ArtifactError
 
 SRV = "/srv"
+SUMS = "SHA256SUMS"
+_PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SPACE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+
+
+def checked_name(name: str, what: str) -> str:
+    """`name` when it is a plain file name (letters, digits, `._+-`, no leading dot or dash, no
+    `..`): one path component, one shell word. ArtifactError otherwise."""
+    if not isinstance(name, str) or not _PLAIN.fullmatch(name) or ".." in name:
+        raise ArtifactError(f"{what} {name!r} is not a plain file name (letters, digits and . _ + -, no '..'); "
+                            "refusing it")
+    return name
+
+
+def checked_sha256(digest: str, what: str) -> str:
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest.lower()):
+        raise ArtifactError(f"{what}: {digest!r} is not a sha256 (64 hexadecimal digits)")
+    return digest.lower()
 
 
 @dataclass(frozen=True)
@@ -33,6 +56,13 @@ class Release:
     sha256: str
     source: str            # URL the server downloads from, or a local file the controller uploads
     upload: bool = False   # True: `source` is a file on the controller (a folder mirror)
+
+    def __post_init__(self) -> None:
+        # each becomes a path component on the server and a word of the fetch step's commands
+        checked_name(self.app, "application")
+        checked_name(self.version, f"{self.app} version")
+        checked_name(self.file, f"{self.app} file name")
+        checked_sha256(self.sha256, f"{self.app} {self.version} sha256")
 
     @property
     def home(self) -> str:
@@ -48,13 +78,25 @@ class Release:
         return f"{self.home}/current"
 
 
-def parse_sums(text: str) -> dict[str, str]:
-    """A SHA256SUMS file (sha256sum format) as file name -> sha256."""
-    sums = {}
-    for line in text.splitlines():
+def parse_sums(text: str, source: str = SUMS) -> dict[str, str]:
+    """A SHA256SUMS file (sha256sum format) as file name -> sha256. An entry naming a path that
+    climbs (`..`), is absolute or holds a backslash (sha256sum's escaped names) is refused, not
+    parsed; entries in sub-folders are skipped (a release is only ever looked up by a plain name)."""
+    sums: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
         parts = line.strip().split(maxsplit=1)
-        if len(parts) == 2 and len(parts[0]) == 64:
-            sums[parts[1].lstrip("*")] = parts[0].lower()
+        if len(parts) != 2 or len(parts[0].lstrip("\\")) != 64:
+            continue
+        digest, name = parts[0], parts[1].removeprefix("*")
+        if "\\" in line or name.startswith("/") or ".." in name.split("/") or _CONTROL.search(name):
+            raise ArtifactError(f"{source} line {number}: the entry {name!r} is not a plain file name "
+                                "(a '..', absolute path or backslash); refusing this SHA256SUMS")
+        digest = checked_sha256(digest, f"{source} line {number}")
+        if "/" in name or not _PLAIN.fullmatch(name):
+            continue
+        if sums.get(name, digest) != digest:
+            raise ArtifactError(f"{source} line {number}: {name} is listed twice with different checksums")
+        sums[name] = digest
     return sums
 
 
@@ -63,24 +105,60 @@ def mirror_sums(mirror: str) -> dict[str, str]:
     """The mirror's SHA256SUMS (a folder on the controller, or a URL)."""
     if urlparse(mirror).scheme in ("http", "https"):
         try:
-            resp = requests.get(urljoin(mirror.rstrip("/") + "/", "SHA256SUMS"), timeout=15)
+            resp = requests.get(urljoin(mirror.rstrip("/") + "/", SUMS), timeout=15)
             resp.raise_for_status()
         except requests.RequestException as e:
             raise ArtifactError(f"cannot read SHA256SUMS from the mirror {mirror}: {e}") from None
-        return parse_sums(resp.text)
-    sums = Path(mirror) / "SHA256SUMS"
+        return parse_sums(resp.text, f"{mirror} {SUMS}")
+    sums = Path(mirror) / SUMS
+    if sums.is_symlink():
+        raise ArtifactError(f"{sums} is a symlink; a mirror folder's files must be the files themselves "
+                            "(symlinks are not followed)")
     if not sums.is_file():
         raise ArtifactError(f"the mirror folder {mirror} has no SHA256SUMS file")
-    return parse_sums(sums.read_text())
+    try:  # O_NOFOLLOW: a symlink swapped in since the check is refused too
+        fd = os.open(sums, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise ArtifactError(f"cannot read {sums}: {e.strerror} (symlinks are not followed)") from None
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
+        return parse_sums(f.read(), str(sums))
+
+
+def mirror_file(mirror: str, name: str) -> Path:
+    """The file `name` of a mirror folder, refused when it is a symlink or anything but a regular file
+    (nothing outside the mirror folder is ever uploaded). A file listed but absent is returned as is:
+    the upload then says it is missing."""
+    folder = Path(mirror)
+    path = folder / checked_name(name, "mirror file")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return path
+    if stat.S_ISLNK(st.st_mode):
+        raise ArtifactError(f"{name} in the mirror folder {mirror} is a symlink; refusing to follow it "
+                            "(put the file itself in the mirror)")
+    if not stat.S_ISREG(st.st_mode):
+        raise ArtifactError(f"{name} in the mirror folder {mirror} is not a regular file; refusing it")
+    if path.resolve().parent != folder.resolve():
+        raise ArtifactError(f"{name} resolves outside the mirror folder {mirror}; refusing it")
+    return path
+
+
+def _upstream_url(url: str, app: str) -> str:
+    if urlparse(url).scheme not in ("http", "https") or _SPACE.search(url):
+        raise ArtifactError(f"{app}: the download URL {url!r} is not a plain http(s) URL; refusing it")
+    return url
 
 
 def release(site: Site, app: str) -> Release:
     """Where the school's version of `app` comes from, and the sha256 it must have."""
     school = site.school
     spec = getattr(school.fleet.artifacts, app)
-    version = school.versions[app]
-    name = spec.file_name(version)
+    version = checked_name(school.versions[app], f"{app} version")
+    name = checked_name(spec.file_name(version), f"{app} {version}: the file name")
     pin = spec.sha256.get(version)
+    if pin:
+        pin = checked_sha256(pin, f"artifacts.{app}.sha256.{version}")
     if site.mirror:
         sums = mirror_sums(site.mirror)
         if name in sums:
@@ -88,36 +166,39 @@ def release(site: Site, app: str) -> Release:
                 raise ArtifactError(f"{name}: the mirror's SHA256SUMS says {sums[name]}, the fleet pins {pin}; "
                                     "the mirror holds a different file than upstream's")
             local = urlparse(site.mirror).scheme not in ("http", "https")
-            source = str(Path(site.mirror) / name) if local else urljoin(site.mirror.rstrip("/") + "/", name)
+            source = str(mirror_file(site.mirror, name)) if local else urljoin(site.mirror.rstrip("/") + "/", name)
             return Release(app, version, name, sums[name], source, upload=local)
     if not pin:
         raise ArtifactError(f"{app} {version} has no sha256 pin in fleet.yaml (artifacts.{app}.sha256) and the "
                             f"mirror has no {name}; add upstream's checksum, or serve the file from a mirror")
-    return Release(app, version, name, pin, spec.url_for(version))
+    return Release(app, version, name, pin, _upstream_url(spec.url_for(version), app))
 
 
 def fetch_step(site: Site, rel: Release, owner: str = "root") -> Step:
-    """A guarded step that downloads (or receives), verifies and unpacks a release."""
-    marker = f"{rel.path}/.schoolctl-sha256"
-    tmp = f"{rel.home}/.download-{rel.file}"
+    """A guarded step that downloads (or receives), verifies and unpacks a release. Every value is one
+    shell word (shlex.quote), whatever it holds."""
+    q = shlex.quote
+    marker = q(f"{rel.path}/.schoolctl-sha256")
+    raw_tmp = f"{rel.home}/.download-{rel.file}"
+    tmp, path, unpack = q(raw_tmp), q(rel.path), q(f"{rel.path}.unpack")
     if rel.upload:
         get = ""  # the steps operation uploads rel.source to tmp first
     else:
-        proxy = f"--proxy {shlex.quote(site.proxy)} " if site.proxy and not _is_mirror(site, rel) else ""
-        get = f"curl --fail --silent --show-error --location --retry 2 {proxy}-o {tmp} {shlex.quote(rel.source)}\n"
+        proxy = f"--proxy {q(site.proxy)} " if site.proxy and not _is_mirror(site, rel) else ""
+        get = f"curl --fail --silent --show-error --location --retry 2 {proxy}-o {tmp} {q(rel.source)}\n"
     apply = (
-        f"install -d -m 0755 {rel.home}/releases\n"
+        f"install -d -m 0755 {q(rel.home + '/releases')}\n"
         f"{get}"
-        f"echo '{rel.sha256}  {tmp}' | sha256sum --check --quiet || "
-        f"{{ echo '{rel.file}: checksum mismatch, refusing it' >&2; rm -f {tmp}; exit 1; }}\n"
-        f"rm -rf {rel.path}.unpack && install -d {rel.path}.unpack\n"
-        f"tar -xf {tmp} -C {rel.path}.unpack --strip-components=1 --no-same-owner\n"
-        f"chown -R {owner}:{owner} {rel.path}.unpack && rm -rf {rel.path} && mv {rel.path}.unpack {rel.path}\n"
-        f"echo {rel.sha256} > {marker} && rm -f {tmp}"
+        f"echo {q(f'{rel.sha256}  {raw_tmp}')} | sha256sum --check --quiet || "
+        f"{{ echo {q(f'{rel.file}: checksum mismatch, refusing it')} >&2; rm -f {tmp}; exit 1; }}\n"
+        f"rm -rf {unpack} && install -d {unpack}\n"
+        f"tar -xf {tmp} -C {unpack} --strip-components=1 --no-same-owner\n"
+        f"chown -R {q(f'{owner}:{owner}')} {unpack} && rm -rf {path} && mv {unpack} {path}\n"
+        f"echo {q(rel.sha256)} > {marker} && rm -f {tmp}"
     )
     return Step(f"{rel.app} {rel.version} release (sha256 {rel.sha256[:12]}…)",
-                check=f"grep -qx {rel.sha256} {marker}", apply=apply,
-                upload=(rel.source, tmp) if rel.upload else None)
+                check=f"grep -qx {q(rel.sha256)} {marker}", apply=apply,
+                upload=(rel.source, raw_tmp) if rel.upload else None)
 
 
 def _is_mirror(site: Site, rel: Release) -> bool:

@@ -25,7 +25,7 @@ import ipaddress
 from typing import Any
 
 from schoolctl.deploy.apt_repo import apt_conf_dir, apt_repo
-from schoolctl.deploy.render import render
+from schoolctl.deploy.render import hostname, integer, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import APPS, SYSTEM, File, Layer, Service, Step, running_current
 from schoolctl.deploy.turn import TURN_CONF, coturn_file
@@ -57,7 +57,7 @@ def bbb_host(site: Site) -> str:
         try:
             ipaddress.ip_address(address)
         except ValueError:
-            return address
+            return hostname(address, "the BigBlueButton server's address")
     return f"bbb.{site.fqdn()}"
 
 
@@ -99,13 +99,14 @@ def moodle_settings(site: Site) -> dict[str, Any]:
 def retention(site: Site) -> dict[str, int]:
     """Days things are kept on the BBB host, per policy (0 = delete at the next daily run)."""
     p = site.school.privacy
-    keep = p.recording_retention_days if p.recordings else 0
+    keep = integer(p.recording_retention_days, "privacy.recording_retention_days") if p.recordings else 0
+    logs = integer(p.log_retention_days, "privacy.log_retention_days")
     return {
         "recordings": keep,
         "history": max(1, min(5, keep)),          # presentations, caches [5]
         "unrecorded_days": 1,                     # raw data of meetings never recorded [14]
         "published_days": max(1, keep),           # raw data of published recordings [14]
-        "log_history": min(28, p.log_retention_days),   # [28]
+        "log_history": min(28, logs),             # [28]
     }
 
 
@@ -124,7 +125,7 @@ def _allowed_peers(site: Site) -> list[str]:
 
 def web_properties(site: Site) -> str:
     p = site.school.privacy
-    days = p.learning_dashboard_retention_days
+    days = integer(p.learning_dashboard_retention_days, "privacy.learning_dashboard_retention_days")
     disabled = ["externalVideos", "liveTranscription", "importPresentationWithAnnotationsFromBreakoutRooms"]
     if days == 0:
         disabled.append("learningDashboard")

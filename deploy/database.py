@@ -4,10 +4,11 @@ stdin, never on a command line; a changed secret converges (the role step keeps 
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 from schoolctl.config.model import DB_SERVICES
-from schoolctl.deploy.render import render
+from schoolctl.deploy.render import integer, plain_name, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import SYSTEM, Directory, File, Layer, Service, Step
 from schoolctl.secrets import Secret
@@ -26,10 +27,11 @@ def backup_command(database: str) -> str:
     """Shell (root): dump `database` before an app upgrades it, so the old release (kept under its
     versioned path) can be put back with its data: `pg_restore --clean -d <db> <file>`. Custom format
     (compressed), root-only 0600 (it holds personal data); the newest KEEP_BACKUPS per database stay."""
-    return (f"install -d -m 0700 {BACKUPS} && f={BACKUPS}/{database}-$(date -u +%Y%m%dT%H%M%SZ).dump && "
-            f"(umask 077 && runuser -u postgres -- pg_dump --format=custom {database} > \"$f.part\") && "
+    db = shlex.quote(plain_name(database, "a database name"))
+    return (f"install -d -m 0700 {BACKUPS} && f={BACKUPS}/{db}-$(date -u +%Y%m%dT%H%M%SZ).dump && "
+            f"(umask 077 && runuser -u postgres -- pg_dump --format=custom {db} > \"$f.part\") && "
             f"mv \"$f.part\" \"$f\" && echo \"backup: $f\" && "
-            f"ls -1t {BACKUPS}/{database}-*.dump | tail -n +{KEEP_BACKUPS + 1} | xargs -r rm -f --")
+            f"ls -1t {BACKUPS}/{db}-*.dump | tail -n +{KEEP_BACKUPS + 1} | xargs -r rm -f --")
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,8 @@ def layer(site: Site) -> Layer | None:
         File(f"{CLUSTER}/conf.d/50-schoolctl.conf", conf, "0644", "postgres", "postgres", restart=(UNIT,)),
         File(f"{CLUSTER}/pg_hba.conf", render("database/pg_hba.conf.j2", databases=names), "0640",
              "postgres", "postgres", reload=(UNIT,)),
-        File("/etc/logrotate.d/postgresql-common", render("database/logrotate.j2", days=privacy.log_retention_days)),
+        File("/etc/logrotate.d/postgresql-common",
+             render("database/logrotate.j2", days=integer(privacy.log_retention_days, "privacy.log_retention_days"))),
         *(File(secret_file(n), credentials(site, n).password.reveal(), "0600", secret=True) for n in names),
     ]
     return Layer(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote_plus
@@ -33,7 +34,7 @@ from urllib.parse import quote_plus
 from schoolctl.deploy import artifacts
 from schoolctl.deploy.database import credentials
 from schoolctl.deploy.identity import checked_uid
-from schoolctl.deploy.render import TEMPLATES, render
+from schoolctl.deploy.render import TEMPLATES, proxy_url, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import APPS, Directory, File, Layer, Step
 from schoolctl.deploy.web import NGINX_CHECK, server_block
@@ -62,8 +63,9 @@ def npmrc(site: Site) -> str:
     """npm/pnpm settings: the city proxy and the system CA bundle; no registry name (npm's default)."""
     lines = ["# Managed by schoolctl: npm and pnpm reach the registry through the city proxy.",
              f"cafile={CA_BUNDLE}", "fund=false", "audit=false", "update-notifier=false"]
-    if site.proxy:
-        lines += [f"proxy={site.proxy}", f"https-proxy={site.proxy}"]
+    if site.proxy:  # an ini file: a newline or `;` in the value could add a setting (e.g. script-shell)
+        proxy = proxy_url(site.proxy, "proxy")
+        lines += [f"proxy={proxy}", f"https-proxy={proxy}"]
     return "\n".join(lines) + "\n"
 
 
@@ -159,9 +161,10 @@ def delete_user_command(site: Site, uid: str) -> str:
     their name; what they wrote stays in the class's shared pads, with no name on it (Etherpad's API
     deletes no author). Succeeds when Etherpad is not installed; fails when it is but does not answer.
     The API key goes from its root-only file into curl's stdin, never onto a command line."""
-    form = f"authorMapper=moodle-{checked_uid(uid)}&name={quote_plus(FORMER_AUTHOR[site.school.languages[0]])}"
+    name = quote_plus(FORMER_AUTHOR[site.school.languages[0]])
+    form = shlex.quote(f"authorMapper=moodle-{checked_uid(uid)}&name={name}")
     return (f"if [ -e /etc/systemd/system/{UNIT}.service ]; then\n"
-            f"  printf 'apikey=%s&%s' \"$(cat {APIKEY})\" '{form}' | curl -fsS --noproxy '*' --max-time 20 --data @- "
+            f"  printf 'apikey=%s&%s' \"$(cat {APIKEY})\" {form} | curl -fsS --noproxy '*' --max-time 20 --data @- "
             f"http://{LISTEN}:{PORT}/api/1.3.0/createAuthorIfNotExistsFor | grep -q '\"code\":0'\n"
             "else echo 'etherpad: not installed, nothing to do'; fi")
 
@@ -177,7 +180,9 @@ def csp(site: Site) -> str:
 
 
 def _steps(site: Site, rel: artifacts.Release) -> list[Step]:
-    built = f"{rel.path}/.schoolctl-built"
+    q = shlex.quote
+    path, sha = q(rel.path), q(rel.sha256)
+    built = q(f"{rel.path}/.schoolctl-built")
     env = (f"env HOME={HOME} SCARF_ANALYTICS=false NODE_EXTRA_CA_CERTS={CA_BUNDLE} "
            "npm_config_userconfig=" + f"{HOME}/.npmrc PATH=/usr/local/bin:/usr/bin:/bin")
     pnpm = Step(f"pnpm {PNPM_VERSION}",
@@ -185,14 +190,15 @@ def _steps(site: Site, rel: artifacts.Release) -> list[Step]:
                 apply=(f"SCARF_ANALYTICS=false npm install --global --no-fund --no-audit "
                        f"pnpm@{PNPM_VERSION} >/dev/null"), timeout=600)
     build = Step(f"etherpad {rel.version} built (pnpm install, build:etherpad)",
-                 check=f"grep -qx {rel.sha256} {built}",
-                 apply=(f"cd {rel.path}\n"
+                 check=f"grep -qx {sha} {built}",
+                 apply=(f"cd {path}\n"
                         f"runuser -u {USER} -- {env} {PNPM} install --frozen-lockfile --reporter=silent\n"
                         f"runuser -u {USER} -- {env} {PNPM} run build:etherpad >/dev/null\n"
-                        f"install -d -o {USER} -g {USER} -m 0750 {rel.path}/var\n"
-                        f"echo {rel.sha256} > {built}"), timeout=1800)
-    current = Step(f"etherpad {rel.version} in use", check=f'[ "$(readlink {rel.current})" = {rel.path} ]',
-                   apply=f"ln -sfn {rel.path} {rel.current}.new && mv -T {rel.current}.new {rel.current}")
+                        f"install -d -o {USER} -g {USER} -m 0750 {q(rel.path + '/var')}\n"
+                        f"echo {sha} > {built}"), timeout=1800)
+    current = Step(f"etherpad {rel.version} in use", check=f'[ "$(readlink {q(rel.current)})" = {path} ]',
+                   apply=f"ln -sfn {path} {q(rel.current + '.new')} && mv -T {q(rel.current + '.new')} "
+                         f"{q(rel.current)}")
     running = Step("etherpad running", check=f"systemctl is-active -q {UNIT} && systemctl is-enabled -q {UNIT}",
                    apply=(f"systemctl enable -q {UNIT} && systemctl restart {UNIT}\n"
                           # bounded wait for the port (first start creates the database tables)

@@ -8,7 +8,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 
-from schoolctl.deploy.render import render
+from schoolctl.deploy.render import integer, render
 from schoolctl.deploy.site import Endpoint, Site
 from schoolctl.deploy.state import SYSTEM, Directory, File, Layer, Service, Step
 
@@ -22,6 +22,9 @@ class Rule:
     why: str
     address: str = ""
     family: str = "ip"
+
+    def __post_init__(self) -> None:
+        integer(self.port, f"the port of {self.why}")
 
 
 def inbound(site: Site) -> list[Rule]:
@@ -41,7 +44,8 @@ class FirewallError(ValueError):
     """An allow-list entry cannot be turned into an address."""
 
 
-def _addresses(host: str) -> list[str]:
+def addresses(host: str) -> list[str]:
+    """The addresses of an allow-list entry (itself when it is one); FirewallError when it does not resolve."""
     try:
         return [str(ipaddress.ip_address(host))]
     except ValueError:
@@ -57,7 +61,7 @@ def allow(site: Site) -> list[Rule]:
     rules = []
     for ep in dict.fromkeys(site.outbound):
         assert isinstance(ep, Endpoint)
-        for addr in _addresses(ep.host):
+        for addr in addresses(ep.host):
             family = "ip6" if ":" in addr else "ip"
             rules.append(Rule(ep.proto, ep.port, f"allow-list: {ep.host}", addr, family))
     return rules

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from schoolctl.deploy.render import render
+from schoolctl.deploy.render import one_line, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import SYSTEM, Directory, File, Layer, Step
 
@@ -96,7 +96,7 @@ class LdapSettings:
 def checked_uid(uid: str) -> str:
     """`uid` when it is a plain directory uid (letters, digits, `._@-`: safe in shell words and URLs
     unquoted); ValueError otherwise. Used by the apps' leaver commands."""
-    if not re.match(r"^[A-Za-z0-9._@-]+$", uid):
+    if not isinstance(uid, str) or not re.fullmatch(r"[A-Za-z0-9._@-]+", uid):
         raise ValueError(f"unexpected uid {uid!r}")
     return uid
 
@@ -105,8 +105,17 @@ def class_group_cn(group: str) -> str:
     return CLASS_PREFIX + re.sub(r"[^a-z0-9]+", "-", group.strip().lower()).strip("-")
 
 
+def checked_dn(dn: str, what: str) -> str:
+    """`dn` when it is one line without `"` or `\\`: it goes, double-quoted, into slapd's access
+    rules and limits (`dn.subtree="<dn>"`), where either would end or bend the quoted DN."""
+    one_line(dn, what)
+    if '"' in dn or "\\" in dn or not dn.strip():
+        raise ValueError(f"{what}: {dn!r} cannot be used: it must be one line with no double quote or backslash")
+    return dn
+
+
 def ldap_settings(site: Site) -> LdapSettings:
-    base = site.school.ldap_base
+    base = checked_dn(site.school.ldap_base, "the directory base (dc=<school id>,<identity.base_dn>)")
     return LdapSettings(
         uri=f"ldaps://{HOST}:{PORT}", host=HOST, port=PORT, base_dn=base,
         people_dn=f"ou=people,{base}", groups_dn=f"ou=groups,{base}", suspended_dn=f"ou=suspended,{base}",
@@ -120,10 +129,13 @@ _SAFE = re.compile(r"^[\x01-\x09\x0b\x0c\x0e-\x1f\x21-\x39\x3b\x3d-\x7f][\x01-\x
 
 
 def ldif_line(attr: str, value: str) -> str:
-    """`attr: value`, or `attr:: base64` when the value is not a plain LDIF SAFE-STRING."""
+    """`attr: value`, or `attr:: base64` when the value is not a plain LDIF SAFE-STRING (RFC 2849):
+    a newline in a value can never add a line or an attribute."""
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*(;[A-Za-z0-9-]+)*", attr):
+        raise ValueError(f"not an LDIF attribute name: {attr!r}")
     if value == "":
         return f"{attr}:"
-    if _SAFE.match(value) and not value.endswith(" "):
+    if _SAFE.fullmatch(value) and not value.endswith(" "):
         return f"{attr}: {value}"
     return f"{attr}:: {base64.b64encode(value.encode()).decode()}"
 
@@ -142,6 +154,12 @@ def stable_hash(password: str, dn: str) -> str:
 
 
 # --- the layer -------------------------------------------------------------------------------
+
+def _subject_value(value: str) -> str:
+    """A value of `openssl req -subj /CN=...`: one line, with openssl's separators escaped."""
+    one_line(value, "certificate subject")
+    return value.replace("\\", "\\\\").replace("/", "\\/").replace("+", "\\+")
+
 
 def _applied(path: str, marker: str) -> str:
     """A cheap, exact check: the file's hash equals the one recorded when it was last applied."""
@@ -176,7 +194,7 @@ def layer(site: Site) -> Layer:
         File(APPS_PASSWORD_FILE, apps_password, "0600", secret=True),
         File(CERT_SCRIPT, render("identity/ldap-cert.sh.j2", dir=TLS_DIR, names=names, san=san, script=CERT_SCRIPT,
                                  marker=cert_marker,
-                                 ca_cn=f"{site.id} school internal CA (LDAP)"), "0755"),
+                                 ca_cn=_subject_value(f"{site.id} school internal CA (LDAP)")), "0755"),
         File(CONFIG_SCRIPT, render("identity/slapd-config.sh.j2", config=config_ldif, tree=tree_ldif,
                                    marker=config_marker), "0755"),
     ]

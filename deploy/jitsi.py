@@ -25,9 +25,11 @@ domain and LDAP, coturn, the nginx site and the web config; `NOTE` says so in th
 
 from __future__ import annotations
 
+import shlex
+
 from schoolctl.deploy.apt_repo import apt_conf_dir, apt_repo
 from schoolctl.deploy.identity import ldap_settings
-from schoolctl.deploy.render import render
+from schoolctl.deploy.render import integer, one_line, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step, running_current
 from schoolctl.deploy.turn import TURN_CONF, coturn_file
@@ -84,7 +86,8 @@ def web_config(site: Site) -> dict[str, str]:
     j = school.services.jitsi
     assert j is not None
     ctx = dict(meet=meet, domain=site.fqdn(), guests=privacy.guests, lobby=privacy.lobby,
-               language=school.languages[0], turn_port=j.turn_port, etherpad=etherpad, school_name=school.name)
+               language=school.languages[0], turn_port=integer(j.turn_port, "jitsi.turn_port"), etherpad=etherpad,
+               school_name=school.name)
     return {f"/etc/jitsi/meet/{meet}-config.js": render("jitsi/config.js.j2", **ctx),
             f"/etc/jitsi/meet/{meet}-interface_config.js": render("jitsi/interface_config.js.j2", **ctx)}
 
@@ -96,8 +99,8 @@ def _accounts_step(meet: str) -> Step:
     files = f"{SECRETS}/jitsi_focus {SECRETS}/jitsi_jvb"
     register = "".join(
         f"p=$(cat {SECRETS}/jitsi_{user}); printf '%s\\n%s\\n' \"$p\" \"$p\" | prosodyctl adduser "
-        f"{user}@{auth} >/dev/null 2>&1 || printf '%s\\n%s\\n' \"$p\" \"$p\" | prosodyctl passwd "
-        f"{user}@{auth} >/dev/null\n" for user in ("focus", "jvb"))
+        f"{shlex.quote(f'{user}@{auth}')} >/dev/null 2>&1 || printf '%s\\n%s\\n' \"$p\" \"$p\" | prosodyctl passwd "
+        f"{shlex.quote(f'{user}@{auth}')} >/dev/null\n" for user in ("focus", "jvb"))
     return Step(f"XMPP accounts focus and jvb on {auth}",
                 check=f'[ "$(cat {files} | sha256sum)" = "$(cat {marker} 2>/dev/null)" ] && '
                       f"systemctl is-active -q prosody",
@@ -119,7 +122,8 @@ def layer(site: Site) -> Layer | None:
     turn_secret = site.secret(TURN_SECRET)
     prosody_conf = render(
         "jitsi/prosody.cfg.lua.j2", meet=meet, ldap=s, secrets=PROSODY_SECRETS, guests=privacy.guests,
-        lobby=privacy.lobby, jitsi_plugins=full, turn_port=j.turn_port, log_days=privacy.log_retention_days)
+        lobby=privacy.lobby, jitsi_plugins=full, turn_port=integer(j.turn_port, "jitsi.turn_port"),
+        log_days=privacy.log_retention_days)
     files = [
         File("/etc/prosody/prosody.cfg.lua", prosody_conf, "0640", "root", "prosody",
              check="prosodyctl check config >/dev/null", restart=("prosody",)),
@@ -177,7 +181,9 @@ def layer(site: Site) -> Layer | None:
 
 
 def _preseed(meet: str) -> Step:
-    """Hostname and "own certificate" answers, so the packages neither prompt nor make certificates."""
+    """Hostname and "own certificate" answers, so the packages neither prompt nor make certificates.
+    `meet` is one line (a newline could add an answer or end the here-document) and one shell word."""
+    one_line(meet, "the Jitsi host")
     answers = [
         f"jitsi-videobridge2 jitsi-videobridge/jvb-hostname string {meet}",
         f"jitsi-meet-prosody jitsi-videobridge/jvb-hostname string {meet}",
@@ -188,7 +194,8 @@ def _preseed(meet: str) -> Step:
         "jitsi-meet-web-config jitsi-meet/jaas-choice boolean false",
     ]
     text = "\n".join(answers)
+    hostname = shlex.quote(f"jvb-hostname: {meet}")
     return Step(f"debconf answers for Jitsi Meet ({meet}, own certificate)",
-                check=f"debconf-show jitsi-videobridge2 2>/dev/null | grep -qF 'jvb-hostname: {meet}' && "
+                check=f"debconf-show jitsi-videobridge2 2>/dev/null | grep -qF {hostname} && "
                       "debconf-show jitsi-meet-web-config 2>/dev/null | grep -qF 'I want to use my own certificate'",
                 apply=f"debconf-set-selections <<'EOF'\n{text}\nEOF")

@@ -20,7 +20,7 @@ from schoolctl.deploy import artifacts, etherpad
 from schoolctl.deploy.database import PSQL, backup_command, credentials
 from schoolctl.deploy.identity import ldap_settings
 from schoolctl.deploy.php import PHP_VERSION, REDIS_SOCKET, php_cli, pool_socket, service_user
-from schoolctl.deploy.render import render
+from schoolctl.deploy.render import integer, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step
 from schoolctl.deploy.web import server_block
@@ -209,6 +209,11 @@ def _db_value(sql: str) -> str:
     return f"{PSQL} -d {APP} -tAc {shlex.quote(sql)}"
 
 
+def _single_quoted(text: str) -> str:
+    """Free text as one shell word, always in single quotes (shlex.quote leaves a plain word bare)."""
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
 def install_step(site: Site, version: str) -> Step:
     code = code_dir(version)
     school = site.school
@@ -218,7 +223,7 @@ def install_step(site: Site, version: str) -> Step:
     install = php_cli(APP, (
         f"{code}/admin/cli/install_database.php --agree-license --lang=en --adminuser=admin "
         f'--adminpass="$(cat {ADMIN_SECRET})" --adminemail={shlex.quote(_admin_email(site))} '
-        f"--fullname={shlex.quote(school.name)} --shortname={shlex.quote(school.id)} "
+        f"--fullname={_single_quoted(school.name)} --shortname={shlex.quote(school.id)} "
         f"--supportemail={shlex.quote(_admin_email(site))}"))
     return Step("moodle database installed (install_database.php, about 2-3 minutes the first time)",
                 check=f"test -e {INSTALLED} && {has_config}",
@@ -247,9 +252,10 @@ def upgrade_step(version: str, plugins: dict[str, int] | None = None) -> Step:
 
 def switch_step(rel: artifacts.Release) -> Step:
     target = f"releases/{rel.version}"
+    q = shlex.quote(target)
     return Step(f"moodle current -> {target}",
-                check=f'[ "$(readlink {CURRENT})" = {target} ]',
-                apply=f"ln -sfn {target} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}")
+                check=f'[ "$(readlink {CURRENT})" = {q} ]',
+                apply=f"ln -sfn {q} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}")
 
 
 def settings_step() -> Step:
@@ -285,7 +291,7 @@ def layer(site: Site) -> Layer | None:
     settings_php = render("moodle/settings.php.j2", php=php, config=CONFIG,
                           wanted=json.dumps(wanted(site), indent=1, sort_keys=True, ensure_ascii=False))
     body = render("moodle/nginx.conf.j2", version=rel.version, root=code_dir(rel.version),
-                  upload_mb=moodle.max_upload_mb, socket=pool_socket(APP))
+                  upload_mb=integer(moodle.max_upload_mb, "moodle.max_upload_mb"), socket=pool_socket(APP))
     plugin_dirs, plugin_files = etherpad.moodle_plugin(site, code_dir(rel.version, rel.path))
     files = [
         # in the release folder (unpacked by the pre-step): each version gets its own

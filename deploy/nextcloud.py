@@ -35,7 +35,7 @@ from schoolctl.deploy import artifacts
 from schoolctl.deploy.database import backup_command, credentials, secret_file
 from schoolctl.deploy.identity import checked_uid, ldap_settings
 from schoolctl.deploy.php import FPM, PHP_VERSION, REDIS_SOCKET, pool_socket, service_user
-from schoolctl.deploy.render import render
+from schoolctl.deploy.render import integer, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step
 from schoolctl.deploy.web import server_block
@@ -211,13 +211,14 @@ def _installed_check() -> str:
 
 def _steps(site: Site, rel: artifacts.Release) -> list[Step]:
     db = credentials(site, "nextcloud")
+    path, config = shlex.quote(rel.path), shlex.quote(f"{rel.path}/config/config.php")
     current = Step(
         f"nextcloud {rel.version} in use ({CURRENT})",
-        check=f'[ "$(readlink {CURRENT})" = {rel.path} ]',
+        check=f'[ "$(readlink {CURRENT})" = {path} ]',
         apply=(f"old=$(readlink {CURRENT} || true)\n"
-               f"if [ -n \"$old\" ] && [ -f \"$old/config/config.php\" ] && [ ! -f {rel.path}/config/config.php ]; "
-               f"then cp -p \"$old/config/config.php\" {rel.path}/config/config.php; fi\n"
-               f"ln -sfn {rel.path} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}\n"
+               f"if [ -n \"$old\" ] && [ -f \"$old/config/config.php\" ] && [ ! -f {config} ]; "
+               f"then cp -p \"$old/config/config.php\" {config}; fi\n"
+               f"ln -sfn {path} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}\n"
                f"systemctl try-restart {FPM}"))
     install = Step(
         "nextcloud installed (occ maintenance:install)",
@@ -261,7 +262,7 @@ def layer(site: Site) -> Layer | None:
     if not site.school.has("nextcloud"):
         return None
     rel = artifacts.release(site, "nextcloud")
-    days = site.school.privacy.log_retention_days
+    days = integer(site.school.privacy.log_retention_days, "privacy.log_retention_days")
     wanted = json.dumps(wanted_config(site), indent=1, sort_keys=True) + "\n"
     files = [
         File(WANTED, wanted, "0640", "root", USER),

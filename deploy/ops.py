@@ -213,8 +213,8 @@ def paths(files: list[File], directories: list[Directory]) -> Iterator[Any]:
     if handlers and not pending:
         yield f"install -d -m 0700 {PENDING} && touch {marker}"
     if fix_dirs:
-        yield " && ".join(f"install -d -m {d.mode} -o {d.owner} -g {d.group} {shlex.quote(d.path)}"
-                          for d in fix_dirs)
+        yield " && ".join(f"install -d -m {shlex.quote(d.mode)} -o {shlex.quote(d.owner)} -g {shlex.quote(d.group)} "
+                          f"{shlex.quote(d.path)}" for d in fix_dirs)
     if remove:
         yield f"rm -f -- {_q([f.path for f in remove])}"
     if write:
@@ -223,8 +223,8 @@ def paths(files: list[File], directories: list[Directory]) -> Iterator[Any]:
         yield FileUploadCommand(io.BytesIO(data), temp)
         yield StringCommand(f"umask 077; tar -x --touch --same-owner --same-permissions -f {temp} -C / && rm -f {temp}")
     if perms:
-        yield " && ".join(f"chown {f.owner}:{f.group} {shlex.quote(f.path)} && chmod {f.mode} {shlex.quote(f.path)}"
-                          for f in perms)
+        yield " && ".join(f"chown {shlex.quote(f'{f.owner}:{f.group}')} {shlex.quote(f.path)} && "
+                          f"chmod {shlex.quote(f.mode)} {shlex.quote(f.path)}" for f in perms)
     if any(f.path.startswith(("/etc/systemd/", "/lib/systemd/", "/usr/lib/systemd/")) for f in touched):
         yield "systemctl daemon-reload"
     for f in touched:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 
 from schoolctl.config.model import PHP_SERVICES
-from schoolctl.deploy.render import render
+from schoolctl.deploy.render import integer, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import SYSTEM, File, Layer, Service, Step
 
@@ -64,7 +64,7 @@ def packages(services: list[str]) -> list[str]:
 
 def _upload_mb(site: Site, service: str) -> int:
     if service == "moodle":
-        return site.school.services.moodle.max_upload_mb  # type: ignore[union-attr]
+        return integer(site.school.services.moodle.max_upload_mb, "moodle.max_upload_mb")  # type: ignore[union-attr]
     return NEXTCLOUD_UPLOAD_MB
 
 

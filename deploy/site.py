@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from schoolctl.config.model import SERVICE_HOSTS
+from schoolctl.deploy.render import hostname, plain_name
 
 if TYPE_CHECKING:
     from schoolctl.config.model import EffectiveSchool
@@ -47,11 +48,14 @@ class Site:
 
     @property
     def id(self) -> str:
-        return self.school.id
+        """The school's id: a plain name (it becomes paths and words of commands on the server)."""
+        return plain_name(self.school.id, "school id")
 
     def fqdn(self, service: str | None = None) -> str:
-        """The school's domain, or the name of one of its web services (moodle.<domain>, ...)."""
-        return self.school.domain if service is None else f"{SERVICE_HOSTS[service]}.{self.school.domain}"
+        """The school's domain, or the name of one of its web services (moodle.<domain>, ...): always
+        a host name (it goes into file paths, nginx, Lua, HOCON and commands), else ValueError."""
+        domain = hostname(self.school.domain, "the school's domain")
+        return domain if service is None else f"{SERVICE_HOSTS[service]}.{domain}"
 
     @property
     def names(self) -> list[str]:

@@ -9,10 +9,24 @@ that is what makes a no-op deploy cost a handful of round trips instead of hundr
 
 from __future__ import annotations
 
+import re
+import shlex
 from dataclasses import dataclass, field
 
 # Rounds run in order; within a round: packages -> directories -> files -> services -> steps.
 SYSTEM, APPS = 0, 1
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def checked_path(path: str) -> str:
+    """`path` when it is an absolute path with no `.`/`..` component, no empty one and no control
+    character: a file or folder built from config can never land outside where it was meant to."""
+    parts = path.split("/")
+    if not path.startswith("/") or _CONTROL.search(path) or any(p in (".", "..") for p in parts) \
+            or "" in parts[1:-1]:
+        raise ValueError(f"refusing the path {path!r}: not a plain absolute path (no '..', no control characters)")
+    return path
 
 
 @dataclass(frozen=True)
@@ -33,6 +47,9 @@ class File:
     secret: bool = False
     absent: bool = False  # the file must NOT exist (e.g. a package's default site); content ignored
 
+    def __post_init__(self) -> None:
+        checked_path(self.path)
+
     @property
     def data(self) -> bytes:
         return self.content.encode() if isinstance(self.content, str) else self.content
@@ -44,6 +61,9 @@ class Directory:
     mode: str = "0755"
     owner: str = "root"
     group: str = "root"
+
+    def __post_init__(self) -> None:
+        checked_path(self.path)
 
 
 @dataclass(frozen=True)
@@ -125,9 +145,10 @@ def running_current(unit: str, paths: list[str]) -> Step:
     """`unit` runs and started after its config files last changed: a deploy interrupted between
     writing a file and restarting the unit (a failed check, a lost connection) is healed next time.
     ctime, not mtime: uploaded files carry mtime 0."""
-    newest = " ".join(paths)
+    newest = " ".join(shlex.quote(p) for p in paths)
+    u = shlex.quote(unit)
     return Step(f"{unit} runs with its current configuration",
-                check=f"systemctl is-active -q {unit} && "
+                check=f"systemctl is-active -q {u} && "
                       f"[ \"$(stat -c %Z {newest} | sort -n | tail -n1)\" -le \"$(date -d \"$(systemctl show -p "
-                      f"ActiveEnterTimestamp --value {unit})\" +%s)\" ]",
-                apply=f"systemctl restart {unit}")
+                      f"ActiveEnterTimestamp --value {u})\" +%s)\" ]",
+                apply=f"systemctl restart {u}")

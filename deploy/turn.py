@@ -9,7 +9,7 @@ The config is templates/turn/turnserver.conf.j2, written to TURN_CONF.
 
 from __future__ import annotations
 
-from schoolctl.deploy.render import render
+from schoolctl.deploy.render import integer, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import File
 
@@ -31,6 +31,6 @@ DENIED_PEERS = [
 def coturn_file(site: Site, realm: str, port: int, allowed: list[str] | None = None, *,
                 secret_name: str) -> File:
     """coturn's config: the shared secret inside, so root:turnserver 0640 and hidden from plans."""
-    conf = render("turn/turnserver.conf.j2", realm=realm, port=port, secret=site.secret(secret_name),
-                  denied=DENIED_PEERS, allowed=allowed or [])
+    conf = render("turn/turnserver.conf.j2", realm=realm, port=integer(port, "the TURN port"),
+                  secret=site.secret(secret_name), denied=DENIED_PEERS, allowed=allowed or [])
     return File(TURN_CONF, conf, "0640", "root", "turnserver", secret=True, restart=("coturn",))

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from schoolctl.config.model import SERVICE_HOSTS, SERVICE_TITLES
-from schoolctl.deploy.render import TEMPLATES, render
+from schoolctl.deploy.render import TEMPLATES, integer, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step
 
@@ -73,6 +73,7 @@ def _acme(site: Site) -> tuple[list[Step], list[File], list[Step], list[Service]
     """certbot over HTTP-01 (webroot), one certificate named after the school for all its names."""
     sid, names, fleet_tls = site.id, site.names, site.school.fleet.tls
     live = f"/etc/letsencrypt/live/{sid}"
+    chain, privkey = shlex.quote(f"{live}/fullchain.pem"), shlex.quote(f"{live}/privkey.pem")
     placeholder = Step(
         "TLS placeholder certificate (until ACME succeeds)",
         check=f"test -s {CERT} && test -s {KEY}",
@@ -96,10 +97,10 @@ def _acme(site: Site) -> tuple[list[Step], list[File], list[Step], list[Service]
                f"--cert-name {shlex.quote(sid)} --key-type ecdsa {domains}")
     issue = Step(
         f"TLS certificate from ACME for {', '.join(names)}",
-        check=(f'[ "$(readlink {CERT})" = {live}/fullchain.pem ] && [ "$(readlink {KEY})" = {live}/privkey.pem ] '
+        check=(f'[ "$(readlink {CERT})" = {chain} ] && [ "$(readlink {KEY})" = {privkey} ] '
                f"&& {_san_check(CERT, names)}"),
         apply=(f"{certbot}\n"
-               f"ln -sfn {live}/fullchain.pem {CERT} && ln -sfn {live}/privkey.pem {KEY}\n"
+               f"ln -sfn {chain} {CERT} && ln -sfn {privkey} {KEY}\n"
                "systemctl reload nginx"),
         timeout=300)
     return [placeholder], files, [issue], [Service("certbot.timer")]
@@ -251,7 +252,8 @@ def layer(site: Site) -> Layer:
         File(f"{SITES}/schoolctl-http.conf",
              render("web/http.conf.j2", webroot=ACME_WEBROOT, access_log=access_log(site, "http")),
              check=NGINX_CHECK, reload=("nginx",)),
-        File("/etc/logrotate.d/nginx", render("web/logrotate.j2", days=privacy.log_retention_days)),
+        File("/etc/logrotate.d/nginx",
+             render("web/logrotate.j2", days=integer(privacy.log_retention_days, "privacy.log_retention_days"))),
         *_landing(site),
     ]
     return Layer(

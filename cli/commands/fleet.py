@@ -50,8 +50,8 @@ def list_(ctx: typer.Context,
 
 
 STARTER = """\
-# {name}: a school of the fleet. Reference: README.md ("The config") or `schoolctl schema`.
-id: {id}                       # must equal the file name
+# {title}: a school of the fleet. Reference: README.md ("The config") or `schoolctl schema`.
+id: {quoted_id}                     # must equal the file name
 name: {name}
 district: {district}
 # domain: {id}.{domain}       # the default; set it to use another name
@@ -74,6 +74,14 @@ privacy: {{}}                   # stricter than the fleet's floors only, e.g. lo
 """
 
 
+def _quoted(text: str) -> str:
+    """`text` as a YAML double-quoted scalar, whatever it holds (`:`, `#`, quotes, `null`, `123`):
+    JSON's string syntax is YAML's; characters YAML would not keep as they stand (line breaks it
+    would fold, other non-printable ones) are escaped too."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}"
+                   for c in json.dumps(text, ensure_ascii=False))
+
+
 @app.command()
 def new(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="ID", help="The new school's id.")],
         name: Annotated[str | None, typer.Option(help="The school's name.")] = None,
@@ -83,6 +91,9 @@ def new(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="ID
     c = get(ctx)
     if not re.match(SCHOOL_ID, school_id):
         fail(f"'{school_id}' is not a valid school id: use lowercase letters, digits and '-' (2 to 40)")
+    for option, value in (("--name", name or ""), ("--district", district)):
+        if any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+            fail(f"{option} is not valid UTF-8 text")
     path = c.schools_dir / f"{school_id}.yaml"
     if path.exists() or (c.schools_dir / f"{school_id}.yml").exists() or f"{school_id}.yaml" in FLEET_FILES:
         fail(f"{shown_path(path)} already exists; edit it, or choose another id")
@@ -94,8 +105,10 @@ def new(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="ID
             "artifact pins there before a real deploy")
     domain = load(c.schools_dir).fleet.domain
     lab = re.sub(r"-+", "-", school_id if school_id[0].isalpha() else f"s-{school_id}")[:20].rstrip("-")
-    text = STARTER.format(id=school_id, lab=lab, name=name or school_id.replace("-", " ").title(), district=district,
-                          domain=domain)
+    name = name or school_id.replace("-", " ").title()
+    text = STARTER.format(id=school_id, quoted_id=_quoted(school_id), lab=lab, name=_quoted(name),
+                          district=_quoted(district), domain=domain,
+                          title="".join(ch for ch in name if ch.isprintable()))
     path.write_text(text, encoding="utf-8")
     try:
         load(c.schools_dir, [school_id])

@@ -31,13 +31,18 @@ def list_(school: str = typer.Argument(..., help="School id (or 'fleet').")) -> 
 @app.command("set")
 def set_(scope: str = typer.Argument(..., help="School id, or 'fleet' for the city's own secrets."),
          name: str = typer.Argument(..., help="Secret name, e.g. bbb_pool.")) -> None:
-    """Store a secret given by the city (e.g. the BBB pool's shared secret), read from standard input."""
+    """Store a secret given by the city (e.g. the BBB pool's shared secret), read from standard input
+    (one line of printable text: a newline or another control character in it is refused)."""
     import sys
 
     from schoolctl.cli.output import fail
+    from schoolctl.secrets import check_value
 
-    value = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else typer.prompt(
-        f"{scope}/{name}", hide_input=True)
+    if sys.stdin.isatty():
+        value = typer.prompt(f"{scope}/{name}", hide_input=True)
+    else:  # all of it: a second line is refused, not silently dropped
+        value = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    check_value(value)
     if len(value) < 8:
         fail("a secret needs at least 8 characters")
     SecretStore().put(scope, name, value)

@@ -79,12 +79,12 @@ def import_(ctx: typer.Context,
     missing (deleted after the privacy policy's leaver_grace_days, on a later import). Initial
     passwords go only to an encrypted file for the school's secretary."""
     from schoolctl.cli.users.importer import import_roster
-    from schoolctl.cli.users.roster import parse_roster
+    from schoolctl.cli.users.roster import parse_roster, read_roster
     from schoolctl.secrets import SecretStore
 
     school = get(ctx).config([school_id]).select([school_id])[0]
     try:
-        data = roster.read_bytes()
+        data = read_roster(roster)
     except OSError as e:
         fail(f"cannot read {roster}: {e.strerror}")
     people, notes = parse_roster(data, str(roster))

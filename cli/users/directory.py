@@ -183,12 +183,13 @@ def diff(people: list[Person], directory: Directory, today: date, grace_days: in
     plan = Plan(base, suspended_on=today)
     by_key = {a.key: a for a in directory.accounts}
     taken = set(directory.taken_uids)
+    last: dict[str, int] = {}
     wanted: dict[str, set[str]] = {}
     descriptions: dict[str, str] = {}
     for p in people:
         acc = by_key.get(p.key)
         if acc is None:
-            uid = make_uid(p.given_name, p.family_name, taken)
+            uid = make_uid(p.given_name, p.family_name, taken, last)
             taken.add(uid)
             plan.add.append((uid, p))
         elif acc.suspended is not None:
@@ -304,13 +305,25 @@ def to_ldif(plan: Plan, passwords: dict[str, str], deleted: Iterable[Account] | 
     return "\n".join(out) + ("\n" if out else "")
 
 
+# A cell a spreadsheet would run as a formula starts with one of these (OWASP, "CSV Injection"), or
+# with their fullwidth forms, which some spreadsheets read as the same.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def inert_cell(value: str) -> str:
+    """`value` as a spreadsheet shows it and never runs it: a leading `'` before a formula start."""
+    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
+
+
 def passwords_csv(plan: Plan, passwords: dict[str, str]) -> str:
-    """The secretary's list of initial passwords (CSV), one row per new person."""
+    """The secretary's list of initial passwords (CSV), one row per new person; no cell runs as a
+    formula in a spreadsheet (a roster name `=HYPERLINK(...)` comes out as `'=HYPERLINK(...)`)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["uid", "given_name", "family_name", "role", "group", "email", "initial_password"])
     for uid, p in plan.add:
-        w.writerow([uid, p.given_name, p.family_name, p.role, p.group, p.email, passwords[uid]])
+        w.writerow([inert_cell(c) for c in (uid, p.given_name, p.family_name, p.role, p.group, p.email,
+                                            passwords[uid])])
     return buf.getvalue()
 
 

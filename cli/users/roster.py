@@ -9,7 +9,9 @@ import io
 import re
 import unicodedata
 from dataclasses import dataclass
+from pathlib import Path
 
+from schoolctl.config.yamlfile import FileTooLarge, NotRegularFile, read_bounded, size_text
 from schoolctl.errors import RosterError
 
 COLUMNS = ("given_name", "family_name", "role", "group", "email")
@@ -20,6 +22,8 @@ EMAIL = re.compile(rf"^[^@\s,;<>()\[\]\"']+@{_LABEL}(\.{_LABEL})+$")
 GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,19}$")
 KEY_PREFIX = "p-"
 SUSPENDED = "suspended "
+MAX_ROSTER_BYTES = 4 * 1024 * 1024   # a big school's roster (2000 people) has about 100 KiB
+MAX_ROWS = 20_000                    # rows after the header, blank ones included
 PARTICLES = {"de", "del", "della", "la", "las", "los", "el", "i", "y", "da", "das", "do", "dos", "van", "von", "der",
              "den", "di", "du", "le", "d", "l"}
 _FOLD = str.maketrans({"ł": "l", "Ł": "L", "ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE",
@@ -77,14 +81,38 @@ def base_uid(given: str, family: str) -> str:
     return f"{first}.{last}"
 
 
-def make_uid(given: str, family: str, taken: set[str]) -> str:
-    """A free uid: `marta.puig`, then `marta.puig2`, `marta.puig3`..."""
+def make_uid(given: str, family: str, taken: set[str], last: dict[str, int] | None = None) -> str:
+    """A free uid: `marta.puig`, then `marta.puig2`, `marta.puig3`... A caller that only adds to
+    `taken` may keep `last` (base -> the last number given) so that many people of one name cost
+    linear time, not quadratic: every number below the last is taken already."""
     base = base_uid(given, family)
-    uid, n = base, 1
+    n = last.get(base, 1) if last is not None else 1
+    uid = base if n == 1 else f"{base}{n}"
     while uid in taken:
         n += 1
         uid = f"{base}{n}"
+    if last is not None:
+        last[base] = n
     return uid
+
+
+def _too_large(name: str, size: int | None) -> str:
+    got = f"{size} bytes, more" if size is not None else "more"
+    return (f"{name}:1: the roster is too large: {got} than the {size_text(MAX_ROSTER_BYTES)} a roster may have; "
+            "it has one line per person")
+
+
+def read_roster(path: Path) -> bytes:
+    """The bytes of a roster file. A FIFO, device or socket is refused before it is opened (reading
+    one would wait for ever), a file over MAX_ROSTER_BYTES before it is read (RosterError,
+    `file:1: message`); a directory or another failure to read is an OSError."""
+    try:
+        return read_bounded(path, MAX_ROSTER_BYTES)
+    except NotRegularFile as e:
+        raise RosterError([f"{path}:1: cannot read the roster: {e}; export the roster to a CSV file and name "
+                           "that file"]) from None
+    except FileTooLarge as e:
+        raise RosterError([_too_large(str(path), e.size)]) from None
 
 
 def _decode(data: bytes, name: str) -> tuple[str, list[str]]:
@@ -113,10 +141,21 @@ def _clean(value: str | None) -> str:
 
 
 def parse_roster(data: bytes, name: str = "roster.csv") -> tuple[list[Person], list[str]]:
-    """Every row validated; returns (people, notes) or raises RosterError listing every bad row."""
+    """Every row validated; returns (people, notes) or raises RosterError listing every bad row.
+    A roster over MAX_ROSTER_BYTES or MAX_ROWS is refused at once, before any row is checked."""
+    if len(data) > MAX_ROSTER_BYTES:
+        raise RosterError([_too_large(name, len(data))])
     text, notes = _decode(data, name)
     first = text.split("\n", 1)[0]
     delimiter = ";" if first.count(";") > first.count(",") else ","
+    counter = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        for rows, _ in enumerate(counter):      # the header is row 0
+            if rows > MAX_ROWS:
+                raise RosterError([f"{name}:{counter.line_num}: more than {MAX_ROWS} rows; a roster has one row "
+                                   "per person of one school (is this the right file?)"])
+    except csv.Error:
+        pass                                    # reported below, with the rows before it
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     problems: list[str] = []
     try:

@@ -30,6 +30,10 @@ from schoolctl.config.yamlfile import locate, plain, read_yaml
 from schoolctl.errors import ConfigError
 
 FLEET_FILES = ("fleet.yaml", "fleet.yml")
+# the largest files read (the shipped ones have a few KiB): checked before reading, so that a huge
+# file is refused at once; nesting and the number of values are bounded in schoolctl.config.yamlfile
+SCHOOL_MAX_BYTES = 1024 * 1024
+FLEET_MAX_BYTES = 2 * 1024 * 1024
 
 PATTERNS = {
     SCHOOL_ID: "lowercase letters, digits and '-' (2 to 40, not starting or ending with '-')",
@@ -62,7 +66,15 @@ TYPE_MESSAGES = {
 
 
 def default_schools_dir() -> Path:
-    return Path(os.environ.get("SCHOOLCTL_SCHOOLS_DIR", "schools"))
+    """SCHOOLCTL_SCHOOLS_DIR, or ./schools when it is unset; set but empty (or blank) is an error
+    (exit 2), never the current folder."""
+    value = os.environ.get("SCHOOLCTL_SCHOOLS_DIR")
+    if value is None:
+        return Path("schools")
+    if not value.strip():
+        raise ConfigError(["SCHOOLCTL_SCHOOLS_DIR is set but empty: unset it to use ./schools, or set it to "
+                           "the schools folder ('.' for the current folder)"])
+    return Path(value)
 
 
 def shown_path(path: Path) -> str:
@@ -203,7 +215,9 @@ def problems_from(err: ValidationError, doc: Any, shown: str, model: type[BaseMo
 def _validate(model: type[BaseModel], path: Path) -> tuple[Any, Any, str, list[Problem]]:
     """Read and validate one file: (model instance or None, document, shown path, problems)."""
     shown = shown_path(path)
-    doc, problems = read_yaml(path, shown)
+    fleet = model is Fleet
+    doc, problems = read_yaml(path, shown, FLEET_MAX_BYTES if fleet else SCHOOL_MAX_BYTES,
+                              "the fleet file" if fleet else "a school file")
     if problems:
         return None, doc, shown, problems
     if doc is None:

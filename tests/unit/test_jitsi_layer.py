@@ -142,7 +142,7 @@ def test_guests_and_lobby_follow_the_policy(schools: Path) -> None:
     assert 'authentication = "jitsi-anonymous"' in guest
     assert f'lobby_muc = "lobby.{MEET}"' in guest
     js = config_js(layer)
-    assert js_value(js, "anonymousdomain") == f"'guest.{MEET}'"
+    assert js_value(js, "anonymousdomain") == f'"guest.{MEET}"'
     assert js_value(js, "requireDisplayName") == "true"
     assert js_value(js, "disableInviteFunctions") == "false"
 
@@ -179,17 +179,17 @@ def test_config_js_overrides_upstream_defaults(schools: Path) -> None:
         "prejoinConfig": "{ enabled: true }",
         "requireDisplayName": "false",
         "disableInviteFunctions": "true",
-        "defaultLanguage": "'ca'",
+        "defaultLanguage": '"ca"',
         "giphy": "{ enabled: false }",
         "startWithVideoMuted": "true",
     }
     for key, value in expected.items():
         assert js_value(js, key) == value, key
     assert "enabled: false," in js.split("p2p:", 1)[1].split("}", 1)[0]   # upstream: p2p on
-    assert f"stunServers: [ {{ urls: 'stun:{MEET}:3478' }} ]" in js       # upstream: meet-jit-si-turnrelay
+    assert f'stunServers: [ {{ urls: "stun:{MEET}:3478" }} ]' in js       # upstream: meet-jit-si-turnrelay
     assert "anonymousdomain" not in js
     assert "callStatsID" not in js and not foreign_hosts(js, "demo.escoles.bcn.example")
-    assert "bosh: 'https://meet.demo.escoles.bcn.example/http-bind'" in js
+    assert 'bosh: "https://meet.demo.escoles.bcn.example/http-bind"' in js
 
 
 def test_the_foreign_host_finder_finds_upstream_defaults() -> None:

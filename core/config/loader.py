@@ -18,7 +18,6 @@ from schoolctl.config.model import (
     RELEASE_SERVICES,
     SCHOOL_ID,
     SHA256,
-    SSH_KEY,
     EffectiveSchool,
     Fleet,
     Privacy,
@@ -26,6 +25,7 @@ from schoolctl.config.model import (
     is_laxer,
 )
 from schoolctl.config.problems import Problem
+from schoolctl.config.values import ADDRESS, SSH_KEY
 from schoolctl.config.yamlfile import locate, plain, read_yaml
 from schoolctl.errors import ConfigError
 
@@ -38,6 +38,7 @@ FLEET_MAX_BYTES = 2 * 1024 * 1024
 PATTERNS = {
     SCHOOL_ID: "lowercase letters, digits and '-' (2 to 40, not starting or ending with '-')",
     DOMAIN: "a lowercase DNS name such as school.example.org",
+    ADDRESS: "a host name, an IP address or lab:NAME (no spaces, no port)",
     SSH_KEY: "one OpenSSH public key line, e.g. 'ssh-ed25519 AAAA... name@laptop'",
     SHA256: "64 lowercase hexadecimal digits",
     r"^\d+\.\d+(\.\d+)?$": "a version such as 5.0.6",

@@ -10,10 +10,53 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
+
+from schoolctl.config.values import (
+    ADDRESS,
+    COMPONENT,
+    SECRET_NAME,
+    SUITE,
+    Host,
+    Ip,
+    PathText,
+    SshKey,
+    Text,
+    check_base_dn,
+    check_email,
+    check_file_template,
+    check_mirror,
+    check_proxy,
+    check_timezone,
+    check_url_template,
+    domain_length,
+    host_port,
+    host_problem,
+    in_tls_folder,
+    pattern_check,
+    shown_folder,
+    shown_value,
+    tls_folder,
+    url_check,
+    value_error,
+)
+from schoolctl.errors import SecretError
 
 SCHOOL_ID = r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$"
 DOMAIN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+LOGIN = r"^[a-z_][a-z0-9_-]{0,31}$"
+VERSION = r"^\d+\.\d+(\.\d+)?$"
 
 
 @dataclass(frozen=True)
@@ -44,7 +87,6 @@ PHP_SERVICES = tuple(s.name for s in SERVICE_TABLE if s.php)
 RELEASE_SERVICES = tuple(s.name for s in SERVICE_TABLE if s.release)
 SERVICE_TITLES = {s.name: s.title for s in SERVICE_TABLE}
 LANGUAGES = ("ca", "es", "en")
-SSH_KEY = r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh.com) [A-Za-z0-9+/=]+( .*)?$"
 SHA256 = r"^[0-9a-f]{64}$"
 
 
@@ -142,8 +184,8 @@ def is_laxer(field: str, value: Any, floor: Any) -> bool:
 class Admin(Strict):
     """A technician who may log in on the school servers (as the admin user, with these keys)."""
 
-    name: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_-]{0,31}$", description="Login name.")]
-    ssh_keys: Annotated[list[Annotated[str, Field(pattern=SSH_KEY)]], Field(
+    name: Annotated[str, Field(pattern=LOGIN, description="Login name.")]
+    ssh_keys: Annotated[list[SshKey], Field(
         min_length=1, description="OpenSSH public keys, one line each.")]
 
 
@@ -153,21 +195,39 @@ class Tls(Strict):
     mode: Annotated[Literal["acme", "provided", "internal"], Field(
         description="acme: Let's Encrypt (or any ACME directory); provided: certificate files "
                     "named per school; internal: issued by the city's own CA.")] = "acme"
-    acme_directory: Annotated[str, Field(pattern=r"^https://")] = "https://acme-v02.api.letsencrypt.org/directory"
-    acme_email: Annotated[str | None, Field(pattern=r"^[^@\s]+@[^@\s]+$")] = None
-    ca_file: Annotated[str | None, Field(description="internal mode: the city CA certificate (PEM).")] = None
-    ca_key_file: Annotated[str | None, Field(description="internal mode: the city CA key (PEM).")] = None
+    acme_directory: Annotated[str, Field(pattern=r"^https://", json_schema_extra={"format": "uri"}),
+                              url_check("https", example="https://acme-v02.api.letsencrypt.org/directory")] = \
+        "https://acme-v02.api.letsencrypt.org/directory"
+    acme_email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$", json_schema_extra={"format": "email"}),
+                          AfterValidator(check_email)] | None = None
+    ca_file: Annotated[PathText | None, Field(description="internal mode: the city CA certificate (PEM).")] = None
+    ca_key_file: Annotated[PathText | None, Field(description="internal mode: the city CA key (PEM).")] = None
 
 
 class Artifact(Strict):
     """One upstream download: the default version, where upstream publishes it, and the sha256 of
     each version the city has pinned (taken from upstream)."""
 
-    version: Annotated[str, Field(pattern=r"^\d+\.\d+(\.\d+)?$", description="Default version.")]
-    url: Annotated[str, Field(description="Upstream URL; {version}, {file} and {branch} (5.0 -> 500) are filled in.")]
-    file: Annotated[str, Field(description="Upstream file name; {version} is filled in.")]
+    version: Annotated[str, Field(pattern=VERSION, description="Default version.")]
+    url: Annotated[str, Field(pattern=r"^https?://", description="Upstream URL (http or https, no user or "
+                              "password); {version}, {file} and {branch} (5.0 -> 500) are filled in."),
+                   AfterValidator(check_url_template)]
+    file: Annotated[str, Field(description="Upstream file name, a plain name (letters, digits, '.', '_', '+', '-'); "
+                               "{version} is filled in."), AfterValidator(check_file_template)]
     sha256: Annotated[dict[str, Annotated[str, Field(pattern=SHA256)]], Field(
-        description="version -> sha256 pinned from upstream.")] = {}
+        description="version -> sha256 pinned from upstream.",
+        json_schema_extra={"propertyNames": {"pattern": VERSION}})] = {}
+
+    @field_validator("sha256")
+    @classmethod
+    def _pinned_versions(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not re.fullmatch(VERSION, k)]
+        if bad:  # each at its own line: the key's value in the file
+            raise ValidationError.from_exception_data("sha256", [InitErrorDetails(
+                type=value_error(f"the pinned version {shown_value(k)} is not valid "
+                                 "(expected a version such as 5.0.6)"),
+                loc=(k,), input=k) for k in bad])
+        return v
 
     def file_name(self, version: str) -> str:
         return self.file.format(version=version)
@@ -180,10 +240,12 @@ class Artifact(Strict):
 class AptRepo(Strict):
     """An upstream apt repository with its signing key pinned by fingerprint."""
 
-    url: str
-    suite: str
-    components: list[str] = ["main"]
-    key_url: str
+    url: Annotated[str, Field(pattern=r"^https?://", json_schema_extra={"format": "uri"}),
+                   url_check("https", "http", example="https://download.jitsi.org")]
+    suite: Annotated[str, pattern_check(SUITE, "letters, digits, '.', '_', '-' and '/'", "stable/ or noble-400")]
+    components: list[Annotated[str, pattern_check(COMPONENT, "letters, digits, '.', '_' and '-'", "main")]] = ["main"]
+    key_url: Annotated[str, Field(pattern=r"^https?://", json_schema_extra={"format": "uri"}),
+                       url_check("https", "http", example="https://download.jitsi.org/jitsi-key.gpg.key")]
     fingerprint: Annotated[str, Field(pattern=r"^[0-9A-F]{40}$")]
 
 
@@ -204,32 +266,44 @@ class AptRepos(Strict):
 class BbbPool(Strict):
     """A city-wide BigBlueButton endpoint (e.g. Scalelite in front of several BBB servers)."""
 
-    url: Annotated[str, Field(pattern=r"^https://.+/bigbluebutton/$",
-                              description="API base, e.g. https://bbb.city.example/bigbluebutton/")]
-    secret_name: Annotated[str, Field(description="Name of the shared secret in the fleet vault.")] = "bbb_pool"
+    url: Annotated[str, Field(pattern=r"^https://.+/bigbluebutton/$", json_schema_extra={"format": "uri"},
+                              description="API base, e.g. https://bbb.city.example/bigbluebutton/"),
+                   url_check("https", example="https://bbb.city.example/bigbluebutton/")]
+    secret_name: Annotated[str, Field(description="Name of the shared secret in the fleet vault."),
+                           pattern_check(SECRET_NAME, "lowercase letters, digits, '_' and '-'", "bbb_pool")] = \
+        "bbb_pool"
 
 
 class Identity(Strict):
     """The schools' directory: one OpenLDAP per school server, under this base."""
 
-    base_dn: Annotated[str, Field(description="Per-school suffix is dc=<school id>,<base_dn>.")] = "dc=schools"
+    base_dn: Annotated[str, Field(description="Per-school suffix is dc=<school id>,<base_dn>: attr=value parts "
+                                              "(dc, o, ou, c, l, st) of letters, digits, spaces, '.', '_', '-'."),
+                       AfterValidator(check_base_dn)] = "dc=schools"
 
 
 class Fleet(Strict):
     """schools/fleet.yaml: the city's settings shared by every school."""
 
-    city: str
-    domain: Annotated[str, Field(pattern=DOMAIN, description="A school's default domain is <id>.<domain>.")]
-    timezone: str = "Europe/Madrid"
+    city: Text
+    domain: Annotated[str, Field(pattern=DOMAIN, description="A school's default domain is <id>.<domain>.",
+                                 json_schema_extra={"format": "hostname", "maxLength": 200}), domain_length(200)]
+    timezone: Annotated[str, Field(description="A time zone of the zoneinfo database.",
+                                   json_schema_extra={"examples": ["Europe/Madrid"]}),
+                        AfterValidator(check_timezone)] = "Europe/Madrid"
     languages: Annotated[list[Literal["ca", "es", "en"]], Field(min_length=1)] = ["ca", "es", "en"]
     admins: Annotated[list[Admin], Field(min_length=1, description="Technicians on every school server.")]
     tls: Tls = Tls()
-    mirror: Annotated[str | None, Field(description="Folder or http(s) URL with upstream-named files and "
-                                                    "SHA256SUMS; overridden by SCHOOLCTL_MIRROR.")] = None
-    proxy: Annotated[str | None, Field(pattern=r"^https?://", description="City HTTP proxy for apt, npm "
-                                                                          "and downloads.")] = None
-    dns: Annotated[list[str], Field(description="Resolvers the servers may query.")] = []
-    ntp: Annotated[list[str], Field(description="NTP servers the servers may reach.")] = []
+    mirror: Annotated[Annotated[str, AfterValidator(check_mirror)] | None, Field(
+        description="Folder (an absolute path) or http(s) URL with upstream-named files and SHA256SUMS; "
+                    "overridden by SCHOOLCTL_MIRROR.")] = None
+    proxy: Annotated[Annotated[str, Field(pattern=r"^https?://", json_schema_extra={"format": "uri"}),
+                               AfterValidator(check_proxy)] | None, Field(
+        description="City HTTP proxy for apt, npm and downloads, e.g. http://proxy.example.org:3128 (no user or "
+                    "password).")] = None
+    dns: Annotated[list[Ip], Field(description="Resolvers (IP addresses) the servers may query.")] = []
+    ntp: Annotated[list[Host], Field(description="NTP servers (host names or IP addresses) the servers may "
+                                                 "reach.")] = []
     identity: Identity = Identity()
     artifacts: Artifacts
     apt_repos: AptRepos
@@ -242,8 +316,11 @@ class Fleet(Strict):
 class Server(Strict):
     """Where a school's services run: an SSH-reachable Debian 13 server, or `lab:NAME`."""
 
-    address: Annotated[str, Field(description="Host name or IP, or lab:NAME for a lab host.")]
-    ssh_user: str = "root"
+    # the pattern is for editors (the JSON Schema); the validator below checks more, with better messages
+    address: Annotated[str, Field(json_schema_extra={"pattern": ADDRESS},
+                                  description="Host name or IP address (no port: that is ssh_port), or lab:NAME "
+                                              "for a lab host.")]
+    ssh_user: Annotated[str, Field(pattern=LOGIN, description="A unix user name.")] = "root"
     ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
     os: Annotated[Literal["debian-13", "ubuntu-24.04"], Field(description="The server's OS.")] = "debian-13"
 
@@ -253,8 +330,16 @@ class Server(Strict):
         if v.startswith("lab:"):
             if not re.match(r"^lab:(?=.{1,20}$)[a-z](-?[a-z0-9])*$", v):
                 raise ValueError("a lab host is lab:NAME with NAME of lowercase letters, digits and '-'")
-        elif not re.match(r"^[A-Za-z0-9.:-]+$", v):
-            raise ValueError("expected a host name, an IP address, or lab:NAME")
+        else:
+            problem = host_problem(v)
+            if problem == "port":
+                address, port = host_port(v)
+                raise ValueError(f"{shown_value(v)} is not valid: a port does not belong in the address (write the "
+                                 f"address alone and the port as ssh_port: `server: {{address: {address}, "
+                                 f"ssh_port: {port or 22}}}`)")
+            if problem:
+                raise ValueError(f"{shown_value(v)} is not valid: {problem} (expected a host name, an IP address, "
+                                 "or lab:NAME)")
         return v
 
     @property
@@ -270,8 +355,7 @@ class Service(Strict):
     """Options common to every service. A service is on when its key is present (`moodle: {}` or
     `moodle: true`), off when absent or `false`."""
 
-    version: Annotated[str | None, Field(pattern=r"^\d+\.\d+(\.\d+)?$",
-                                         description="Override the fleet's default version.")] = None
+    version: Annotated[str | None, Field(pattern=VERSION, description="Override the fleet's default version.")] = None
 
 
 class Moodle(Service):
@@ -330,8 +414,9 @@ class Services(Strict):
 
 
 class Contact(Strict):
-    name: str
-    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+    name: Text
+    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", json_schema_extra={"format": "email"}),
+                     AfterValidator(check_email)]
 
 
 class Contacts(Strict):
@@ -342,17 +427,20 @@ class Contacts(Strict):
 class SchoolTls(Strict):
     """The school's own certificate files on the controller (fleet tls.mode: provided)."""
 
-    cert_file: Annotated[str, Field(description="PEM certificate chain covering the school's names.")]
-    key_file: Annotated[str, Field(description="PEM private key.")]
+    cert_file: Annotated[PathText, Field(description="PEM certificate chain covering the school's names: a file "
+                                                     "in the school's TLS folder <secrets dir>/tls/<id>/ (a name "
+                                                     "such as fullchain.pem, or an absolute path inside it).")]
+    key_file: Annotated[PathText, Field(description="PEM private key, in the same folder (e.g. privkey.pem).")]
 
 
 class School(Strict):
     """schools/<id>.yaml: one school."""
 
     id: Annotated[str, Field(pattern=SCHOOL_ID, description="Must equal the file name.")]
-    name: str
-    district: str
-    domain: Annotated[str | None, Field(pattern=DOMAIN, description="Default <id>.<fleet domain>.")] = None
+    name: Text
+    district: Text
+    domain: Annotated[Annotated[str, Field(pattern=DOMAIN, json_schema_extra={"format": "hostname", "maxLength": 240}),
+                                domain_length(240)] | None, Field(description="Default <id>.<fleet domain>.")] = None
     server: Annotated[Server, Field(description="address (or lab:NAME), or a mapping with "
                                                 "address/ssh_user/ssh_port.")]
     languages: list[Literal["ca", "es", "en"]] | None = None
@@ -371,6 +459,33 @@ class School(Strict):
             raise ValueError("a school server runs Debian 13 (os: debian-13); only BigBlueButton's own "
                              "host is Ubuntu 24.04")
         return v
+
+    @field_validator("tls")
+    @classmethod
+    def _tls_in_own_folder(cls, v: SchoolTls | None, info: ValidationInfo) -> SchoolTls | None:
+        """The school's certificate and key lie in its own TLS folder (symlinks followed): a school
+        file cannot make schoolctl read, and send to a server, any other file of the controller.
+        The paths are kept resolved, so what is read is what was checked."""
+        school_id = info.data.get("id")
+        if v is None or school_id is None:  # no valid id: that is the problem reported
+            return v
+        try:
+            folder = tls_folder(school_id)
+        except SecretError as e:
+            raise ValueError(f"{e.message} ({e.hint})" if e.hint else e.message) from None
+        shown, found, errors = shown_folder(folder), {}, []
+        for key in ("cert_file", "key_file"):
+            value = getattr(v, key)
+            problem, target = in_tls_folder(value, folder)
+            if problem:
+                example = "fullchain.pem" if key == "cert_file" else "privkey.pem"
+                errors.append(InitErrorDetails(type=value_error(
+                    f"{shown_value(value)} {problem} (put the file in {shown} and write its name there, e.g. "
+                    f"`{key}: {example}`)"), loc=(key,), input=value))
+            found[key] = str(target)
+        if errors:
+            raise ValidationError.from_exception_data("SchoolTls", errors)
+        return SchoolTls(**found)
 
 
 # --- the effective configuration of one school -------------------------------------------------

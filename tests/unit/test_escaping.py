@@ -38,9 +38,11 @@ from schoolctl.deploy.apt_repo import apt_repo
 from schoolctl.deploy.identity import ldif_line
 from schoolctl.deploy.school import school_rounds
 from schoolctl.deploy.site import Site
-from schoolctl.deploy.state import File, Layer, Round
+from schoolctl.deploy.state import File
 from schoolctl.errors import ArtifactError
 from schoolctl.secrets import Secret
+
+from .rendered import commands, files
 
 SCHOOLS = Path(__file__).resolve().parents[2] / "schools"
 SCHOOL = "institut-mar"   # all five services, BigBlueButton on its own host
@@ -79,19 +81,6 @@ def site(eff: EffectiveSchool | None = None, **kw: Any) -> Site:
     s = Site(school=eff or school(), secret=lambda name, length=32: Secret("S" * length), **kw)
     s.fleet_secret = lambda name, length=32: Secret("F" * length)
     return s
-
-
-def commands(layers: list[Layer] | list[Round]) -> list[str]:
-    found = []
-    for layer in layers:
-        for s in [*layer.pre_steps, *layer.steps]:
-            found += [s.check, s.apply]
-        found += [c for f in [*layer.pre_files, *layer.files] for c in (f.check, f.then) if c]
-    return found
-
-
-def files(layers: list[Layer] | list[Round]) -> dict[str, str]:
-    return {f.path: f.data.decode() for layer in layers for f in [*layer.pre_files, *layer.files]}
 
 
 # --- what "one shell word" means -------------------------------------------------------------

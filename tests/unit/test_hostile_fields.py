@@ -31,6 +31,8 @@ from schoolctl.deploy.state import Round
 from schoolctl.errors import ConfigError, SchoolctlError
 from schoolctl.secrets import Secret
 
+from .rendered import commands, files
+
 REPO = Path(__file__).resolve().parents[2]
 SCHOOL = "institut-mar"  # all five services, BigBlueButton on its own host
 HOSTILE = ["a'b", 'a"b', "$(touch /tmp/pwned)", "`id`", "a;reboot", "x\nkeepRecordings=true", "../../etc/x",
@@ -81,19 +83,6 @@ def _render(folder: Path, fleet: dict[str, Any], school: dict[str, Any]) -> list
     return school_rounds(site) + bbb_rounds(site)
 
 
-def _commands(rounds: list[Round]) -> list[str]:
-    found = []
-    for r in rounds:
-        for s in [*r.pre_steps, *r.steps]:
-            found += [s.check, s.apply]
-        found += [c for f in [*r.pre_files, *r.files] for c in (f.check, f.then) if c]
-    return found
-
-
-def _files(rounds: list[Round]) -> dict[str, str]:
-    return {f.path: f.data.decode(errors="replace") for r in rounds for f in [*r.pre_files, *r.files]}
-
-
 def _single_quoted(cmd: str) -> list[bool]:
     """For each character of a POSIX shell word list: is it inside single quotes?"""
     inside, state, i = [False] * len(cmd), "", 0
@@ -128,7 +117,7 @@ def _properties_keys(text: str) -> list[str]:
 
 def _problems(before: list[Round], after: list[Round], value: str, original: str) -> list[str]:
     bad: list[str] = []
-    old_cmds, new_cmds = _commands(before), _commands(after)
+    old_cmds, new_cmds = commands(before), commands(after)
     if len(old_cmds) != len(new_cmds):
         bad.append(f"{len(new_cmds)} commands instead of {len(old_cmds)}")
     for old, new in zip(old_cmds, new_cmds, strict=False):
@@ -146,7 +135,7 @@ def _problems(before: list[Round], after: list[Round], value: str, original: str
                 bad.append(f"value outside single quotes in: {new[:300]}")
                 break
             start = new.find(value, start + 1)
-    old_files, new_files = _files(before), _files(after)
+    old_files, new_files = files(before), files(after)
     if original not in " ".join(old_files):
         added = sorted(set(new_files) - set(old_files))
         if added:

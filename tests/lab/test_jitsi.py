@@ -222,7 +222,7 @@ def test_prosody_and_the_bridge_ports_stay_on_loopback(deployed: Env) -> None:
 def test_the_web_config_is_served_through_nginx(deployed: Env) -> None:
     status, js = _https_post(deployed.address, MEET, "/config.js")
     assert status == 200 and "disableThirdPartyRequests: true," in js
-    assert f"stunServers: [ {{ urls: 'stun:{MEET}:3478' }} ]" in js
+    assert f'stunServers: [ {{ urls: "stun:{MEET}:3478" }} ]' in js
     assert not re.search(r"jitsi\.net|gravatar\.com|google\.com", re.sub(r"(^|\s)//.*$", "", js, flags=re.M))
     status, ui = _https_post(deployed.address, MEET, "/interface_config.js")
     assert status == 200 and "MOBILE_APP_PROMO: false," in ui

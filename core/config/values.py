@@ -145,28 +145,25 @@ def host_port(value: str) -> tuple[str, str]:
     return match[1].strip("[]"), match[2]
 
 
+def _checked_host(value: str, ip_only: bool, expected: str) -> str:
+    problem = host_problem(value, ip_only=ip_only)
+    if problem == "port":
+        raise ValueError(f"{shown_value(value)} is not valid: a port does not belong here (write the "
+                         f"{'address' if ip_only else 'host'} alone: {host_port(value)[0]})")
+    if problem:
+        raise ValueError(f"{shown_value(value)} is not valid: {problem} (expected {expected})")
+    return value
+
+
 def check_host(value: str) -> str:
     """A host name or an IP address (an NTP server, a URL's host): nothing else, no port."""
-    problem = host_problem(value)
-    if problem == "port":
-        raise ValueError(f"{shown_value(value)} is not valid: a port does not belong here (write the host alone: "
-                         f"{host_port(value)[0]})")
-    if problem:
-        raise ValueError(f"{shown_value(value)} is not valid: {problem} (expected a host name or an IP address, "
-                         "e.g. ntp.example.org, 192.0.2.10 or 2001:db8::10)")
-    return value
+    return _checked_host(value, False, "a host name or an IP address, e.g. ntp.example.org, 192.0.2.10 or "
+                                       "2001:db8::10")
 
 
 def check_ip(value: str) -> str:
     """An IPv4 or IPv6 address (a DNS resolver)."""
-    problem = host_problem(value, ip_only=True)
-    if problem == "port":
-        raise ValueError(f"{shown_value(value)} is not valid: a port does not belong here (write the address alone: "
-                         f"{host_port(value)[0]})")
-    if problem:
-        raise ValueError(f"{shown_value(value)} is not valid: {problem} (expected an IP address such as 9.9.9.9 or "
-                         "2620:fe::fe)")
-    return value
+    return _checked_host(value, True, "an IP address such as 9.9.9.9 or 2620:fe::fe")
 
 
 def domain_length(limit: int) -> Any:

@@ -232,9 +232,14 @@ class SecretStore:
             self._vault = VaultLib([("default", VaultSecret(key))])
         return self._vault
 
+    def path(self, scope: str) -> Path:
+        """The vault file of `scope` (a school id or 'fleet'); SecretError for any other name."""
+        return self._path(scope)
+
     def _path(self, scope: str) -> Path:
         if not _SCOPE.match(scope):
-            raise SecretError(f"invalid vault name {scope!r}")
+            raise SecretError(f"invalid vault name {scope!r}", "use a school id (lowercase letters, digits, '-') "
+                              "or 'fleet'")
         return self.directory / f"{scope}.vault"
 
     def load(self, scope: str) -> dict[str, Secret]:

@@ -53,6 +53,13 @@ def audit(ctx: typer.Context, ids: Ids = None,
     unknown = [c for c in control or [] if c not in controls]
     if unknown:
         fail(f"unknown control(s) {', '.join(unknown)}; known: {', '.join(sorted(controls))}")
+    if output is not None:  # a report that cannot be written is bad input: said before any server is asked
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            fail(f"cannot write the report to {output}: {e.strerror} (choose a folder you can write to)")
+        if output.is_dir():
+            fail(f"--output {output} is a folder; give a file name, e.g. {output / 'audit.html'}")
     config = get(ctx).config(ids)
     schools = config.select(ids)
     err.print(f"auditing {len(schools)} school(s)...", highlight=False)
@@ -63,8 +70,10 @@ def audit(ctx: typer.Context, ids: Ids = None,
         text = {"json": lambda: json_report.render(audits), "junit": lambda: junit.render(audits),
                 "html": lambda: html.render(audits, lang or config.fleet.languages[0])}[fmt]()
         if output:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(text, encoding="utf-8")
+            try:
+                output.write_text(text, encoding="utf-8")
+            except OSError as e:
+                fail(f"cannot write the report to {output}: {e.strerror}")
             out.print(summary_table(audits))
             say(f"{fmt} report written to {output}")
         else:

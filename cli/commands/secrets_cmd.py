@@ -38,6 +38,8 @@ def set_(scope: str = typer.Argument(..., help="School id, or 'fleet' for the ci
     from schoolctl.cli.output import fail
     from schoolctl.secrets import check_value
 
+    store = SecretStore()
+    store.path(scope)  # a bad scope is refused before anything is read
     if sys.stdin.isatty():
         value = typer.prompt(f"{scope}/{name}", hide_input=True)
     else:  # all of it: a second line is refused, not silently dropped
@@ -45,5 +47,5 @@ def set_(scope: str = typer.Argument(..., help="School id, or 'fleet' for the ci
     check_value(value)
     if len(value) < 8:
         fail("a secret needs at least 8 characters")
-    SecretStore().put(scope, name, value)
+    store.put(scope, name, value)
     say(f"stored {scope}/{name} in the vault")

@@ -234,3 +234,18 @@ def test_inventory_of_a_broken_fleet_exits_2(schools: Path) -> None:
 def test_unknown_format_is_a_usage_error(schools: Path) -> None:
     run = run_cli("--schools-dir", "schools", "inventory", "--format", "csv")
     assert run.code == 2 and "csv" in run.stderr
+
+
+def test_an_audit_report_that_cannot_be_written_is_refused_before_any_server_is_asked(
+        schools: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import schoolctl.audit.runner as runner
+
+    monkeypatch.setattr(runner, "audit_all", lambda *a, **k: pytest.fail("the audit ran"))
+    for target, said in ((Path("/proc/no/such/report.html"), "cannot write the report"), (tmp_path, "is a folder")):
+        r = run_cli("audit", "demo", "--format", "html", "--output", str(target))
+        assert r.code == 2 and said in r.stderr and "internal error" not in r.stderr, r.stderr
+
+
+def test_secrets_set_refuses_a_bad_scope_before_reading_the_value(schools: Path) -> None:
+    r = run_cli("secrets", "set", "Bad Scope", "x")
+    assert r.code == 2 and "invalid vault name 'Bad Scope'" in r.stderr and "hint:" in r.stderr

@@ -25,6 +25,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
+from schoolctl.config.values import file_name_problem, host_problem
 from schoolctl.resources import templates
 
 TEMPLATES = templates()
@@ -33,9 +34,6 @@ TEMPLATES = templates()
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _NOT_BARE = re.compile(r"""[\s"'`\\;{}$#%]""")
 _NOT_QUOTABLE = re.compile(r'["\\$`]')
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
 # a proxy as APT, npm and curl take it: http(s)://[user[:password]@]host[:port][/]
 _PROXY = re.compile(r"^https?://(?:[A-Za-z0-9._~%!*+,=-]+(?::[A-Za-z0-9._~%!*+,=-]*)?@)?"
                     r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::[0-9]{1,5})?/?$")
@@ -80,16 +78,18 @@ def plain_name(value: Any, what: str) -> str:
     """`value` when it is a plain file name (letters, digits, `._+-`, not starting with a dot or a
     dash, no `..`): safe as one path component and as one shell word. ValueError otherwise."""
     text = _text(value, what)
-    if not _PLAIN_NAME.fullmatch(text) or ".." in text:
-        raise ValueError(f"{what}: {text!r} is not a plain file name (letters, digits and . _ + -, no '..')")
+    problem = file_name_problem(text)  # the model's own check, again: the rendering does not rely on it
+    if problem:
+        raise ValueError(f"{what}: {text!r} is not a plain file name: {problem}")
     return text
 
 
 def hostname(value: Any, what: str) -> str:
-    """`value` when it is a DNS name (labels of letters, digits and `-`, joined by dots)."""
+    """`value` when it is a host name (RFC 1123 labels) or an IP address: the model's own check."""
     text = _text(value, what)
-    if not _HOSTNAME.fullmatch(text):
-        raise ValueError(f"{what}: {text!r} is not a host name")
+    problem = host_problem(text)
+    if problem:
+        raise ValueError(f"{what}: {text!r} is not a host name: {'it holds a port' if problem == 'port' else problem}")
     return text
 
 

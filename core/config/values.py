@@ -260,7 +260,7 @@ def check_url_template(value: str) -> str:
     return value
 
 
-def _file_name_problem(name: str) -> str | None:
+def file_name_problem(name: str) -> str | None:
     if "/" in name or "\\" in name:
         return "it holds '/' (a file name, not a path)"
     if ".." in name:
@@ -277,7 +277,7 @@ def _file_name_problem(name: str) -> str | None:
 
 def check_file_template(value: str) -> str:
     """An artifact's file name: a plain file name once {version} is filled in."""
-    problem = _template_problem(value, ("version",)) or _file_name_problem(value.format(**_SAMPLE))
+    problem = _template_problem(value, ("version",)) or file_name_problem(value.format(**_SAMPLE))
     if problem:
         raise ValueError(f"{shown_value(value)} is not a plain file name: {problem} "
                          f"(expected e.g. moodle-{{version}}.tgz: "
@@ -445,9 +445,9 @@ def in_tls_folder(value: str, folder: Path) -> tuple[str | None, Path | None]:
     if not target.is_relative_to(folder):
         inside = (folder / value).is_relative_to(folder) and ".." not in Path(value).parts
         return f"{'is a link that leads' if inside else 'is'} outside the school's TLS folder", None
-    odd = next((part for part in target.relative_to(folder).parts if _file_name_problem(part)), None)
+    odd = next((part for part in target.relative_to(folder).parts if file_name_problem(part)), None)
     if odd is not None:
-        return f"is not a plain file name ({_file_name_problem(odd)} in {odd!r})", None
+        return f"is not a plain file name ({file_name_problem(odd)} in {odd!r})", None
     try:
         if target.exists() and not target.is_file():
             return "is not a regular file", None

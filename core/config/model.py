@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -214,11 +215,18 @@ class Artifact(Strict):
                    AfterValidator(check_url_template)]
     file: Annotated[str, Field(description="Upstream file name, a plain name (letters, digits, '.', '_', '+', '-'); "
                                "{version} is filled in."), AfterValidator(check_file_template)]
+    files: Annotated[dict[str, Annotated[str, AfterValidator(check_file_template)]], Field(
+        description="version -> upstream file name, where a version's name differs from `file` (e.g. "
+                    "Etherpad 2.x was etherpad-lite-<version>.tar.gz).",
+        json_schema_extra={"propertyNames": {"pattern": VERSION}})] = {}
+    urls: Annotated[dict[str, Annotated[str, AfterValidator(check_url_template)]], Field(
+        description="version -> upstream URL, where a version's differs from `url`.",
+        json_schema_extra={"propertyNames": {"pattern": VERSION}})] = {}
     sha256: Annotated[dict[str, Annotated[str, Field(pattern=SHA256)]], Field(
         description="version -> sha256 pinned from upstream.",
         json_schema_extra={"propertyNames": {"pattern": VERSION}})] = {}
 
-    @field_validator("sha256")
+    @field_validator("sha256", "files", "urls")
     @classmethod
     def _pinned_versions(cls, v: dict[str, str]) -> dict[str, str]:
         bad = [k for k in v if not re.fullmatch(VERSION, k)]
@@ -230,11 +238,12 @@ class Artifact(Strict):
         return v
 
     def file_name(self, version: str) -> str:
-        return self.file.format(version=version)
+        return self.files.get(version, self.file).format(version=version)
 
     def url_for(self, version: str) -> str:
         major, minor = (int(x) for x in version.split(".")[:2])
-        return self.url.format(version=version, file=self.file_name(version), branch=f"{major}{minor:02d}")
+        return self.urls.get(version, self.url).format(version=version, file=self.file_name(version),
+                                                       branch=f"{major}{minor:02d}")
 
 
 class AptRepo(Strict):
@@ -253,6 +262,92 @@ class Artifacts(Strict):
     moodle: Artifact
     nextcloud: Artifact
     etherpad: Artifact
+    node: Annotated[Artifact | None, Field(
+        description="Node.js for Etherpad 3.x (needs Node >= 24; Debian 13 has 20.19): the linux-x64 .tar.xz, "
+                    "pinned from upstream's signed SHASUMS256.txt.")] = None
+
+
+class Debian(Strict):
+    """The Debian archive every school server installs from: the release, its -updates suite (from
+    `mirror`) and its -security suite (from `security`), signed by Debian's archive keyring."""
+
+    mirror: Annotated[str, Field(pattern=r"^https?://", json_schema_extra={"format": "uri"}),
+                      url_check("http", "https", example="http://debian.city.example/debian")]
+    security: Annotated[str, Field(pattern=r"^https?://", json_schema_extra={"format": "uri"}),
+                        url_check("http", "https", example="http://debian.city.example/debian-security")]
+
+
+class Updates(Strict):
+    """How fast security updates must arrive (the audit's HOST-* update controls)."""
+
+    index_max_age_days: Annotated[int, Field(ge=1, le=30, description=(
+        "The security suite's index must have been refreshed within this many days."))] = 2
+    security_within_days: Annotated[int, Field(ge=0, le=60, description=(
+        "A security update still pending this many days after it was first seen fails the audit."))] = 3
+    reboot_within_days: Annotated[int, Field(ge=0, le=90, description=(
+        "A reboot-required flag older than this many days fails the audit."))] = 7
+
+
+RELEASE_LINE = r"^\d+(\.\d+)?$"
+ADVISORY_ID = r"^[A-Za-z][A-Za-z0-9._:-]{1,63}$"
+
+
+def check_specifier(value: str) -> str:
+    """A version range in PEP 440's specifier syntax (`<3.3.3`, `>=2.0,<3.3.3`)."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    try:
+        SpecifierSet(value)
+    except InvalidSpecifier:
+        raise ValueError(f"{shown_value(value)} is not a version range (write e.g. '<3.3.3' or "
+                         "'>=5.0,<5.0.7')") from None
+    return value
+
+
+class ReleaseLine(Strict):
+    """One release line of an application and the day upstream's security support ends."""
+
+    line: Annotated[str, Field(pattern=RELEASE_LINE, description="5.0 (Moodle), 34 (Nextcloud), 13 (Debian).")]
+    security_until: Annotated[date | None, Field(description=(
+        "Last day of upstream security support (null: supported, no end announced)."))] = None
+    source: Annotated[Text | None, Field(description="Where the date comes from (a URL or a document).")] = None
+
+
+class Advisory(Strict):
+    """A known vulnerability: the versions it affects and the first fixed one."""
+
+    id: Annotated[str, Field(pattern=ADVISORY_ID, description="CVE-2026-114516, MSA-26-0001, GHSA-...")]
+    affected: Annotated[str, Field(description="Affected versions, e.g. '<3.3.3' or '>=5.0,<5.0.7'."),
+                        AfterValidator(check_specifier)]
+    fixed: Annotated[str, Field(pattern=VERSION, description="The first version with the fix.")]
+    severity: Literal["low", "moderate", "high", "critical"] = "high"
+    summary: Text
+
+
+class AppSupport(Strict):
+    lines: list[ReleaseLine] = []
+    advisories: list[Advisory] = []
+
+
+class Support(Strict):
+    """Upstream's support calendar and known advisories, per application and for the OS: what
+    `validate`, `plan` and the audit's release controls judge versions by. Kept by the city."""
+
+    moodle: AppSupport = AppSupport()
+    nextcloud: AppSupport = AppSupport()
+    etherpad: AppSupport = AppSupport()
+    debian: AppSupport = AppSupport()
+
+
+class Acceptance(Strict):
+    """An accepted risk: a failing control reported as `accepted` (evidence kept) until a date."""
+
+    control: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9-]{1,63}$", description="The control id, e.g. "
+                                                                                  "ETHERPAD-NO-KNOWN-VULNERABILITY.")]
+    school: Annotated[str, Field(pattern=r"^(\*|[a-z0-9][a-z0-9-]{0,38}[a-z0-9])$",
+                                 description="A school id, or * for every school.")]
+    reason: Text
+    accepted_by: Text
+    until: Annotated[date, Field(description="The last day it is accepted; after it the control fails again.")]
 
 
 class AptRepos(Strict):
@@ -305,10 +400,15 @@ class Fleet(Strict):
     ntp: Annotated[list[Host], Field(description="NTP servers (host names or IP addresses) the servers may "
                                                  "reach.")] = []
     identity: Identity = Identity()
+    debian: Annotated[Debian | None, Field(description="The Debian archive of the servers (required for a "
+                                                         "real server; the lab uses the build machine's).")] = None
+    updates: Updates = Updates()
     artifacts: Artifacts
     apt_repos: AptRepos
     bbb_pool: BbbPool | None = None
     privacy: Privacy = Privacy()
+    support: Support = Support()
+    accept: Annotated[list[Acceptance], Field(description="Accepted risks, each with an expiry.")] = []
 
 
 # --- a school --------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ import os
 
 from pyinfra.api import deploy
 
+from schoolctl.config.model import RELEASE_SERVICES
 from schoolctl.deploy import ops
+from schoolctl.deploy.obtain import unobtainable
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import Layer, Round, merge
 
@@ -30,8 +32,15 @@ def selected_layers() -> tuple[str, ...]:
 
 
 def school_layers(site: Site) -> list[Layer]:
+    """Every selected layer's desired state. An app whose release cannot be obtained is left out,
+    with its line in `site.skipped` (deploy/obtain.py); the rest of the school is still deployed."""
     found = []
     for name in selected_layers():
+        if name in RELEASE_SERVICES and site.school.has(name):
+            why = unobtainable(site, name)
+            if why:
+                site.skipped.append(why)
+                continue
         layer = importlib.import_module(f"schoolctl.deploy.{name}").layer(site)
         if layer is not None:
             found.append(layer)

@@ -140,6 +140,8 @@ class Lab:
         """Start the city services (package proxies; ACME; mirror of ``mirror`` or $SCHOOLCTL_MIRROR)."""
         prereqs.require(services=True)
         folder = mirror or os.environ.get("SCHOOLCTL_MIRROR") or None
+        if folder and not mirror and not Path(folder).is_dir():
+            folder = None  # $SCHOOLCTL_MIRROR names no folder (yet): no mirror; a deploy names what that leaves out
         with self._locked():
             network.ensure_bridge(self.subnet)
             self._services.start_apt_cache()

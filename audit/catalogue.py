@@ -14,11 +14,13 @@ there); anything not prefetched goes to the host as usual. The evidence is fresh
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib
 import json
 import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from testinfra.backend.base import CommandResult
@@ -27,7 +29,11 @@ from testinfra.host import Host
 from schoolctl.config.model import DB_SERVICES
 
 PASS, FAIL, ERROR, NA = "pass", "fail", "error", "n/a"
-STATUSES = (PASS, FAIL, ERROR, NA)
+# a failing control covered by an accepted risk of the fleet (`accept:`, until its date): evidence kept
+ACCEPTED = "accepted"
+OUTCOMES = (PASS, FAIL, ERROR, NA)             # what a check may find
+STATUSES = (PASS, FAIL, ACCEPTED, ERROR, NA)   # what a result may say (the reports' columns, in this order)
+FAILING = (FAIL, ERROR)                        # the statuses that make `schoolctl audit` exit 1
 SEVERITIES = ("high", "medium", "low")
 
 # GDPR articles a control may cite, with the words the reports show.
@@ -49,7 +55,7 @@ class Outcome:
     expected: str = ""
 
     def __post_init__(self) -> None:
-        if self.status not in STATUSES:
+        if self.status not in OUTCOMES:  # `accepted` is the fleet's word on a fail, never a check's
             raise ValueError(f"unknown status {self.status!r}")
 
 
@@ -89,11 +95,21 @@ class Expect:
 
 @dataclass
 class Context:
-    """What a check sees: the host (testinfra), the school (EffectiveSchool) and the expectations."""
+    """What a check sees: the host (testinfra), the school (EffectiveSchool) and the expectations;
+    `today` is the day support dates are read on (default: today in the fleet's time zone)."""
 
     host: Any
     school: Any
     expect: Expect
+    today: date | None = None
+
+    @property
+    def day(self) -> date:
+        if self.today is None:
+            from schoolctl.releases import today
+
+            self.today = today(self.school.fleet)
+        return self.today
 
     def run(self, command: str) -> CommandResult:
         return self.host.run(command)
@@ -253,14 +269,16 @@ class ControlResult:
     status: str
     observed: str
     expected: str
+    accepted: Any = None  # the fleet's Acceptance when status is `accepted`: reason, accepted_by, until
 
     def as_json(self) -> dict[str, Any]:
+        from schoolctl.releases import accepted_as_json
         from schoolctl.secrets import redact
 
         c = self.control
         return {"id": c.id, "service": c.service, "title": c.title, "severity": c.severity,
                 "legal": c.legal_text, "status": self.status, "observed": redact(self.observed),
-                "expected": redact(self.expected), "why": c.why}
+                "expected": redact(self.expected), "why": c.why, "accepted": accepted_as_json(self.accepted)}
 
 
 def run_control(c: Control, ctx: Context) -> ControlResult:
@@ -271,6 +289,18 @@ def run_control(c: Control, ctx: Context) -> ControlResult:
     except Exception as e:  # a broken check or an unexpected host answer is an error, not a crash
         return ControlResult(c, ERROR, f"{type(e).__name__}: {e}", "")
     return ControlResult(c, o.status, o.observed, o.expected)
+
+
+def waived(result: ControlResult, school: Any, on: date) -> ControlResult:
+    """A failing result the fleet accepts (`accept:` for this control and school, or `*`, until a day
+    not yet past) becomes `accepted`, its evidence unchanged; every other result stays as it is
+    (a waiver never hides a pass, an error or an n/a; past its `until` it covers nothing)."""
+    from schoolctl.releases import acceptance
+
+    if result.status != FAIL:
+        return result
+    found = acceptance(school.fleet, result.control.id, school.id, on)
+    return result if found is None else dataclasses.replace(result, status=ACCEPTED, accepted=found)
 
 
 def run_controls(ctx: Context, only: Iterable[str] | None = None) -> list[ControlResult]:

@@ -1,6 +1,6 @@
-"""Host controls: updates, time, log retention, telemetry, technicians' accounts (the SSH controls
-are in ssh.py, the firewall's in firewall.py). Every expected value comes from the school's
-effective config."""
+"""Host controls: time, log retention, telemetry, technicians' accounts (the SSH controls are in
+ssh.py, the firewall's in firewall.py, the update controls in updates.py). Every expected value
+comes from the school's effective config."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ JOURNALD = evidence("systemd-analyze cat-config systemd/journald.conf")
 TIMESYNCD = evidence("systemd-analyze cat-config systemd/timesyncd.conf")
 LOGROTATE = evidence("for f in /etc/logrotate.conf /etc/logrotate.d/*; do [ -f \"$f\" ] && "
                      "{ echo \"@@file $f\"; cat \"$f\"; }; done; true")
-APTCONF = evidence("apt-config dump")
 UNITS = evidence("systemctl show -p Id,UnitFileState,ActiveState,ConditionResult unattended-upgrades.service "
                  "apt-daily-upgrade.timer apt-daily.timer systemd-timesyncd.service; echo; systemd-detect-virt; true")
 TELEMETRY = ("popularity-contest", "apport", "whoopsie", "ubuntu-report", "apport-noui", "kerneloops")
@@ -32,20 +31,7 @@ def _admins_cmd(school: Any, expect: Expect) -> list[str]:
 ADMINS = evidence(_admins_cmd)
 
 
-# --- updates, time -------------------------------------------------------------------------------
-
-def _apt(ctx: Context) -> tuple[dict[str, str], list[str]]:
-    values, patterns = {}, []
-    for line in ctx.run(APTCONF).stdout.splitlines():
-        m = re.match(r'^(\S+?)(::)? "(.*)";$', line.strip())
-        if not m:
-            continue
-        if m.group(1) == "Unattended-Upgrade::Origins-Pattern" and m.group(2):
-            patterns.append(m.group(3))
-        else:
-            values[m.group(1)] = m.group(3)
-    return values, patterns
-
+# --- units, packages, time -----------------------------------------------------------------------
 
 def units(ctx: Context) -> tuple[dict[str, dict[str, str]], str]:
     text = ctx.run(UNITS).stdout
@@ -61,28 +47,6 @@ def units(ctx: Context) -> tuple[dict[str, dict[str, str]], str]:
 def packages(ctx: Context) -> set[str]:
     return {line.split()[0] for line in ctx.run(PKGS).stdout.splitlines()
             if len(line.split()) > 1 and line.split()[1].startswith("ii")}
-
-
-@control("HOST-UNATTENDED-UPGRADES", "host", "Security updates install themselves every day",
-         "Known holes closed within a day are the cheapest protection a school server gets.",
-         ["32"], "high", titles={"ca": "Actualitzacions de seguretat automàtiques",
-                                 "es": "Actualizaciones de seguridad automáticas"})
-def unattended(ctx: Context) -> Outcome:
-    values, patterns = _apt(ctx)
-    u, _ = units(ctx)
-    timer = u.get("apt-daily-upgrade.timer", {})
-    installed = "unattended-upgrades" in packages(ctx)
-    security = [p for p in patterns if "security" in p.lower()]
-    ok = (installed and values.get("APT::Periodic::Unattended-Upgrade") == "1"
-          and values.get("APT::Periodic::Update-Package-Lists") == "1" and bool(security)
-          and timer.get("unitfilestate") == "enabled" and timer.get("activestate") == "active")
-    observed = (f"package {'installed' if installed else 'absent'}; "
-                f"Update-Package-Lists {values.get('APT::Periodic::Update-Package-Lists', '(unset)')}; "
-                f"Unattended-Upgrade {values.get('APT::Periodic::Unattended-Upgrade', '(unset)')}; "
-                f"security origins {sorted(set(security)) or 'none'}; apt-daily-upgrade.timer "
-                f"{timer.get('unitfilestate', '?')}/{timer.get('activestate', '?')}")
-    return verdict(ok, observed, "unattended-upgrades installed; Update-Package-Lists 1; Unattended-Upgrade 1; "
-                                 "a Debian-Security origin; apt-daily-upgrade.timer enabled and active")
 
 
 def _last_setting(text: str, section: str, key: str) -> str | None:

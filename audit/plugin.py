@@ -3,7 +3,9 @@
 
     pytest --pyargs schoolctl.audit --hosts=ssh://root@ADDR --school ID [--schools-dir DIR]
 
-One test per control (schoolctl/audit/test_controls.py; n/a -> skipped). The evidence is
+One test per control (schoolctl/audit/test_controls.py; n/a -> skipped; a failing control the
+fleet accepts (`accept:`, until its date) -> skipped with "accepted until DATE by WHO: REASON"
+and the evidence). The evidence is
 prefetched once per host in one command, as in `schoolctl audit`; each control still reads the
 real host."""
 

@@ -3,7 +3,8 @@
 Per school: one persistent SSH connection (ControlMaster), ONE prefetch command collecting the
 common evidence (audit.catalogue.CachedHost), then every control in order. Schools run in
 parallel threads (gevent greenlets under `schoolctl`). An unreachable school or a failing
-prefetch becomes a school-level error row, never a crash.
+prefetch becomes a school-level error row, never a crash. A failing control the fleet accepts
+(`accept:`, until its date) is reported `accepted`, with its evidence (catalogue.waived).
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 from schoolctl.audit.catalogue import (
+    ACCEPTED,
     ERROR,
     FAIL,
     NA,
     PASS,
+    STATUSES,
     CachedHost,
     Context,
     ControlResult,
@@ -30,8 +34,9 @@ from schoolctl.audit.catalogue import (
     order_key,
     prefetch_commands,
     run_control,
+    waived,
 )
-from schoolctl.config.model import SERVICE_HOSTS, EffectiveSchool
+from schoolctl.config.model import SERVICE_HOSTS, Acceptance, EffectiveSchool
 from schoolctl.connect import testinfra_host
 from schoolctl.deploy.firewall import FirewallError, addresses
 from schoolctl.secrets import redact
@@ -50,19 +55,21 @@ class SchoolAudit:
     seconds: float = 0.0
     prefetched: int = 0
     extra_commands: int = 0
+    unused: list[Acceptance] = field(default_factory=list)  # accepted risks of this school whose control passed
 
     @property
     def status(self) -> str:
+        """fail, error, accepted (nothing fails but an accepted risk), pass, or n/a."""
         if self.error:
             return ERROR
         statuses = {c.status for c in self.controls}
-        for s in (FAIL, ERROR, PASS):
+        for s in (FAIL, ERROR, ACCEPTED, PASS):
             if s in statuses:
                 return s
         return NA
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(c.status == s for c in self.controls) for s in (PASS, FAIL, ERROR, NA)}
+        return {s: sum(c.status == s for c in self.controls) for s in STATUSES}
 
 
 # --- what the school's config expects ------------------------------------------------------------
@@ -132,10 +139,17 @@ def connect(school: EffectiveSchool) -> Any:
 # --- the audit -------------------------------------------------------------------------------------
 
 def audit_school(school: EffectiveSchool, expect: Expect | None = None, host: Any = None,
-                 only: list[str] | None = None, progress: Progress | None = None) -> SchoolAudit:
+                 only: list[str] | None = None, progress: Progress | None = None,
+                 today: date | None = None) -> SchoolAudit:
+    """Audit one school. `today` (default: today in the fleet's time zone) is the day the support
+    table's dates and the accepted risks' `until` are read on."""
+    from schoolctl.releases import acceptance
+    from schoolctl.releases import today as fleet_today
+
     start = time.monotonic()
     result = SchoolAudit(school.id, school.name)
     note = progress or (lambda s, w: None)
+    on = today or fleet_today(school.fleet)
     try:
         controls = load_all()
         ids = only or sorted(controls, key=order_key)
@@ -149,7 +163,7 @@ def audit_school(school: EffectiveSchool, expect: Expect | None = None, host: An
             note(school.id, f"collecting evidence ({len(cmds)} commands)")
             cached.prefetch(cmds)
             result.prefetched = len(cmds)
-        ctx = Context(cached, school, expect)
+        ctx = Context(cached, school, expect, on)
         bbb_ctx = None
         for cid in ids:
             note(school.id, cid)
@@ -163,11 +177,13 @@ def audit_school(school: EffectiveSchool, expect: Expect | None = None, host: An
                 if bbb_ctx is None:  # BigBlueButton runs on its own host: its controls read that host
                     # (a host handed in by the caller, e.g. a test or the testinfra suite, is used as is)
                     bbb_ctx = ctx if host is not None else Context(CachedHost(testinfra_host(bbb.server)), school,
-                                                                    expect)
-                result.controls.append(run_control(control, bbb_ctx))
+                                                                    expect, on)
+                result.controls.append(waived(run_control(control, bbb_ctx), school, on))
                 continue
-            result.controls.append(run_control(control, ctx))
+            result.controls.append(waived(run_control(control, ctx), school, on))
         result.extra_commands = len(cached.misses)
+        passed = {r.control.id for r in result.controls if r.status == PASS}
+        result.unused = [a for cid in sorted(passed) if (a := acceptance(school.fleet, cid, school.id, on))]
     except Exception as e:  # unreachable host, lab down, broken evidence script: an error row
         msg = str(e).strip().splitlines()
         result.error = redact(f"{type(e).__name__}: {msg[-1] if msg else ''}"[:500])

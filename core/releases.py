@@ -6,9 +6,12 @@ accepted risks (`accept:`) that turn a failing control into `accepted` until the
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
-from typing import Literal
+from datetime import date, datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
@@ -17,6 +20,21 @@ from schoolctl.config.model import Acceptance, AppSupport, EffectiveSchool, Flee
 
 Kind = Literal["unsupported", "vulnerable", "unlisted"]
 TITLES = {"moodle": "Moodle", "nextcloud": "Nextcloud", "etherpad": "Etherpad", "debian": "Debian"}
+APPS = ("moodle", "nextcloud", "etherpad")   # the applications with release controls of their own
+OS_CONTROL = "HOST-OS-SUPPORTED"             # the OS's (every key of the support table that is not an app)
+
+
+def today(fleet: Fleet) -> date:
+    """Today in the city's time zone (fleet `timezone`): the day support dates and `until` are read on."""
+    return datetime.now(ZoneInfo(fleet.timezone)).date()
+
+
+def control_for(app: str, kind: Kind) -> str:
+    """The audit control that judges a finding of `kind` on the server: APP-RELEASE-SUPPORTED
+    (past support, or in no listed line), APP-NO-KNOWN-VULNERABILITY, or HOST-OS-SUPPORTED for the OS."""
+    if app not in APPS:
+        return OS_CONTROL
+    return f"{app.upper()}-{'NO-KNOWN-VULNERABILITY' if kind == 'vulnerable' else 'RELEASE-SUPPORTED'}"
 
 
 @dataclass(frozen=True)
@@ -30,6 +48,19 @@ class Finding:
     advisory: str | None = None
     fixed: str | None = None
     until: date | None = None
+    line: str | None = None      # the release line the version belongs to (None: unlisted)
+    severity: str | None = None  # an advisory's
+    affected: str | None = None  # an advisory's range
+
+    @property
+    def control(self) -> str:
+        return control_for(self.app, self.kind)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"app": self.app, "version": self.version, "kind": self.kind, "control": self.control,
+                "message": self.message, "line": self.line, "until": self.until.isoformat() if self.until else None,
+                "advisory": self.advisory, "severity": self.severity, "affected": self.affected,
+                "fixed": self.fixed}
 
 
 def line_of(support: AppSupport, version: str) -> ReleaseLine | None:
@@ -66,13 +97,14 @@ def findings(fleet: Fleet, app: str, version: str, today: date) -> list[Finding]
     elif line.security_until is not None and line.security_until < today:
         out.append(Finding(app, version, "unsupported",
                            f"{title} {version}: upstream security support for {line.line} ended on "
-                           f"{line.security_until.isoformat()}", until=line.security_until))
+                           f"{line.security_until.isoformat()}", until=line.security_until, line=line.line))
     parsed = _version(version)
     for adv in support.advisories:
         if parsed is not None and parsed in SpecifierSet(adv.affected):
             out.append(Finding(app, version, "vulnerable",
                                f"{title} {version} is affected by {adv.id} ({adv.severity}: {adv.summary}); "
-                               f"fixed in {adv.fixed}", advisory=adv.id, fixed=adv.fixed))
+                               f"fixed in {adv.fixed}", advisory=adv.id, fixed=adv.fixed,
+                               line=line.line if line else None, severity=adv.severity, affected=adv.affected))
     return out
 
 
@@ -105,3 +137,44 @@ def acceptance(fleet: Fleet, control: str, school_id: str, today: date) -> Accep
 def expired(fleet: Fleet, today: date) -> list[Acceptance]:
     """Accepted risks whose date has passed (their controls fail again)."""
     return [a for a in fleet.accept if a.until < today]
+
+
+def accepted_as_json(a: Acceptance | None) -> dict[str, str] | None:
+    """An accepted risk as the reports show it: {"reason", "by", "until"} (None: not accepted)."""
+    return None if a is None else {"reason": a.reason, "by": a.accepted_by, "until": a.until.isoformat()}
+
+
+def accepted_text(a: Acceptance) -> str:
+    """`accepted until 2027-01-31 by ana: reason`, the one-line form of an accepted risk."""
+    return f"accepted until {a.until.isoformat()} by {a.accepted_by}: {a.reason}"
+
+
+def reviewed(school: EffectiveSchool, on: date) -> list[tuple[Finding, Acceptance | None]]:
+    """The school's findings (its configured releases), each with the accepted risk covering the
+    control that would fail on the server (None: not accepted)."""
+    return [(f, acceptance(school.fleet, f.control, school.id, on)) for f in school_findings(school, on)]
+
+
+def concerns(a: Acceptance, school_ids: Iterable[str] | None) -> bool:
+    """Whether an accepted risk concerns any of `school_ids` (None: every school)."""
+    return school_ids is None or a.school == "*" or a.school in set(school_ids)
+
+
+def accept_problems(fleet: Fleet, controls: Iterable[str], schools: Iterable[str]) \
+        -> list[tuple[int, str, str, str]]:
+    """`accept:` entries naming a control the audit does not have, or a school not in the folder
+    (other than `*`): (index, key, message, hint) each, for the caller to place in the file."""
+    controls, schools = sorted(controls), sorted(schools)
+    out: list[tuple[int, str, str, str]] = []
+    for i, a in enumerate(fleet.accept):
+        if a.control not in controls:
+            close = difflib.get_close_matches(a.control, controls, n=1, cutoff=0.6)
+            out.append((i, "control", f"accept[{i}].control: no audit control {a.control!r}",
+                        f"did you mean '{close[0]}'?" if close else
+                        "use a control id as `schoolctl audit` reports it, e.g. ETHERPAD-NO-KNOWN-VULNERABILITY"))
+        if a.school != "*" and a.school not in schools:
+            close = difflib.get_close_matches(a.school, schools, n=1, cutoff=0.6)
+            out.append((i, "school", f"accept[{i}].school: no school {a.school!r} in the folder",
+                        f"did you mean '{close[0]}'?" if close else
+                        f"known schools: {', '.join(schools) or 'none'}; or * for every school"))
+    return out

@@ -45,6 +45,11 @@ class Site:
     lab: bool = False
     fleet_secret: SecretSource | None = None  # the city's own secrets (e.g. the BBB pool's), scope "fleet"
     upstream_apt: bool = True  # False: upstream apt repositories (Jitsi, BBB) are out of reach (the lab)
+    # the Debian archive's URIs when they are not the fleet's `debian:` (the lab: the build machine's own)
+    debian_mirror: str | None = None
+    debian_security: str | None = None
+    skipped: list[str] = field(default_factory=list)  # apps left out: their release cannot be obtained (one line each)
+    mirror_note: str = ""      # why the configured mirror is not used (e.g. its folder does not exist)
 
     @property
     def id(self) -> str:

@@ -58,11 +58,17 @@ def build_site(school: EffectiveSchool, store: SecretStore, readonly: bool = Fal
     """The Site for `school`. For a lab school, starts the lab's city services (proxy, ACME,
     mirror) and maps the school's domain to its lab host."""
     fleet = school.fleet
+    mirror, note = mirror_setting(school), ""
+    if mirror and urlparse(mirror).scheme not in ("http", "https") and not Path(mirror).is_dir():
+        mirror, note = None, f"the mirror folder {mirror} does not exist"
     site = Site(school=school, secret=_secrets(store, school.id, readonly), fleet_secret=_city_secrets(store),
-                proxy=fleet.proxy, apt_proxy=fleet.proxy, mirror=mirror_setting(school),
+                proxy=fleet.proxy, apt_proxy=fleet.proxy, mirror=mirror, mirror_note=note,
                 acme_directory=fleet.tls.acme_directory)
     out: list[Endpoint] = []
-    for url, port in ((fleet.proxy, 3128), (fleet.tls.acme_directory, 443)):
+    # without a city proxy, apt reaches the Debian archive itself
+    archives = (fleet.debian.mirror, fleet.debian.security) if fleet.debian and not fleet.proxy else ()
+    for url, port in ((fleet.proxy, 3128), (fleet.tls.acme_directory, 443),
+                      *((a, 443 if a.startswith("https:") else 80) for a in archives)):
         if url:
             out.append(_endpoint(url, port))
     if site.mirror and urlparse(site.mirror).scheme in ("http", "https"):
@@ -85,6 +91,7 @@ def _lab(site: Site, school: EffectiveSchool) -> None:
 
 def _lab_services(site: Site, school: EffectiveSchool) -> None:
     from schoolctl.lab import Lab
+    from schoolctl.lab.debian import archive as build_machine_archive
 
     lab = Lab()
     folder = os.environ.get("SCHOOLCTL_MIRROR")
@@ -92,6 +99,8 @@ def _lab_services(site: Site, school: EffectiveSchool) -> None:
     address = lab.host(school.server.lab_name).address
     site.lab = True
     site.upstream_apt = False  # the lab reaches Debian's and npm's registries only
+    # Debian through apt-cacher-ng, which forwards to the host in the URI: the build machine's own archive
+    site.debian_mirror, site.debian_security = build_machine_archive()
     for name in site.names:
         lab.register_domain(name, address)
     site.proxy, site.apt_proxy = city.proxy_url, city.apt_proxy_url

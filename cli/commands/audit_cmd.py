@@ -6,26 +6,53 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from schoolctl.cli.context import get
 from schoolctl.cli.output import err, fail, out, say
+from schoolctl.secrets import redact
 
 app = typer.Typer()
 
 Ids = Annotated[list[str] | None, typer.Argument(help="School ids.", show_default=False)]
-COLOURS = {"pass": "green", "fail": "red", "error": "yellow", "n/a": "dim"}
+COLOURS = {"pass": "green", "fail": "red", "accepted": "magenta", "error": "yellow", "n/a": "dim"}
 
 
 def summary_table(audits) -> Table:
-    t = Table("school", "status", "pass", "fail", "error", "n/a", "time", "failing controls")
+    t = Table("school", "status", "pass", "fail", "accepted", "error", "n/a", "time", "failing controls")
     for a in audits:
         c = a.counts()
         bad = [r.control.id for r in a.controls if r.status in ("fail", "error")]
         shown = a.error if a.error else ", ".join(bad)
-        t.add_row(a.school, f"[{COLOURS[a.status]}]{a.status}[/]", str(c["pass"]), str(c["fail"]), str(c["error"]),
-                  str(c["n/a"]), f"{a.seconds:.1f}s", shown)
+        t.add_row(a.school, f"[{COLOURS[a.status]}]{a.status}[/]", str(c["pass"]), str(c["fail"]),
+                  str(c["accepted"]), str(c["error"]), str(c["n/a"]), f"{a.seconds:.1f}s", escape(shown))
     return t
+
+
+def accepted_table(audits) -> Table | None:
+    """The accepted risks (failing controls the fleet accepts until a date), with reason and date;
+    None when there are none."""
+    t = Table("school", "accepted control", "until", "by", "reason", "observed")
+    for a in audits:
+        for r in a.controls:
+            if r.status == "accepted":
+                w = r.accepted
+                t.add_row(a.school, r.control.id, w.until.isoformat(), escape(redact(w.accepted_by)),
+                          escape(redact(w.reason)), escape(redact(r.observed)))
+    return t if t.row_count else None
+
+
+def show_table(audits) -> None:
+    """The terminal report: the summary, the accepted risks, and waivers that cover a passing control."""
+    out.print(summary_table(audits))
+    accepted = accepted_table(audits)
+    if accepted is not None:
+        out.print(accepted)
+    for a in audits:
+        for u in getattr(a, "unused", []):
+            say(f"note: {a.school}: {u.control} passes; the accepted risk for it (until {u.until.isoformat()}, "
+                f"by {u.accepted_by}) is not needed any more")
 
 
 @app.command()
@@ -38,8 +65,9 @@ def audit(ctx: typer.Context, ids: Ids = None,
           control: Annotated[list[str] | None, typer.Option("--control", "-c", help="Only these control ids.")]
           = None) -> None:
     """Audit the schools' servers against their privacy policy and the security baseline.
-    Exit 1 if any control fails (or a school cannot be audited), 2 on bad input."""
-    from schoolctl.audit.catalogue import load_all
+    Exit 1 if any control fails (or a school cannot be audited), 2 on bad input; a failing control
+    the fleet accepts (`accept:` in fleet.yaml, until its date) is `accepted` and does not fail it."""
+    from schoolctl.audit.catalogue import FAILING, load_all
     from schoolctl.audit.runner import audit_all
     from schoolctl.cli.reports import FORMATS, html, json_report, junit
 
@@ -65,7 +93,7 @@ def audit(ctx: typer.Context, ids: Ids = None,
     err.print(f"auditing {len(schools)} school(s)...", highlight=False)
     audits = audit_all(schools, only=control or None)
     if fmt == "table":
-        out.print(summary_table(audits))
+        show_table(audits)
     else:
         text = {"json": lambda: json_report.render(audits), "junit": lambda: junit.render(audits),
                 "html": lambda: html.render(audits, lang or config.fleet.languages[0])}[fmt]()
@@ -74,9 +102,9 @@ def audit(ctx: typer.Context, ids: Ids = None,
                 output.write_text(text, encoding="utf-8")
             except OSError as e:
                 fail(f"cannot write the report to {output}: {e.strerror}")
-            out.print(summary_table(audits))
+            show_table(audits)
             say(f"{fmt} report written to {output}")
         else:
             say(text.rstrip("\n"))
-    if any(a.status in ("fail", "error") for a in audits):
+    if any(a.status in FAILING for a in audits):
         raise typer.Exit(1)

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
 from rich.table import Table
 
 from schoolctl.cli.context import get
-from schoolctl.cli.output import fail, out, say
-from schoolctl.config.loader import FLEET_FILES, load, shown_path
-from schoolctl.config.model import SCHOOL_ID, School
+from schoolctl.cli.output import fail, out, say, warn
+from schoolctl.config.loader import FLEET_FILES, FLEET_MAX_BYTES, Config, load, shown_path
+from schoolctl.config.model import SCHOOL_ID, EffectiveSchool, School
+from schoolctl.config.problems import Problem
+from schoolctl.config.yamlfile import locate, read_yaml
 from schoolctl.errors import ConfigError
 from schoolctl.resources import templates
 
@@ -24,11 +27,73 @@ app = typer.Typer()
 Ids = Annotated[list[str] | None, typer.Argument(help="School ids (default: every school).", show_default=False)]
 
 
+def fleet_document(schools_dir: Path) -> tuple[Any, str]:
+    """The fleet file as read_yaml gives it (for line numbers) and its path as shown."""
+    path = next((schools_dir / n for n in FLEET_FILES if (schools_dir / n).exists()), schools_dir / FLEET_FILES[0])
+    shown = shown_path(path)
+    doc, _ = read_yaml(path, shown, FLEET_MAX_BYTES, "the fleet file")
+    return doc, shown
+
+
+def school_files(schools_dir: Path) -> list[str]:
+    """The ids of the school files in the folder (valid or not)."""
+    return sorted(p.stem for p in schools_dir.iterdir() if p.suffix in (".yaml", ".yml")
+                  and p.name not in FLEET_FILES and not p.name.startswith("."))
+
+
+def accept_check(config: Config, ids: list[str] | None) -> list[str]:
+    """Refuse (ConfigError, exit 2) `accept:` entries naming a control the audit does not have or a
+    school not in the folder; return the warnings for entries past their `until` that concern
+    the schools checked (`file:line: ...`)."""
+    from schoolctl import releases
+
+    fleet = config.fleet
+    if not fleet.accept:
+        return []
+    from schoolctl.audit.catalogue import load_all
+
+    doc, shown = fleet_document(config.schools_dir)
+    bad = releases.accept_problems(fleet, load_all(), school_files(config.schools_dir))
+    if bad:
+        raise ConfigError([Problem(shown, *locate(doc, ("accept", i, key)), message, hint)
+                           for i, key, message, hint in bad])
+    on = releases.today(fleet)
+    lines = []
+    gone = releases.expired(fleet, on)
+    for i, a in enumerate(fleet.accept):
+        if any(a is g for g in gone) and releases.concerns(a, ids):
+            line, _ = locate(doc, ("accept", i, "until"))
+            lines.append(f"warning: {shown}:{line}: accept[{i}] {a.control} for {a.school} expired on "
+                         f"{a.until.isoformat()} (accepted by {a.accepted_by}: {a.reason}); the control fails "
+                         "again: fix it, or renew the entry with a new `until`")
+    return lines
+
+
+def release_lines(school: EffectiveSchool, on: date) -> list[str]:
+    """`warning: ID: <finding>` for each unsafe release the school is configured to run, unless the
+    fleet accepts the risk (a live `accept:` entry for the control that would fail on the server:
+    `plan` and the audit show those as accepted, with their reason and date)."""
+    from schoolctl import releases
+
+    return [f"warning: {school.id}: {f.message}" for f, a in releases.reviewed(school, on) if a is None]
+
+
 @app.command()
 def validate(ctx: typer.Context, ids: Ids = None) -> None:
-    """Check the fleet file and the school files; print every problem as file:line:column."""
+    """Check the fleet file and the school files; print every problem as file:line:column (exit 2).
+    Warn (exit 0) when a school would run a release past upstream's security support or with a
+    known vulnerability (fleet.yaml `support:`) that no `accept:` entry covers, and for accepted
+    risks past their date."""
+    from schoolctl import releases
+
     c = get(ctx)
     config = c.config(ids)
+    warnings = accept_check(config, ids)
+    on = releases.today(config.fleet)
+    for school in config.select(ids):
+        warnings += release_lines(school, on)
+    for line in warnings:
+        warn(line)
     n = len(ids) if ids else len(config.schools)
     say(f"ok: {shown_path(c.schools_dir)}/ is valid ({n} school{'s' if n != 1 else ''} checked)")
 

@@ -1,11 +1,13 @@
 """The audit as JUnit XML: one testsuite per school, one testcase per control; fail -> <failure>
-with the evidence, error -> <error>, n/a -> <skipped>."""
+with the evidence, error -> <error>, n/a -> <skipped>, accepted -> <skipped> with the message
+"accepted until YYYY-MM-DD by WHO: REASON" and the evidence in its body."""
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from schoolctl.releases import accepted_text
 from schoolctl.secrets import redact
 
 
@@ -15,7 +17,7 @@ def render(audits: list[Any]) -> str:
         counts = a.counts()
         suite = ET.SubElement(root, "testsuite", name=a.school, tests=str(len(a.controls)),
                               failures=str(counts["fail"]), errors=str(counts["error"]),
-                              skipped=str(counts["n/a"]), time=f"{a.seconds:.2f}")
+                              skipped=str(counts["n/a"] + counts["accepted"]), time=f"{a.seconds:.2f}")
         if a.error:
             ET.SubElement(suite, "properties").append(ET.Element("property", name="school-error",
                                                                  value=redact(a.error)))
@@ -28,6 +30,8 @@ def render(audits: list[Any]) -> str:
                 ET.SubElement(case, "failure", message=redact(r.observed)[:500], type=c.severity).text = detail
             elif r.status == "error":
                 ET.SubElement(case, "error", message=redact(r.observed)[:500]).text = detail
+            elif r.status == "accepted":
+                ET.SubElement(case, "skipped", message=redact(accepted_text(r.accepted))[:500]).text = detail
             elif r.status == "n/a":
                 ET.SubElement(case, "skipped", message=redact(r.observed)[:500])
             else:

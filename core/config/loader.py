@@ -280,6 +280,11 @@ def _school_problems(school: School, doc: Any, shown: str, path: Path, fleet: Fl
                                f"privacy.{name}: {_yaml(value)} is laxer than the fleet floor {_yaml(floor)} "
                                f"({where})", f"a school may be stricter than the fleet, never laxer; "
                                f"remove the key or use {_yaml(floor)} or a stricter value"))
+    if fleet.debian is None and not school.server.lab_name:
+        line, col = locate(doc, ("server",))
+        out.append(Problem(shown, line, col, f"server {school.server.address}: the fleet names no Debian archive for "
+                           "its apt sources", f"add `debian: {{mirror: http://.../debian, security: "
+                           f"http://.../debian-security}}` to {fleet_shown} (the city's mirror or Debian's own)"))
     if fleet.tls.mode == "provided" and school.tls is None:
         out.append(Problem(shown, 1, 1, "the fleet's tls.mode is 'provided' but the school names no certificate",
                            "add `tls: {cert_file: ..., key_file: ...}`"))

@@ -75,6 +75,7 @@ class SchoolEnv:
         self.schools.mkdir(parents=True, exist_ok=True)
         fleet = yaml.safe_load((ROOT / "schools" / "fleet.yaml").read_text())
         fleet.update(dns=[], ntp=[])
+        fleet["updates"]["index_max_age_days"] = 30  # the build machine's Debian archive may be a frozen copy
         (self.schools / "fleet.yaml").write_text(yaml.safe_dump(fleet))
         (self.schools / f"{sid}.yaml").write_text(yaml.safe_dump({
             "id": sid, "name": f"Escola {sid}", "district": "Lab", "server": f"lab:{host}", "services": services,

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from .support import booted, skip_reason
+from .test_updates import PROBE_PENDING_BREAK, PROBE_REMOVE
 
 pytestmark = pytest.mark.lab
 
@@ -49,6 +50,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, lab) -> dict[str, str]:
     schools.mkdir(parents=True, exist_ok=True)
     fleet = yaml.safe_load((ROOT / "schools" / "fleet.yaml").read_text())
     fleet.update(dns=[], ntp=[])
+    fleet["updates"]["index_max_age_days"] = 30  # the build machine's Debian archive may be a frozen copy
     (schools / "fleet.yaml").write_text(yaml.safe_dump(fleet))
     (schools / f"{SID}.yaml").write_text(yaml.safe_dump({
         "id": SID, "name": "Escola Auditada", "district": "Lab", "server": f"lab:{HOST}",
@@ -160,6 +162,7 @@ def _sshd(line: str) -> tuple[str, str]:
 
 
 PG_RESTART = "systemctl restart postgresql@17-main && sleep 1"
+SECURITY_INRELEASE = "$(ls /var/lib/apt/lists/*_dists_trixie-security_InRelease | head -n1)"
 BREAKS: dict[str, tuple[str, str, str]] = {
     # control id: (break, restore, a word the failing evidence must contain)
     "HOST-SSH-NO-PASSWORD": (*_sshd("PasswordAuthentication yes"), "passwordauthentication yes"),
@@ -174,6 +177,16 @@ BREAKS: dict[str, tuple[str, str, str]] = {
                          "nft -f /etc/nftables.conf", f"10.213.0.1:{DENIED_PORT}"),
     "HOST-UNATTENDED-UPGRADES": ("echo 'APT::Periodic::Unattended-Upgrade \"0\";' > /etc/apt/apt.conf.d/99audit-break",
                                  "rm -f /etc/apt/apt.conf.d/99audit-break", "Unattended-Upgrade 0"),
+    # the update controls (audit/updates.py; each cause on its own in tests/lab/test_updates.py): a stale copy of
+    # the security index; a security update pending 10 days (the schoolctl-probe package); an old reboot flag
+    "HOST-APT-SECURITY-SUITE": (f"cp -p {SECURITY_INRELEASE} /root/audit-inrelease.bak && sed -i \"s/^Date: .*/Date: "
+                                f"$(date -u -d '40 days ago' '+%a, %d %b %Y %H:%M:%S UTC')/\" {SECURITY_INRELEASE}",
+                                f"cp -p /root/audit-inrelease.bak {SECURITY_INRELEASE} && rm /root/audit-inrelease.bak",
+                                "stale"),
+    "HOST-SECURITY-UPDATES-APPLIED": (PROBE_PENDING_BREAK, PROBE_REMOVE, "schoolctl-probe=2 (installed 1; pending 10"),
+    "HOST-REBOOT-PENDING": ("touch -d '10 days ago' /run/reboot-required && echo linux-image-amd64 > "
+                            "/run/reboot-required.pkgs", "rm -f /run/reboot-required /run/reboot-required.pkgs",
+                            "linux-image-amd64"),
     "HOST-TIME-SYNC": ("systemctl disable -q systemd-timesyncd", "systemctl enable -q systemd-timesyncd", "disabled"),
     "HOST-JOURNALD-RETENTION": ("printf '[Journal]\\nMaxRetentionSec=30day\\n' > "
                                 "/etc/systemd/journald.conf.d/99-audit-break.conf",
@@ -231,6 +244,9 @@ BREAKS: dict[str, tuple[str, str, str]] = {
     "DB-SCRAM": (f"{PG} \"ALTER SYSTEM SET password_encryption = 'md5'\" && {PG} 'SELECT pg_reload_conf()' >/dev/null",
                  f"{PG} 'ALTER SYSTEM RESET password_encryption' && {PG} 'SELECT pg_reload_conf()' >/dev/null",
                  "password_encryption md5"),
+    "HOST-OS-SUPPORTED": ("sed 's/^VERSION_ID=.*/VERSION_ID=\"12\"/' /usr/lib/os-release > /etc/os-release.new && "
+                          "mv /etc/os-release.new /etc/os-release", "ln -sfn ../usr/lib/os-release /etc/os-release",
+                          "VERSION_ID=12"),
     "DB-ROLE-PER-SERVICE": (f"{PG} 'ALTER ROLE moodle SUPERUSER'", f"{PG} 'ALTER ROLE moodle NOSUPERUSER'",
                             "superuser"),
 }

@@ -140,3 +140,85 @@ def test_verb_exit_codes_and_formats(schools_dir: Path, monkeypatch: pytest.Monk
     results[0] = SchoolAudit("escola-pins", "P", [results[0].controls[0]])
     res = cli.invoke(app, ["audit", "escola-pins"])
     assert res.exit_code == 0, res.stdout
+
+
+# --- accepted risks in every report -----------------------------------------------------------
+
+UNTIL = dt.date(2027, 1, 31)
+
+
+def accepted_audits() -> list[SchoolAudit]:
+    from schoolctl.config.model import Acceptance
+
+    c = load_all()
+    waiver = Acceptance(control="ETHERPAD-NO-KNOWN-VULNERABILITY", school="escola-a", reason="upgrade on <Friday>",
+                        accepted_by="Ana Soler", until=UNTIL)
+    unused = Acceptance(control="HOST-SSH-NO-PASSWORD", school="*", reason="old", accepted_by="Jordi", until=UNTIL)
+    return [SchoolAudit("escola-a", "Escola A", [
+        ControlResult(c["HOST-SSH-NO-PASSWORD"], "pass", "sshd -T: passwordauthentication no", "no"),
+        ControlResult(c["ETHERPAD-NO-KNOWN-VULNERABILITY"], "accepted",
+                      "Etherpad 3.3.1 running; affected by CVE-2026-114516 (critical, affected <3.3.3)",
+                      "Etherpad 3.3.3 or later (fixes CVE-2026-114516)", waiver),
+        ControlResult(c["DB-LOCAL-ONLY"], "n/a", "escola-a does not run database", ""),
+    ], seconds=1.0, unused=[unused])]
+
+
+def test_json_accepted_status_with_reason_by_until_and_counts() -> None:
+    data = json.loads(json_report.render(accepted_audits(), WHEN))
+    [a] = data["schools"]
+    assert a["status"] == "accepted"
+    assert a["counts"] == {"pass": 1, "fail": 0, "accepted": 1, "error": 0, "n/a": 1}
+    ok, acc, na = a["controls"]
+    assert acc["status"] == "accepted"
+    assert acc["accepted"] == {"reason": "upgrade on <Friday>", "by": "Ana Soler", "until": "2027-01-31"}
+    assert "CVE-2026-114516" in acc["observed"] and acc["expected"].startswith("Etherpad 3.3.3")
+    assert ok["accepted"] is None and na["accepted"] is None
+    assert a["unused_acceptances"] == [{"control": "HOST-SSH-NO-PASSWORD", "reason": "old", "by": "Jordi",
+                                        "until": "2027-01-31"}]
+
+
+def test_junit_accepted_is_a_skipped_case_with_who_when_why_and_the_evidence() -> None:
+    root = ET.fromstring(junit.render(accepted_audits()))
+    [suite] = root.findall("testsuite")
+    assert (suite.get("failures"), suite.get("skipped")) == ("0", "2")
+    case = suite.findall("testcase")[1]
+    skipped = case.find("skipped")
+    assert case.find("failure") is None and skipped is not None
+    assert skipped.get("message") == "accepted until 2027-01-31 by Ana Soler: upgrade on <Friday>"
+    assert "observed: Etherpad 3.3.1 running" in skipped.text and "expected: Etherpad 3.3.3 or later" in skipped.text
+
+
+def test_html_accepted_cell_and_drill_down() -> None:
+    page = html.render(accepted_audits(), "en", WHEN)
+    assert 'class="chip accepted" href="#escola_a-ETHERPAD_NO_KNOWN_VULNERABILITY"' in page
+    assert 'title="Accepted until 2027-01-31 (Ana Soler)"' in page
+    assert ".chip.accepted" in page  # its own colour in the inline CSS
+    drill = page[page.index('<details id="escola_a-ETHERPAD_NO_KNOWN_VULNERABILITY" open>'):]
+    drill = drill[:drill.index("</details>")]
+    assert "<dt>Accepted until</dt><dd class=\"acc\">2027-01-31</dd>" in drill
+    assert "<dt>Accepted by</dt><dd class=\"acc\">Ana Soler</dd>" in drill
+    assert "upgrade on &lt;Friday&gt;" in drill and "affected by CVE-2026-114516" in drill
+    assert "1 accepted" in page
+    for lang, word in (("ca", "acceptat"), ("es", "aceptado")):
+        assert f">{word}</a>" in html.render(accepted_audits(), lang, WHEN)
+
+
+def test_terminal_table_shows_accepted_with_reason_and_date_and_exit_0(schools_dir: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import schoolctl.audit.runner as runner
+
+    results = accepted_audits()
+    monkeypatch.setattr(runner, "audit_all", lambda schools, **kw: results)
+    res = CliRunner().invoke(_app(schools_dir, monkeypatch), ["audit", "escola-pins"])
+    assert res.exit_code == 0, res.stdout
+    assert "accepted" in res.stdout and "ETHERPAD-NO-KNOWN-VULNERABILITY" in res.stdout
+    assert "2027-01-31" in res.stdout and "upgrade on <Friday>" in res.stdout and "Ana Soler" in res.stdout
+    assert ("note: escola-a: HOST-SSH-NO-PASSWORD passes; the accepted risk for it (until 2027-01-31, by Jordi) is "
+            "not needed any more") in res.stdout
+    res = CliRunner().invoke(_app(schools_dir, monkeypatch), ["audit", "escola-pins", "--format", "json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["schools"][0]["status"] == "accepted"
+    # one real fail next to the accepted one: exit 1
+    from schoolctl.audit.catalogue import ControlResult as CR
+
+    results[0].controls.append(CR(load_all()["WEB-CSP"], "fail", "default-src *", "self"))
+    assert CliRunner().invoke(_app(schools_dir, monkeypatch), ["audit", "escola-pins"]).exit_code == 1

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import runpy
 import subprocess
 import sys
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,14 +16,17 @@ import yaml
 
 from schoolctl.config.model import Fleet, Privacy, School
 
-from .conftest import REPO, SHIPPED, run_cli, summary
+from .conftest import REPO, SHIPPED, line_of, run_cli, summary
 
 IDS = ["demo", "escola-pins", "institut-mar"]
 
 
 def test_validate_the_shipped_schools() -> None:
     run = run_cli("--schools-dir", str(SHIPPED), "validate")
-    assert (run.code, run.stderr) == (0, "")
+    assert run.code == 0, run.stderr
+    # the only lines on stderr: warnings about releases (the demo's are old on purpose) and waivers
+    assert all(re.match(r"^warning: (demo|escola-pins|institut-mar|\S*fleet\.yaml:\d+): ", line)
+               for line in run.stderr.splitlines()), run.stderr
     assert run.stdout.startswith("ok: ") and "is valid (3 schools checked)" in run.stdout
 
 
@@ -249,3 +254,130 @@ def test_an_audit_report_that_cannot_be_written_is_refused_before_any_server_is_
 def test_secrets_set_refuses_a_bad_scope_before_reading_the_value(schools: Path) -> None:
     r = run_cli("secrets", "set", "Bad Scope", "x")
     assert r.code == 2 and "invalid vault name 'Bad Scope'" in r.stderr and "hint:" in r.stderr
+
+
+# --- releases and accepted risks: validate warns, refuses a waiver of nothing; plan says it ---------
+
+def _today() -> date:
+    from schoolctl.config.loader import load
+    from schoolctl.releases import today
+
+    return today(load(Path("schools")).fleet)
+
+
+def _old_fleet(schools: Path, accept: str = "accept: []\n") -> None:
+    from .test_release_controls import old_school, write_fleet
+
+    write_fleet(schools, accept=accept)
+    old_school(schools)
+
+
+WARN_VELLA = [
+    "warning: escola-vella: Etherpad 3.3.1 is affected by CVE-2026-114516 (critical: unauthenticated arbitrary "
+    "file read); fixed in 3.3.3",
+    "warning: escola-vella: Moodle 5.0.6: upstream security support for 5.0 ended on 2026-10-05",
+    "warning: escola-vella: Nextcloud 31.0.11: upstream security support for 31 ended on 2026-02-25",
+]
+
+
+def test_validate_warns_per_school_of_unsupported_and_vulnerable_releases(schools: Path) -> None:
+    _old_fleet(schools)
+    (schools / "demo.yaml").unlink()  # the shipped demo's versions are the lead's to choose
+    run = run_cli("--schools-dir", "schools", "validate")
+    assert run.code == 0
+    assert run.lines == WARN_VELLA
+    assert run.stdout == "ok: schools/ is valid (3 schools checked)\n"
+    run = run_cli("--schools-dir", "schools", "validate", "escola-pins")
+    assert (run.code, run.lines) == (0, [])  # only the named school's releases
+
+
+def test_validate_is_quiet_on_an_accepted_finding_and_warns_of_an_expired_acceptance(schools: Path) -> None:
+    today = _today()
+    live, gone = today + timedelta(days=20), today - timedelta(days=1)
+    _old_fleet(schools, "accept:\n"
+               f"  - {{control: ETHERPAD-NO-KNOWN-VULNERABILITY, school: escola-vella, reason: pads off until the "
+               f"upgrade, accepted_by: Ana, until: {live.isoformat()}}}\n"
+               "  - control: MOODLE-RELEASE-SUPPORTED\n    school: '*'\n    reason: upgrade booked\n"
+               f"    accepted_by: Jordi\n    until: {gone.isoformat()}\n")
+    (schools / "demo.yaml").unlink()
+    run = run_cli("--schools-dir", "schools", "validate", "escola-vella")
+    until_line = line_of(schools / "fleet.yaml", rf"^    until: {gone.isoformat()}$")
+    assert run.code == 0
+    assert run.lines == [
+        f"warning: schools/fleet.yaml:{until_line}: accept[1] MOODLE-RELEASE-SUPPORTED for * expired on "
+        f"{gone.isoformat()} (accepted by Jordi: upgrade booked); the control fails again: fix it, or renew the "
+        "entry with a new `until`",
+        # the accepted Etherpad finding is not warned about (plan and the audit show it as accepted)
+        WARN_VELLA[1], WARN_VELLA[2]]
+
+
+def test_validate_refuses_a_waiver_of_an_unknown_control_or_school(schools: Path) -> None:
+    until = (_today() + timedelta(days=20)).isoformat()
+    from .test_release_controls import write_fleet
+
+    write_fleet(schools, accept="accept:\n"
+                f"  - {{control: ETHERPAD-NO-KNOWN-VULNERABILTY, school: demo, reason: r, accepted_by: a, "
+                f"until: {until}}}\n"
+                f"  - {{control: HOST-OS-SUPPORTED, school: escola-pin, reason: r, accepted_by: a, until: {until}}}\n"
+                f"  - {{control: NO-SUCH-THING, school: nowhere, reason: r, accepted_by: a, until: {until}}}\n"
+                f"  - {{control: WEB-CSP, school: '*', reason: r, accepted_by: a, until: {until}}}\n")
+    fleet = schools / "fleet.yaml"
+    first = line_of(fleet, "ETHERPAD-NO-KNOWN-VULNERABILTY")
+    second, third = first + 1, first + 2
+    rows = fleet.read_text().splitlines()
+
+    def col(line: int, word: str) -> int:
+        return rows[line - 1].index(word) + 1
+
+    run = run_cli("--schools-dir", "schools", "validate", "demo")
+    assert run.code == 2 and run.stdout == ""
+    assert run.lines == [
+        f"schools/fleet.yaml:{first}:{col(first, 'ETHERPAD')}: accept[0].control: no audit control "
+        "'ETHERPAD-NO-KNOWN-VULNERABILTY' (did you mean 'ETHERPAD-NO-KNOWN-VULNERABILITY'?)",
+        f"schools/fleet.yaml:{second}:{col(second, 'escola-pin')}: accept[1].school: no school 'escola-pin' in the "
+        "folder (did you mean 'escola-pins'?)",
+        f"schools/fleet.yaml:{third}:{col(third, 'NO-SUCH')}: accept[2].control: no audit control 'NO-SUCH-THING' "
+        "(use a control id as `schoolctl audit` reports it, e.g. ETHERPAD-NO-KNOWN-VULNERABILITY)",
+        f"schools/fleet.yaml:{third}:{col(third, 'nowhere')}: accept[2].school: no school 'nowhere' in the "
+        "folder (known schools: demo, escola-pins, institut-mar; or * for every school)",
+        summary(4)]
+
+
+def _plan(schools: Path, monkeypatch: pytest.MonkeyPatch, *args: str):
+    import schoolctl.cli.runner as runner
+    from schoolctl.cli.runner import Result
+
+    monkeypatch.setattr(runner, "run", lambda schools, plan, progress: [
+        Result(s.id, "unchanged" if s.id != "escola-pins" else "planned",
+               changes=[] if s.id != "escola-pins" else [{"kind": "file", "what": "/etc/x", "detail": ""}])
+        for s in schools])
+    return run_cli("--schools-dir", "schools", "plan", *args)
+
+
+def test_plan_says_each_schools_release_findings(schools: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    live = (_today() + timedelta(days=20)).isoformat()
+    _old_fleet(schools, "accept:\n  - {control: MOODLE-RELEASE-SUPPORTED, school: escola-vella, reason: exams, "
+               f"accepted_by: Ana, until: {live}}}\n")
+    run = _plan(schools, monkeypatch, "escola-vella", "escola-pins")
+    assert run.code == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "escola-vella: no changes",
+        "  ! Etherpad 3.3.1 is affected by CVE-2026-114516 (critical: unauthenticated arbitrary file read); "
+        "fixed in 3.3.3",
+        f"  = Moodle 5.0.6: upstream security support for 5.0 ended on 2026-10-05; accepted until {live} by Ana: "
+        "exams (MOODLE-RELEASE-SUPPORTED)",
+        "  ! Nextcloud 31.0.11: upstream security support for 31 ended on 2026-02-25",
+        "escola-pins: 1 change(s)",
+        "  ~ file: /etc/x"]
+    data = json.loads(_plan(schools, monkeypatch, "escola-vella", "escola-pins", "--json").stdout)
+    vella, pins = data
+    assert pins["releases"] == []
+    assert [(f["app"], f["kind"], f["control"]) for f in vella["releases"]] == [
+        ("etherpad", "vulnerable", "ETHERPAD-NO-KNOWN-VULNERABILITY"),
+        ("moodle", "unsupported", "MOODLE-RELEASE-SUPPORTED"),
+        ("nextcloud", "unsupported", "NEXTCLOUD-RELEASE-SUPPORTED")]
+    ether, moodle, _ = vella["releases"]
+    assert (ether["advisory"], ether["fixed"], ether["severity"], ether["accepted"]) == \
+        ("CVE-2026-114516", "3.3.3", "critical", None)
+    assert (moodle["until"], moodle["line"]) == ("2026-10-05", "5.0")
+    assert moodle["accepted"] == {"reason": "exams", "by": "Ana", "until": live}

@@ -95,7 +95,8 @@ def _lab_services(site: Site, school: EffectiveSchool) -> None:
 
     lab = Lab()
     folder = os.environ.get("SCHOOLCTL_MIRROR")
-    city = lab.services(acme=True, mirror=Path(folder) if folder and Path(folder).is_dir() else None)
+    served = bool(folder and Path(folder).is_dir())
+    city = lab.services(acme=True, mirror=Path(folder) if served else None)
     address = lab.host(school.server.lab_name).address
     site.lab = True
     site.upstream_apt = False  # the lab reaches Debian's and npm's registries only
@@ -107,9 +108,9 @@ def _lab_services(site: Site, school: EffectiveSchool) -> None:
     site.acme_directory = city.acme_directory
     site.acme_ca_pem = Path(city.acme_ca_file).read_text()
     site.trusted_ca_pems = [p.read_text() for p in sorted(BUILD_MACHINE_CAS.glob("*.crt"))]
-    if city.mirror_url:
+    if served and city.mirror_url:  # the lab's mirror daemon serves SCHOOLCTL_MIRROR (another folder: restarted)
         site.mirror = city.mirror_url
     site.outbound = [_endpoint(city.proxy_url, 8888), _endpoint(city.apt_proxy_url, 3142),
                      _endpoint(city.acme_directory, 14000)]
-    if city.mirror_url:
+    if served and city.mirror_url:
         site.outbound.append(_endpoint(city.mirror_url, 80))

@@ -14,7 +14,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from schoolctl.config.model import (
+    ACCEPT_SCHOOL,
+    ADVISORY_ID,
+    CONTROL_ID,
     DOMAIN,
+    RELEASE_LINE,
     RELEASE_SERVICES,
     SCHOOL_ID,
     SHA256,
@@ -50,6 +54,10 @@ PATTERNS = {
     r"^[a-z_][a-z0-9_-]{0,31}$": "a login name: lowercase letters, digits, '_' and '-', up to 32",
     r"^\d+ ?(MB|GB|TB)$": "a size such as '5 GB' (MB, GB or TB)",
     r"^https://.+/bigbluebutton/$": "an https:// URL ending in /bigbluebutton/",
+    RELEASE_LINE: "a release line such as 5.0 (Moodle), 34 (Nextcloud) or 13 (Debian)",
+    ADVISORY_ID: "an advisory id such as CVE-2026-114516 or GHSA-mc8w-wjhw-45x5",
+    ACCEPT_SCHOOL: "a school id, or * for every school",
+    CONTROL_ID: "a control id such as ETHERPAD-NO-KNOWN-VULNERABILITY (capital letters, digits and '-')",
 }
 
 TYPE_MESSAGES = {

@@ -290,6 +290,8 @@ class Updates(Strict):
 
 RELEASE_LINE = r"^\d+(\.\d+)?$"
 ADVISORY_ID = r"^[A-Za-z][A-Za-z0-9._:-]{1,63}$"
+CONTROL_ID = r"^[A-Z][A-Z0-9-]{1,63}$"
+ACCEPT_SCHOOL = r"^(\*|[a-z0-9][a-z0-9-]{0,38}[a-z0-9])$"
 
 
 def check_specifier(value: str) -> str:
@@ -341,9 +343,9 @@ class Support(Strict):
 class Acceptance(Strict):
     """An accepted risk: a failing control reported as `accepted` (evidence kept) until a date."""
 
-    control: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9-]{1,63}$", description="The control id, e.g. "
+    control: Annotated[str, Field(pattern=CONTROL_ID, description="The control id, e.g. "
                                                                                   "ETHERPAD-NO-KNOWN-VULNERABILITY.")]
-    school: Annotated[str, Field(pattern=r"^(\*|[a-z0-9][a-z0-9-]{0,38}[a-z0-9])$",
+    school: Annotated[str, Field(pattern=ACCEPT_SCHOOL,
                                  description="A school id, or * for every school.")]
     reason: Text
     accepted_by: Text

@@ -72,6 +72,8 @@ def updated(model: Any, path: str, value: Any) -> Any:
 def school(school_id: str = SCHOOL, **changes: Any) -> EffectiveSchool:
     """A shipped school with fields replaced (`fleet__timezone=...` for fleet.timezone)."""
     eff = updated(_shipped(school_id), "fleet.artifacts.etherpad.sha256", {"2.5.3": ETHERPAD_PIN})
+    if "etherpad" in eff.versions:  # the pinned release: 2.5.3 needs no Node.js artifact besides it
+        eff = updated(eff, "versions", {**eff.versions, "etherpad": "2.5.3"})
     for key, value in changes.items():
         eff = updated(eff, key.replace("__", "."), value)
     return eff

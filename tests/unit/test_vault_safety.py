@@ -71,6 +71,8 @@ def unreachable(schools: Path, monkeypatch: pytest.MonkeyPatch):
          f"server:\n  address: 127.0.0.1\n  ssh_port: {_dead_port()}")
     edit(schools / "fleet.yaml", "https://acme-v02.api.letsencrypt.org/directory", "https://127.0.0.1:14000/dir")
     edit(schools / "fleet.yaml", "ntp: [time.bcn.example]", "ntp: [127.0.0.1]")
+    edit(schools / "fleet.yaml", "http://debian.bcn.example/debian ", "http://127.0.0.1/debian ")
+    edit(schools / "fleet.yaml", "http://debian.bcn.example/debian-security ", "http://127.0.0.1/debian-security ")
     edit(schools / "escola-pins.yaml", "  etherpad: {}\n", "")  # no pinned release to render it with
     elsewhere: list[str] = []
     real = socket.getaddrinfo

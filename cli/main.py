@@ -46,9 +46,9 @@ def _root(ctx: typer.Context,
 
 
 def _mount() -> None:
-    from schoolctl.cli.commands import audit_cmd, deploy_cmd, fleet, lab_cmd, secrets_cmd, users_cmd
+    from schoolctl.cli.commands import audit_cmd, deploy_cmd, fleet, lab_cmd, rollback_cmd, secrets_cmd, users_cmd
 
-    for group in (fleet, deploy_cmd, audit_cmd):
+    for group in (fleet, deploy_cmd, rollback_cmd, audit_cmd):
         app.registered_commands.extend(group.app.registered_commands)
     app.add_typer(secrets_cmd.app, name="secrets")
     app.add_typer(users_cmd.app, name="users", help="The school's people: import a roster into its directory.")

@@ -36,10 +36,18 @@ class Result:
     changes: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)  # apps left out: no release to be had (one line each)
+    rolled_back: str | None = None  # failed, and an app's upgrade went back to this version (deploy/upgrade.py)
+
+    @property
+    def status_text(self) -> str:
+        """The status as people read it: `failed (rolled back to 33.0.3)` after an undone upgrade."""
+        return f"{self.status} (rolled back to {self.rolled_back})" if self.rolled_back else self.status
 
     def as_json(self) -> dict[str, Any]:
         return {"school": self.school, "status": self.status, "seconds": round(self.seconds, 2),
-                "error": self.error,
+                "error": self.error, "skipped": self.skipped, "rolled_back": self.rolled_back,
+                "result": self.status_text,
                 "changes": [{k: v for k, v in c.items() if k in ("kind", "what", "detail")} for c in self.changes]}
 
 
@@ -101,6 +109,22 @@ class _TargetFailed(Exception):
     """One host of a school could not be planned or deployed; the message says why."""
 
 
+def _refusals(host: Any, rounds: list) -> list[str]:
+    """The reasons of the upgrade guards (deploy/upgrade.py) that refuse this deploy, read from the
+    server in one command: a guard's apply only prints its reason and exits 1, it changes nothing."""
+    from pyinfra.facts.server import Command
+
+    from schoolctl.deploy.upgrade import is_guard
+
+    guards = [s for r in rounds for s in r.pre_steps if is_guard(s)]
+    if not guards:
+        return []
+    script = "\n".join(f"if ! ( {g.check} ) >/dev/null 2>&1 </dev/null; then ( {g.apply} ) 2>&1 </dev/null; fi"
+                       for g in guards)
+    found = host.get_fact(Command, command=f"{script}\ntrue")
+    return [line for line in (found or "").splitlines() if line.strip()]
+
+
 def _run_target(name: str, address: str, conn: dict[str, Any], rounds: list, plan: bool,
                 progress: Progress, school: str, connected: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
     """Plan or deploy one host (the school server, or its BigBlueButton host) in its own State;
@@ -120,6 +144,9 @@ def _run_target(name: str, address: str, conn: dict[str, Any], rounds: list, pla
                             "configured user and key")
     try:
         connected()
+        refused = _refusals(host, rounds)
+        if refused:  # an upgrade path the app refuses: say so, before any operation (plan and deploy)
+            raise _TargetFailed("\n".join(refused))
         add_deploy(state, school_deploy, rounds)
         if plan:
             _diffs(host, ops.changes(name))
@@ -161,10 +188,14 @@ def run_school(school: EffectiveSchool, store: SecretStore, plan: bool, progress
             changes = _run_target(name, address, conn, rounds, plan, progress, sid, connected=pending.flush)
             found += changes if name == sid else [{**c, "what": f"{name}: {c['what']}"} for c in changes]
         status = "planned" if plan else ("changed" if found else "unchanged")
-        return Result(sid, status, found, seconds=time.monotonic() - start)
+        return Result(sid, status, found, seconds=time.monotonic() - start, skipped=list(site.skipped))
     except Exception as e:  # one school's failure never stops the others
+        from schoolctl.deploy.upgrade import rolled_back
+
         error = str(e) if isinstance(e, _TargetFailed) else f"{type(e).__name__}: {e}"
-        return Result(sid, "failed", found + ops.changes(sid), error=redact(error), seconds=time.monotonic() - start)
+        back = rolled_back(error) if isinstance(e, _TargetFailed) else None
+        return Result(sid, "failed", found + ops.changes(sid), error=redact(error), seconds=time.monotonic() - start,
+                      rolled_back=back[1] if back else None)
 
 
 def run(schools: list[EffectiveSchool], plan: bool, progress: Progress | None = None,

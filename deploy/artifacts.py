@@ -151,10 +151,17 @@ def _upstream_url(url: str, app: str) -> str:
 
 
 def release(site: Site, app: str) -> Release:
-    """Where the school's version of `app` comes from, and the sha256 it must have."""
+    """Where the school's version of `app` comes from, and the sha256 it must have. `app` is one of
+    the fleet's artifacts: a school's app (its version from `school.versions`) or a helper such as
+    `node` (the fleet's `artifacts.node.version`; ArtifactError when the fleet sets none)."""
     school = site.school
-    spec = getattr(school.fleet.artifacts, app)
-    version = checked_name(school.versions[app], f"{app} version")
+    spec = getattr(school.fleet.artifacts, app, None)
+    if spec is None:  # an optional artifact (node) the fleet does not set
+        raise ArtifactError(f"fleet.yaml sets no artifacts.{app}, and this school needs it"
+                            + (" (Etherpad 3.x needs Node.js >= 24; Debian 13's is 20)" if app == "node" else ""),
+                            f"add artifacts.{app} (version, url, file, sha256) to fleet.yaml")
+    # a school's app has its version (`versions`); a helper artifact (node) the fleet's default
+    version = checked_name(school.versions.get(app) or spec.version, f"{app} version")
     name = checked_name(spec.file_name(version), f"{app} {version}: the file name")
     pin = spec.sha256.get(version)
     if pin:

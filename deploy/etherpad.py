@@ -1,9 +1,20 @@
-"""Etherpad (etherpad-lite 2.x on Debian's Node.js 20), PostgreSQL, behind nginx at pad.<domain>.
+"""Etherpad, PostgreSQL, behind nginx at pad.<domain>: 2.x (etherpad-lite) on Debian's Node.js 20
+and pnpm 10; 3.x (engines: Node >= 24, pnpm >= 11) on the fleet's Node.js (`artifacts.node`, unpacked
+to /srv/node/releases/<version>) and pnpm 11 (installed by Debian's npm into its own prefix, run by
+that Node.js: first on PATH).
 
 - Code: /srv/etherpad/releases/<version> (the release archive, owned by the etherpad user), built
   once per version with pnpm (`pnpm install --frozen-lockfile`, `pnpm run build:etherpad`; a marker
   holds the release's sha256) through the city proxy (npm `proxy`/`https-proxy`/`cafile` in
-  /etc/npmrc and the etherpad user's ~/.npmrc), with SCARF_ANALYTICS=false.
+  /etc/npmrc and the etherpad user's ~/.npmrc), with SCARF_ANALYTICS=false. The build writes the
+  PATH it used (which Node.js, which pnpm) into the release (`.schoolctl-path`, root's); the unit
+  runs `current` through a launcher that takes that PATH and starts the server with node directly
+  (what `pnpm run prod` runs; upstream's 3.x image does the same), so the unit is the same for
+  every version and a rollback needs no other unit.
+- Upgrade: the new release is built while the old one runs; then the service stops, the database
+  is dumped (deploy.database.backup_command), `current` moves, the new release starts and must
+  answer /health within 120 s, or everything goes back (deploy/upgrade.py). Etherpad 3.x keeps the
+  2.x database as it is (same `store` table of ueberdb2), so pads and authors carry over.
 - Config outside the code: /etc/etherpad/settings.json and APIKEY.txt (both 0600 etherpad), passed
   with --settings/--apikey, so a new release never loses them.
 - Access (decision): Etherpad has no LDAP login that installs offline (ep_ldapauth is an old,
@@ -17,8 +28,9 @@
   (basic auth; `users.admin`, a generated secret). No SSO clients are configured, so the
   built-in OIDC provider has no client with a default secret.
 - Privacy: no IP logging, loglevel WARN (journald keeps it privacy.log_retention_days), metrics
-  off, settings not shown in /admin, update check aimed at a closed loopback port (there is no off
-  switch; egress is blocked by the firewall anyway), neutral default pad text.
+  off, settings not shown in /admin, update check aimed at a closed loopback port (2.x has no off
+  switch; egress is blocked by the firewall anyway; 3.x: `privacy.updateCheck`/`pluginCatalog`
+  false and its self-updater `updates.tier: off`), neutral default pad text.
 - The service listens on 127.0.0.1:9001 only, runs as etherpad with a hardened systemd unit.
 """
 
@@ -31,7 +43,7 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote_plus
 
-from schoolctl.deploy import artifacts
+from schoolctl.deploy import artifacts, upgrade
 from schoolctl.deploy.database import credentials
 from schoolctl.deploy.identity import checked_uid
 from schoolctl.deploy.render import TEMPLATES, proxy_url, render
@@ -46,8 +58,15 @@ SETTINGS = f"{ETC}/settings.json"
 APIKEY = f"{ETC}/APIKEY.txt"
 PORT = 9001
 LISTEN = "127.0.0.1"
-PNPM_VERSION = "10.20.0"
+PNPM_VERSION = "10.20.0"            # Etherpad 2.x, installed by Debian's npm into /usr/local
 PNPM = "/usr/local/bin/pnpm"
+PNPM3_VERSION = "11.1.2"            # Etherpad 3.x (engines pnpm >= 11.1.2, its packageManager pin)
+PNPM3_PREFIX = f"/usr/local/lib/pnpm-{PNPM3_VERSION}"
+DEBIAN_PATH = "/usr/local/bin:/usr/bin:/bin"
+LAUNCHER = "/usr/local/lib/schoolctl/etherpad-start"
+CURRENT = "/srv/etherpad/current"
+RUNTIME_PATH = ".schoolctl-path"    # in a release: the PATH its build used (which Node.js and pnpm)
+HEALTH_WAIT = 120
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 UPDATE_SERVER = "http://127.0.0.1:9"   # discard port: nothing listens, the update check fails at once
 UNIT = "etherpad"
@@ -69,11 +88,21 @@ def npmrc(site: Site) -> str:
     return "\n".join(lines) + "\n"
 
 
+def major(version: str) -> int:
+    return int(version.split(".")[0])
+
+
 def settings(site: Site) -> dict[str, Any]:
     """settings.json as data (contains the database and admin passwords: a secret file)."""
     db = credentials(site, "etherpad")
     lang = site.school.languages[0]
+    version = site.school.versions.get("etherpad", "2")
+    # 3.x: the self-updater (GitHub releases) and the hourly version and plugin-catalogue checks off
+    # (2.x has none of these settings and warns about unknown ones, so they are 3.x only)
+    newer = {"updates": {"tier": "off"}, "privacy": {"updateCheck": False, "pluginCatalog": False}} \
+        if major(version) >= 3 else {}
     return {
+        **newer,
         "title": f"Etherpad · {site.school.name}",
         "favicon": None,
         "skinName": "colibris",
@@ -179,33 +208,97 @@ def csp(site: Site) -> str:
     return "frame-ancestors " + " ".join(["'self'", *framers])
 
 
+# bounded wait for the port (a first start creates the database tables)
+UP = (f"etherpad_up() {{ for i in $(seq {HEALTH_WAIT}); do curl -fsS -o /dev/null --noproxy '*' "
+      f"http://{LISTEN}:{PORT}/health 2>/dev/null && return 0; sleep 1; done; "
+      f"echo 'etherpad did not answer on its port within {HEALTH_WAIT} s' >&2; return 1; }}")
+APP = upgrade.App(
+    "etherpad", "Etherpad",
+    stop=f"systemctl stop {UNIT} || true",
+    start=(f"{UP}\nsystemctl restart {UNIT} && etherpad_up || {{ echo 'etherpad: the previous release did not "
+           f"answer either' >&2; return {upgrade.FAILED}; }}"))
+
+
+def runtime(site: Site, version: str) -> tuple[str, list[Step]]:
+    """(PATH for building and running `version`, the steps that provide its Node.js and pnpm): 2.x
+    Debian's Node.js 20 with pnpm 10 in /usr/local; 3.x the fleet's Node.js (artifacts.node) and
+    pnpm 11, installed by Debian's npm into its own prefix (the mirror's Node.js has no npm or
+    corepack) and run by that Node.js, first on PATH."""
+    q = shlex.quote
+    if major(version) < 3:
+        return DEBIAN_PATH, [Step(f"pnpm {PNPM_VERSION}",
+                                  check=f'[ "$({PNPM} --version 2>/dev/null)" = {PNPM_VERSION} ]',
+                                  apply=(f"SCARF_ANALYTICS=false npm install --global --no-fund --no-audit "
+                                         f"pnpm@{PNPM_VERSION} >/dev/null"), timeout=600)]
+    node = artifacts.release(site, "node")
+    path = f"{PNPM3_PREFIX}/bin:{node.path}/bin:/usr/bin:/bin"
+    pnpm = Step(f"pnpm {PNPM3_VERSION} (run by Node.js {node.version})",
+                check=f'[ "$(env PATH={q(path)} pnpm --version 2>/dev/null)" = {PNPM3_VERSION} ]',
+                # Debian's npm (Node.js 20) only copies the package; pnpm 11 itself runs on Node.js 24
+                apply=(f"SCARF_ANALYTICS=false npm install --global --prefix {PNPM3_PREFIX} --no-fund --no-audit "
+                       f"--engine-strict=false pnpm@{PNPM3_VERSION} >/dev/null 2>&1 || "
+                       f"SCARF_ANALYTICS=false npm install --global --prefix {PNPM3_PREFIX} --no-fund --no-audit "
+                       f"--engine-strict=false pnpm@{PNPM3_VERSION}\n"
+                       f"node_v=$(env PATH={q(path)} node --version) && "
+                       f"echo \"pnpm $(env PATH={q(path)} pnpm --version) on Node.js $node_v\""), timeout=600)
+    return path, [artifacts.fetch_step(site, node, owner="root"), pnpm]
+
+
 def _steps(site: Site, rel: artifacts.Release) -> list[Step]:
     q = shlex.quote
     path, sha = q(rel.path), q(rel.sha256)
     built = q(f"{rel.path}/.schoolctl-built")
+    run_path, provide = runtime(site, rel.version)
     env = (f"env HOME={HOME} SCARF_ANALYTICS=false NODE_EXTRA_CA_CERTS={CA_BUNDLE} "
-           "npm_config_userconfig=" + f"{HOME}/.npmrc PATH=/usr/local/bin:/usr/bin:/bin")
-    pnpm = Step(f"pnpm {PNPM_VERSION}",
-                check=f'[ "$({PNPM} --version 2>/dev/null)" = {PNPM_VERSION} ]',
-                apply=(f"SCARF_ANALYTICS=false npm install --global --no-fund --no-audit "
-                       f"pnpm@{PNPM_VERSION} >/dev/null"), timeout=600)
+           f"npm_config_userconfig={HOME}/.npmrc pnpm_config_pm_on_fail=ignore PATH={q(run_path)}")
+    kept = (f"old=$(readlink {CURRENT} || true)\n"
+            f"if [ -n \"$old\" ] && [ \"$old\" != {path} ]; then echo \"etherpad: ${{old##*/}} keeps running, "
+            f"unchanged\" >&2; echo \"{upgrade.MARKER} etherpad ${{old##*/}}\" >&2; fi\nexit 1")
+    # while an older release runs: it keeps running until this one is built
     build = Step(f"etherpad {rel.version} built (pnpm install, build:etherpad)",
                  check=f"grep -qx {sha} {built}",
-                 apply=(f"cd {path}\n"
-                        f"runuser -u {USER} -- {env} {PNPM} install --frozen-lockfile --reporter=silent\n"
-                        f"runuser -u {USER} -- {env} {PNPM} run build:etherpad >/dev/null\n"
-                        f"install -d -o {USER} -g {USER} -m 0750 {q(rel.path + '/var')}\n"
+                 apply=(f"if ! {{ cd {path} && "
+                        f"runuser -u {USER} -- {env} pnpm install --frozen-lockfile --reporter=silent && "
+                        f"runuser -u {USER} -- {env} pnpm run build:etherpad >/dev/null && "
+                        f"install -d -o {USER} -g {USER} -m 0750 {q(rel.path + '/var')}; }}; then\n"
+                        f"echo 'etherpad: building {rel.version} failed' >&2\n{kept}\nfi\n"
+                        f"echo {q(run_path)} > {q(rel.path + '/' + RUNTIME_PATH)}\n"
                         f"echo {sha} > {built}"), timeout=1800)
-    current = Step(f"etherpad {rel.version} in use", check=f'[ "$(readlink {q(rel.current)})" = {path} ]',
-                   apply=f"ln -sfn {path} {q(rel.current + '.new')} && mv -T {q(rel.current + '.new')} "
-                         f"{q(rel.current)}")
+    switch = f"ln -sfn {path} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}"
+    current = Step(
+        f"etherpad {rel.version} in use (an upgrade: dumped first, rolled back on failure)",
+        check=f'[ "$(readlink {CURRENT})" = {path} ]',
+        apply="\n".join([
+            f"old=$(readlink {CURRENT} || true)",
+            f'if [ -n "$old" ] && [ "$old" != {path} ] && [ -f "$old/.schoolctl-built" ]; then',
+            UP, upgrade.rollback_function(APP),
+            f"  echo \"etherpad: upgrading ${{old##*/}} -> {rel.version}\" >&2",
+            f"  systemctl stop {UNIT}",
+            f"  if ! {{ {upgrade.dump(APP)}; }} >&2; then systemctl start {UNIT}; "
+            "echo 'etherpad: the dump failed; the old release runs on' >&2; exit 1; fi",
+            f"  {upgrade.save_point(APP, rel.version)}",
+            f"  {switch}",
+            f"  if ! {{ systemctl restart {UNIT} && etherpad_up; }}; then",
+            *(f"    {line}" for line in upgrade.on_failure(APP, f"starting {rel.version}").splitlines()),
+            "  fi",
+            "else",
+            f"  {switch}",
+            "fi"]))
     running = Step("etherpad running", check=f"systemctl is-active -q {UNIT} && systemctl is-enabled -q {UNIT}",
-                   apply=(f"systemctl enable -q {UNIT} && systemctl restart {UNIT}\n"
-                          # bounded wait for the port (first start creates the database tables)
-                          f"for i in $(seq 60); do curl -fsS -o /dev/null http://{LISTEN}:{PORT}/health && exit 0; "
-                          "sleep 1; done; echo 'etherpad did not answer on its port within 60 s' >&2; exit 1"),
+                   apply=(f"{UP}\nsystemctl enable -q {UNIT} && systemctl restart {UNIT}\netherpad_up"),
                    timeout=300)
-    return [pnpm, artifacts.fetch_step(site, rel, owner=USER), build, current, running]
+    return [*provide, artifacts.fetch_step(site, rel, owner=USER), build, current, running]
+
+
+def launcher() -> str:
+    """The unit's ExecStart: the server of the release `current` points at, run by the Node.js its
+    build used, directly (what `pnpm run prod` runs, as upstream's own image does for 3.x: pnpm 11
+    checks the dependencies before every `pnpm run` and may try to reinstall them)."""
+    return (f"#!/bin/sh\n# Managed by schoolctl: Etherpad from the release {CURRENT} points at, with the Node.js "
+            f"and pnpm\n# its build used (the release's {RUNTIME_PATH}; Debian's for a release built before).\n"
+            f"set -eu\ncd {CURRENT}/src\nPATH={DEBIAN_PATH}\n"
+            f"if [ -f ../{RUNTIME_PATH} ]; then PATH=$(cat ../{RUNTIME_PATH}); fi\nexport PATH\n"
+            'exec node --require tsx/cjs node/server.ts "$@"\n')
 
 
 def layer(site: Site) -> Layer | None:
@@ -219,9 +312,10 @@ def layer(site: Site) -> Layer | None:
         File(SETTINGS, json.dumps(settings(site), indent=2, ensure_ascii=False) + "\n", "0600", USER, USER,
              restart=(UNIT,), secret=True),
         File(APIKEY, site.secret("etherpad_api").reveal(), "0600", USER, USER, restart=(UNIT,), secret=True),
+        File(LAUNCHER, launcher(), "0755", restart=(UNIT,)),
         File(f"/etc/systemd/system/{UNIT}.service",
-             render("etherpad/etherpad.service.j2", user=USER, home=HOME, release=rel.path, settings=SETTINGS,
-                    apikey=APIKEY, pnpm=PNPM), restart=(UNIT,)),
+             render("etherpad/etherpad.service.j2", user=USER, home=HOME, release=CURRENT, settings=SETTINGS,
+                    apikey=APIKEY, launcher=LAUNCHER), restart=(UNIT,)),
         File(WS_MAP, "# Managed by schoolctl: Etherpad's websocket upgrade (used in its nginx site).\n"
              "map $http_upgrade $etherpad_connection {\n    default upgrade;\n    '' close;\n}\n",
              check=NGINX_CHECK, reload=("nginx",)),
@@ -229,10 +323,14 @@ def layer(site: Site) -> Layer | None:
     ]
     return Layer(
         name="etherpad", round=APPS,
-        pre_steps=[Step("system user etherpad", check=f"id -u {USER}",
+        pre_steps=[upgrade.guard_step(APP, rel.version, site.id),
+                   Step("system user etherpad", check=f"id -u {USER}",
                         apply=(f"useradd --system --user-group --home-dir {HOME} --shell /usr/sbin/nologin {USER}"))],
-        packages=["nodejs", "npm"],
-        directories=[Directory(HOME, "0750", USER, USER), Directory(ETC, "0750", USER, USER)],
+        # Debian's Node.js and npm: 2.x runs on them; for 3.x npm installs pnpm 11 (a rollback to 2.x
+        # finds them still there)
+        packages=["nodejs", "npm", *(["xz-utils"] if major(rel.version) >= 3 else [])],  # node's .tar.xz
+        directories=[Directory(HOME, "0750", USER, USER), Directory(ETC, "0750", USER, USER),
+                     Directory("/usr/local/lib/schoolctl")],
         files=files,
         steps=_steps(site, rel),
     )

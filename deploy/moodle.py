@@ -6,6 +6,12 @@ is newer than the database's; every policy setting set and checked by ONE PHP sc
 against the school's directory; cron and the LDAP sync as systemd timers; nginx per the release
 layout (5.1+ serves `public/`).
 
+Upgrade (a new version while an installed one is in use): a guard refuses a downgrade before any
+change; then CLI maintenance mode on, the database dumped, a rollback point written, `current`
+moved, caches purged, upgrade.php and the settings; when upgrade.php fails, everything goes back
+(deploy/upgrade.py): `current` to the old release (with its own config.php), the dump restored,
+caches purged by the old code, PHP-FPM reloaded, maintenance mode off.
+
 Extension points: `settings(site)` returns the dict the settings script applies (component ->
 name -> value); BigBlueButton and Etherpad layers add their plugins' settings there.
 """
@@ -16,10 +22,10 @@ import json
 import shlex
 from typing import Any
 
-from schoolctl.deploy import artifacts, etherpad
+from schoolctl.deploy import artifacts, etherpad, upgrade
 from schoolctl.deploy.database import PSQL, backup_command, credentials
 from schoolctl.deploy.identity import ldap_settings
-from schoolctl.deploy.php import PHP_VERSION, REDIS_SOCKET, php_cli, pool_socket, service_user
+from schoolctl.deploy.php import FPM, PHP_VERSION, REDIS_SOCKET, php_cli, pool_socket, service_user
 from schoolctl.deploy.render import integer, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step
@@ -250,12 +256,58 @@ def upgrade_step(version: str, plugins: dict[str, int] | None = None) -> Step:
                        + php_cli(APP, SETTINGS_SCRIPT)), timeout=3600)
 
 
+def _cli(code: str, script: str) -> str:
+    """Shell: one of Moodle's admin/cli scripts of the code in `code` (a shell word; 5.1+ keeps them
+    under public/), as the moodle user."""
+    name, _, args = script.partition(" ")
+    return (f"(c={code}; [ -d \"$c/public/admin/cli\" ] && c=$c/public; "
+            f"{php_cli(APP, chr(34) + '$c/admin/cli/' + name + chr(34) + (' ' + args if args else ''))})")
+
+
+APP_UPGRADE = upgrade.App(
+    APP, "Moodle", relative_link=True,
+    # by hand (`schoolctl rollback`): users out first (the maintenance page is a file in the data root)
+    stop=f"{_cli(CURRENT, 'maintenance.php --enable')} >/dev/null 2>&1 || true",
+    start=(f"{_cli(CURRENT, 'purge_caches.php')} >&2 || true\n"
+           f"systemctl reload {FPM} || systemctl restart {FPM}\n"
+           f"{_cli(CURRENT, 'maintenance.php --disable')} >/dev/null || {{ echo 'moodle: maintenance mode could not be "
+           f"turned off' >&2; return {upgrade.FAILED}; }}"))
+
+
 def switch_step(rel: artifacts.Release) -> Step:
+    """`current` to `rel`; when an installed release is in use, that is the upgrade (dumped first,
+    rolled back when upgrade.php fails)."""
     target = f"releases/{rel.version}"
     q = shlex.quote(target)
-    return Step(f"moodle current -> {target}",
-                check=f'[ "$(readlink {CURRENT})" = {q} ]',
-                apply=f"ln -sfn {q} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}")
+    switch = f"ln -sfn {q} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}"
+    has_config = f"{_db_value('SELECT to_regclass(' + chr(39) + 'mdl_config' + chr(39) + ')')} | grep -qx mdl_config"
+    code = code_dir(rel.version)
+    apply = "\n".join([
+        f"old=$(readlink {CURRENT} || true)",
+        f'if [ -n "$old" ] && [ -e {INSTALLED} ] && {has_config}; then',
+        *(f"  {line}" for line in upgrade.rollback_function(APP_UPGRADE).splitlines()),
+        f"  echo \"moodle: upgrading ${{old##*/}} -> {rel.version}\" >&2",
+        f"  {_cli(shlex.quote(HOME) + '/' + chr(34) + '$old' + chr(34), 'maintenance.php --enable')} >/dev/null",
+        f"  if ! {{ {upgrade.dump(APP_UPGRADE)}; }} >&2; then "
+        f"{_cli(CURRENT, 'maintenance.php --disable')} >/dev/null; "
+        "echo 'moodle: the dump failed; nothing changed' >&2; exit 1; fi",
+        f"  {upgrade.save_point(APP_UPGRADE, rel.version)}",
+        f"  {switch}",
+        f"  systemctl reload {FPM} || systemctl restart {FPM}",
+        # Moodle caches its plugin list until the core version changes: purged, so it sees new plugins
+        f"  if ! {{ {php_cli(APP, f'{code}/admin/cli/purge_caches.php')} && "
+        f"{php_cli(APP, f'{code}/admin/cli/upgrade.php --non-interactive')}; }} >&2; then",
+        *(f"    {line}" for line in upgrade.on_failure(APP_UPGRADE, f"upgrade.php to {rel.version}").splitlines()),
+        "  fi",
+        # an upgrade resets some settings (registrationpending): the policy goes back on at once
+        f"  {php_cli(APP, SETTINGS_SCRIPT)} >&2",
+        f"  {_cli(CURRENT, 'maintenance.php --disable')} >/dev/null",
+        f"  echo \"moodle: now {rel.version}\" >&2",
+        "else",
+        f"  {switch}",
+        "fi"])
+    return Step(f"moodle current -> {target} (an upgrade: dumped first, rolled back on failure)",
+                check=f'[ "$(readlink {CURRENT})" = {q} ]', apply=apply, timeout=3600)
 
 
 def settings_step() -> Step:
@@ -308,7 +360,8 @@ def layer(site: Site) -> Layer | None:
         name=APP, round=APPS,
         # the release is unpacked before the files (its config.php goes into the release folder);
         # code owned by root: the PHP processes (user moodle) cannot change it
-        pre_steps=[artifacts.fetch_step(site, rel, owner="root")],
+        pre_steps=[upgrade.guard_step(APP_UPGRADE, rel.version, site.id),
+                   artifacts.fetch_step(site, rel, owner="root")],
         # PHP's LDAP and Redis extensions for auth_ldap and the session handler
         packages=[f"php{PHP_VERSION}-ldap", "php-redis"],
         directories=[Directory(TOOLS), Directory(VAR, "0750", user, user), Directory(DATAROOT, "0700", user, user),

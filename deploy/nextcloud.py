@@ -16,8 +16,13 @@ users and privacy defaults.
   reading the merged config.php and one psql query of the app values (~10x faster than booting
   Nextcloud for `occ config:list`). The two secrets Nextcloud keeps (database and LDAP bind
   passwords) are imported from a root-only JSON on stdin, re-imported when their file changes.
-- Upgrade: a new version is unpacked beside the old one; `current` moves to it (config.php copied
-  over) and `occ upgrade` runs when the code's version differs from the one in config.php.
+- Upgrade: a new version is unpacked beside the old one. A guard (before any change to Nextcloud)
+  refuses a downgrade and a skipped major version (Nextcloud upgrades one major at a time). Then:
+  maintenance mode on, the database dumped (deploy.database.backup_command), a rollback point
+  written, config.php copied into the new release, `current` moved, `occ upgrade`; when that fails,
+  everything goes back (deploy/upgrade.py): `current` to the old release (its config.php as it was),
+  the dump restored, PHP-FPM restarted, maintenance mode off. The old release folder stays (the way
+  back of `schoolctl rollback`).
 - Users: the school's LDAP (user_ldap, ldaps://127.0.0.1:636, CA from /etc/ldap/ldap.conf), login
   by uid; the internal user name is the uid, so leavers are deleted by uid (`delete_user_command`).
 - Background jobs: cron.php every 5 minutes from a systemd timer, as the nextcloud user.
@@ -31,8 +36,8 @@ import re
 import shlex
 from typing import Any
 
-from schoolctl.deploy import artifacts
-from schoolctl.deploy.database import backup_command, credentials, secret_file
+from schoolctl.deploy import artifacts, upgrade
+from schoolctl.deploy.database import credentials, secret_file
 from schoolctl.deploy.identity import checked_uid, ldap_settings
 from schoolctl.deploy.php import FPM, PHP_VERSION, REDIS_SOCKET, pool_socket, service_user
 from schoolctl.deploy.render import integer, render
@@ -180,6 +185,14 @@ def app_config(site: Site) -> dict[str, dict[str, str]]:
     }
 
 
+def array_config(site: Site) -> dict[str, dict[str, list[str]]]:
+    """App values of type array. Nextcloud 32+ keeps user_ldap's list of configurations in one
+    (`configuration_prefixes`); a fresh install fills it, empty, when user_ldap is enabled, before
+    schoolctl's LDAP values exist: without it set, no LDAP user logs in."""
+    major = int(site.school.versions.get("nextcloud", "0").split(".")[0])
+    return {"user_ldap": {"configuration_prefixes": [LDAP_PREFIX]}} if major >= 32 else {}
+
+
 def wanted_config(site: Site) -> dict[str, Any]:
     """The JSON `occ config:import` reads (no secrets)."""
     return {"system": system_config(site), "apps": app_config(site)}
@@ -209,17 +222,63 @@ def _installed_check() -> str:
     return f"grep -Eq \"'installed' => true\" {CURRENT}/config/config.php"
 
 
+def occ_in(code: str, args: str) -> str:
+    """Shell: occ of the release in `code` (a shell word, e.g. "$old")."""
+    return f"(cd {code} && runuser -u {USER} -- {PHP} occ {args})"
+
+
+APP = upgrade.App(
+    "nextcloud", "Nextcloud",
+    # by hand (`schoolctl rollback`): users out first; the release in use may be a broken one
+    stop=f"{occ('maintenance:mode --on')} >/dev/null 2>&1 || true",
+    start=(f"systemctl try-restart {FPM}\n"
+           f"{occ('maintenance:mode --off')} >/dev/null || {{ echo 'nextcloud: maintenance mode could not be "
+           f"turned off' >&2; return {upgrade.FAILED}; }}"))
+
+
+def _versions_match(code: str = CURRENT) -> str:
+    return (f"{PHP} -r 'include \"{code}/version.php\"; include \"{code}/config/config.php\"; "
+            "exit(implode(\".\", $OC_Version) === $CONFIG[\"version\"] ? 0 : 1);'")
+
+
+def upgrade_script(rel: artifacts.Release) -> str:
+    """Shell: from the installed release `current` points at to `rel`, data kept, or back."""
+    path, config = shlex.quote(rel.path), shlex.quote(f"{rel.path}/config/config.php")
+    old = '"$old"'
+    return "\n".join([
+        upgrade.rollback_function(APP),
+        f"echo \"nextcloud: upgrading ${{old##*/}} -> {rel.version}\" >&2",
+        f"{occ_in(old, 'maintenance:mode --on')} >/dev/null",
+        f"if ! {{ {upgrade.dump(APP)}; }} >&2; then {occ_in(old, 'maintenance:mode --off')} >/dev/null; "
+        "echo 'nextcloud: the dump failed; nothing changed' >&2; exit 1; fi",
+        upgrade.save_point(APP, rel.version),
+        # the old release keeps its own config.php as it was: the way back
+        f"cp -p \"$old/config/config.php\" {config}",
+        f"ln -sfn {path} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}",
+        f"systemctl try-restart {FPM}",
+        f"if ! {occ('upgrade -n')} >&2; then",
+        *(f"  {line}" for line in upgrade.on_failure(APP, f"occ upgrade to {rel.version}").splitlines()),
+        "fi",
+        f"{occ('maintenance:mode --off')} >/dev/null",
+        f"echo \"nextcloud: now {rel.version}\" >&2",
+    ])
+
+
 def _steps(site: Site, rel: artifacts.Release) -> list[Step]:
     db = credentials(site, "nextcloud")
-    path, config = shlex.quote(rel.path), shlex.quote(f"{rel.path}/config/config.php")
+    path = shlex.quote(rel.path)
     current = Step(
-        f"nextcloud {rel.version} in use ({CURRENT})",
+        f"nextcloud {rel.version} in use ({CURRENT}; an upgrade: dumped first, rolled back on failure)",
         check=f'[ "$(readlink {CURRENT})" = {path} ]',
         apply=(f"old=$(readlink {CURRENT} || true)\n"
-               f"if [ -n \"$old\" ] && [ -f \"$old/config/config.php\" ] && [ ! -f {config} ]; "
-               f"then cp -p \"$old/config/config.php\" {config}; fi\n"
+               f"if [ -n \"$old\" ] && [ -f \"$old/config/config.php\" ] && "
+               f"grep -Eq \"'installed' => true\" \"$old/config/config.php\"; then\n"
+               f"{upgrade_script(rel)}\n"
+               f"else\n"
                f"ln -sfn {path} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}\n"
-               f"systemctl try-restart {FPM}"))
+               f"systemctl try-restart {FPM}\n"
+               f"fi"),
+        timeout=3600)
     install = Step(
         "nextcloud installed (occ maintenance:install)",
         check=_installed_check(),
@@ -231,12 +290,19 @@ def _steps(site: Site, rel: artifacts.Release) -> list[Step]:
                # the installer logs to the default data folder in the code tree before it knows --data-dir
                f"rm -rf {CURRENT}/data {DATA}/nextcloud.log"),
         timeout=900)
-    upgrade = Step(
+    # the same release, its database behind (an upgrade cut short before this schoolctl, an app
+    # update): dumped, upgraded; back to the point's release when it was this upgrade's
+    repair = Step(
         f"nextcloud database at {rel.version} (occ upgrade)",
-        check=(f"{PHP} -r 'include \"{CURRENT}/version.php\"; include \"{CURRENT}/config/config.php\"; "
-               "exit(implode(\".\", $OC_Version) === $CONFIG[\"version\"] ? 0 : 1);'"),
-        apply=f"{backup_command(db.name)} || exit 1\n{occ('upgrade -n')}\n{occ('maintenance:mode --off')} >/dev/null",
-        timeout=1800)
+        check=_versions_match(),
+        apply=(f"{upgrade.rollback_function(APP)}\n"
+               f"{{ {upgrade.dump(APP)}; }} >&2 || exit 1\n"
+               f"if ! {occ('upgrade -n')} >&2; then\n"
+               f"  if grep -qx 'to={rel.version}' {APP.point} 2>/dev/null; then\n"
+               + "\n".join(f"    {line}" for line in upgrade.on_failure(APP, "occ upgrade").splitlines()) + "\n"
+               f"  fi\n  {occ('maintenance:mode --off')} >/dev/null 2>&1 || true\n  exit 1\nfi\n"
+               f"{occ('maintenance:mode --off')} >/dev/null"),
+        timeout=3600)
     secrets = Step(
         "nextcloud database and LDAP bind passwords",
         check=f'[ "$(sha256sum < {SECRET_JSON})" = "$(cat {STATE_DIR}/secrets.applied 2>/dev/null)" ]',
@@ -251,7 +317,7 @@ def _steps(site: Site, rel: artifacts.Release) -> list[Step]:
                f"sha256sum < {ADMIN_PASSWORD_FILE} > {STATE_DIR}/admin.applied"))
     config = Step("nextcloud settings, apps and LDAP (occ config:import)",
                   check=f"{CONFIG_SCRIPT} check", apply=f"{CONFIG_SCRIPT} apply", timeout=600)
-    return [artifacts.fetch_step(site, rel, owner=USER), current, install, upgrade, secrets, admin, config]
+    return [artifacts.fetch_step(site, rel, owner=USER), current, install, repair, secrets, admin, config]
 
 
 def nginx_body(site: Site) -> str:
@@ -269,7 +335,8 @@ def layer(site: Site) -> Layer | None:
         File(SECRET_JSON, json.dumps(secret_config(site), sort_keys=True), "0600", secret=True),
         File(ADMIN_PASSWORD_FILE, site.secret("nextcloud_admin").reveal(), "0600", secret=True),
         File(CONFIG_SCRIPT, render("nextcloud/config.py.j2", wanted=WANTED, current=CURRENT, user=USER, php=PHP,
-                                   disabled=list(DISABLED_APPS), enabled=list(ENABLED_APPS)), "0755"),
+                                   disabled=list(DISABLED_APPS), enabled=list(ENABLED_APPS),
+                                   arrays=array_config(site)), "0755"),
         File("/etc/systemd/system/nextcloud-cron.service",
              render("nextcloud/cron.service.j2", user=USER, php=PHP, current=CURRENT)),
         File("/etc/systemd/system/nextcloud-cron.timer", render("nextcloud/cron.timer.j2")),
@@ -278,6 +345,8 @@ def layer(site: Site) -> Layer | None:
     ]
     return Layer(
         name="nextcloud", round=APPS,
+        # before any change to Nextcloud: no downgrade, no skipped major version
+        pre_steps=[upgrade.guard_step(APP, rel.version, site.id, one_major=True)],
         packages=["bzip2", "openssl"],   # the release is a .tar.bz2; a throwaway install password
         directories=[Directory(HOME, "0750", USER, USER), Directory(DATA, "0770", USER, USER),
                      Directory(LOG_DIR, "0750", USER, USER), Directory(CONF_DIR, "0755"),

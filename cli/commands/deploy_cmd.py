@@ -11,7 +11,7 @@ from rich.table import Table
 
 from schoolctl.cli.context import get
 from schoolctl.cli.output import err, out, say
-from schoolctl.cli.plan_view import show_plan
+from schoolctl.cli.plan_view import releases_json, show_plan
 from schoolctl.secrets import redact
 
 app = typer.Typer()
@@ -51,29 +51,46 @@ def _summary(results) -> None:
     t = Table("school", "result", "changes", "time", "error")
     for r in results:
         colour = {"failed": "red", "changed": "yellow", "unchanged": "green"}.get(r.status, "")
-        t.add_row(r.school, f"[{colour}]{r.status}[/]" if colour else r.status, str(len(r.changes)),
+        t.add_row(r.school, f"[{colour}]{r.status_text}[/]" if colour else r.status_text, str(len(r.changes)),
                   f"{r.seconds:.1f}s", redact(r.error.splitlines()[0] if r.error else ""))
     out.print(t)
     for r in results:
         if r.error:
             err.print(f"[red]{r.school} failed[/]:", redact(r.error), markup=True, highlight=False)
+    _skipped(results)
+
+
+def _skipped(results) -> None:
+    """One line per app left out for want of its release, and the summary naming them."""
+    left = [(r.school, line) for r in results for line in r.skipped]
+    for school, line in left:
+        err.print(f"[yellow]{school}: skipped[/] {redact(line)}", markup=True, highlight=False)
+    if left:
+        apps = ", ".join(f"{school} {line.split(':', 1)[0]}" for school, line in left)
+        err.print(f"[yellow]not deployed, no release to be had:[/] {apps}", markup=True, highlight=False)
 
 
 @app.command()
 def plan(ctx: typer.Context, ids: Ids = None, all_: All = False,
          as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
-    """Show, per school, what a deploy would change (operations and file diffs, no secrets)."""
+    """Show, per school, what a deploy would change (operations and file diffs, no secrets), and
+    the releases it is configured to run that are past upstream's security support or have a
+    known vulnerability (fleet.yaml `support:`; `accept:` marks the accepted ones)."""
     from schoolctl.cli.runner import run
+    from schoolctl.releases import reviewed, today
 
     schools = _schools(ctx, ids, all_)
+    found = {s.id: reviewed(s, today(s.fleet)) for s in schools}
     board = _Board([s.id for s in schools])
     with board.live:
         results = run(schools, plan=True, progress=board)
     if as_json:
-        say(json.dumps([r.as_json() for r in results], indent=2))
+        say(json.dumps([{**r.as_json(), "releases": releases_json(found.get(r.school, []))} for r in results],
+                       indent=2))
     else:
         for r in results:
-            show_plan(r)
+            show_plan(r, found.get(r.school, []))
+        _skipped(results)
     if any(r.status == "failed" for r in results):
         raise typer.Exit(1)
 
@@ -95,5 +112,5 @@ def deploy(ctx: typer.Context, ids: Ids = None, all_: All = False,
         say(json.dumps([r.as_json() for r in results], indent=2))
     else:
         _summary(results)
-    if any(r.status == "failed" for r in results):
+    if any(r.status == "failed" or r.skipped for r in results):
         raise typer.Exit(1)

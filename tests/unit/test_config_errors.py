@@ -70,8 +70,8 @@ def yaml_unclosed_flow_mapping(s: Path) -> Expect:
 def yaml_unclosed_quote(s: Path) -> Expect:
     # The error must point at the quote that is never closed, not past the end of the file.
     p = s / "demo.yaml"
-    edit(p, 'version: "2.5.3"', 'version: "2.5.3')
-    return Expect([f"schools/demo.yaml:{at(p, '2[.]5[.]3', chr(34))}: YAML syntax error: while scanning a quoted "
+    edit(p, 'version: "3.3.1"', 'version: "3.3.1')
+    return Expect([f"schools/demo.yaml:{at(p, '3[.]3[.]1', chr(34))}: YAML syntax error: while scanning a quoted "
                    "scalar: found unexpected end of stream (check indentation, colons and quotes on this line "
                    "and the one before)"])
 

@@ -64,7 +64,7 @@ def test_5_0_serves_the_code_root(mirror: str) -> None:
     assert "client_max_body_size 100M;" in nginx
     config = f["/srv/moodle/releases/5.0.6/config.php"]
     assert "require_once(__DIR__ . '/lib/setup.php');" in config.data.decode()
-    fetch = layer.pre_steps[0]
+    fetch = layer.pre_steps[1]   # after the upgrade guard (deploy/upgrade.py)
     assert fetch.upload and fetch.upload[0].endswith("moodle-5.0.6.tgz")
     steps = {s.name: s for s in layer.steps}
     assert "/srv/moodle/current/admin/cli/upgrade.php" in next(s.apply for n, s in steps.items() if "matches" in n)
@@ -204,5 +204,10 @@ def test_an_upgrade_dumps_the_database_first(mirror: str) -> None:
     assert upgrade.apply.index("pg_dump") < upgrade.apply.index("upgrade.php")
     dump = backup_command("moodle")
     assert "umask 077" in dump and "/var/backups/schoolctl/moodle-" in dump and "tail -n +4" in dump
-    nc = next(s for s in nextcloud.layer(make_site("institut-mar")).steps if "occ upgrade" in s.name)
-    assert nc.apply.startswith(backup_command("nextcloud") + " || exit 1\n")
+    # a release change (deploy/upgrade.py): dumped before the switch and before upgrade.php / occ upgrade
+    switch = next(s for s in moodle.layer(make_site("demo", mirror=mirror)).steps if "current ->" in s.name).apply
+    assert switch.index(dump) < switch.index("ln -sfn releases/5.0.6") < switch.index("upgrade.php --non-interactive")
+    nc = next(s for s in nextcloud.layer(make_site("institut-mar")).steps if " in use " in s.name).apply
+    assert nc.index(backup_command("nextcloud")) < nc.index("occ upgrade -n")
+    repair = next(s for s in nextcloud.layer(make_site("institut-mar")).steps if "occ upgrade" in s.name)
+    assert repair.apply.index(backup_command("nextcloud")) < repair.apply.index("occ upgrade -n")

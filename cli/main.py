@@ -43,6 +43,29 @@ def _root(ctx: typer.Context,
           = None) -> None:
     # resolved here, inside the root's error handling: an empty SCHOOLCTL_SCHOOLS_DIR is exit 2
     ctx.obj = Context(schools_dir=schools_dir or default_schools_dir())
+    _check_settings()
+
+
+def _check_settings() -> None:
+    """SCHOOLCTL_MIRROR and SCHOOLCTL_LAYERS, once, before any school is touched: exit 2 when bad."""
+    from schoolctl.config.values import check_mirror
+    from schoolctl.errors import SettingError
+
+    mirror = os.environ.get("SCHOOLCTL_MIRROR")
+    if mirror == "":
+        raise SettingError("SCHOOLCTL_MIRROR is set but empty", "unset it for no mirror, or name a folder or URL")
+    if mirror is not None:
+        try:
+            check_mirror(mirror)
+        except ValueError as e:
+            raise SettingError(f"SCHOOLCTL_MIRROR: {e}", "unset it, or name an existing folder or URL") from None
+    if os.environ.get("SCHOOLCTL_LAYERS"):
+        from schoolctl.deploy.school import selected_layers  # pyinfra: only when the setting is there
+
+        try:
+            selected_layers()
+        except ValueError as e:
+            raise SettingError(str(e), "unset SCHOOLCTL_LAYERS to deploy every layer") from None
 
 
 def _mount() -> None:

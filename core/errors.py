@@ -56,6 +56,12 @@ class RosterError(_Problems):
     footer = "nothing was imported."
 
 
+class SettingError(SchoolctlError):
+    """A SCHOOLCTL_* environment setting is not valid (checked before any command runs)."""
+
+    exit_code = INPUT
+
+
 class SecretError(SchoolctlError):
     """The vault cannot be used: missing key, wrong key, unreadable file."""
 

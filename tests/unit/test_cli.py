@@ -381,3 +381,14 @@ def test_plan_says_each_schools_release_findings(schools: Path, monkeypatch: pyt
         ("CVE-2026-114516", "3.3.3", "critical", None)
     assert (moodle["until"], moodle["line"]) == ("2026-10-05", "5.0")
     assert moodle["accepted"] == {"reason": "exams", "by": "Ana", "until": live}
+
+
+@pytest.mark.parametrize(("var", "value", "words"), [
+    ("SCHOOLCTL_MIRROR", "relative/path", "neither an absolute path nor an http(s):// URL"),
+    ("SCHOOLCTL_MIRROR", "", "set but empty"),
+    ("SCHOOLCTL_LAYERS", "base,nope", "unknown layer(s) nope"),
+])
+def test_a_bad_setting_is_exit_2_before_any_school_is_touched(schools, var, value, words) -> None:
+    run = run_cli("--schools-dir", str(schools), "plan", "demo", env={var: value})
+    assert run.code == 2 and words in run.stderr, run.stderr
+    assert run.stdout == ""

@@ -173,52 +173,33 @@ WHY_ADVISORY = ("A version in the range of a published advisory can be attacked 
                 "in the version named (fleet.yaml `support:` advisories).")
 
 
-@control("MOODLE-RELEASE-SUPPORTED", "moodle", "The running Moodle release has upstream security support",
-         WHY_SUPPORT, ["32"], "high",
-         titles={"ca": "La versió de Moodle en marxa té suport de seguretat",
-                 "es": "La versión de Moodle en marcha tiene soporte de seguridad"})
-def moodle_supported(ctx: Context) -> Outcome:
-    return _support(ctx, "moodle", *running(ctx, "moodle"))
+# the app's name in Catalan and Spanish titles ("de Moodle", "d'Etherpad")
+_OF = {"moodle": ("de Moodle", "de Moodle"), "nextcloud": ("de Nextcloud", "de Nextcloud"),
+       "etherpad": ("d'Etherpad", "de Etherpad")}
 
 
-@control("MOODLE-NO-KNOWN-VULNERABILITY", "moodle", "The running Moodle release has no known vulnerability",
-         WHY_ADVISORY, ["32"], "high",
-         titles={"ca": "La versió de Moodle en marxa no té vulnerabilitats conegudes",
-                 "es": "La versión de Moodle en marcha no tiene vulnerabilidades conocidas"})
-def moodle_no_vulnerability(ctx: Context) -> Outcome:
-    return _advisories(ctx, "moodle", *running(ctx, "moodle"))
+def _app_controls(app: str) -> None:
+    """Register APP-RELEASE-SUPPORTED and APP-NO-KNOWN-VULNERABILITY for one app."""
+    title, (ca, es) = TITLES[app], _OF[app]
+
+    def supported(ctx: Context) -> Outcome:
+        return _support(ctx, app, *running(ctx, app))
+
+    def no_vulnerability(ctx: Context) -> Outcome:
+        return _advisories(ctx, app, *running(ctx, app))
+
+    control(f"{app.upper()}-RELEASE-SUPPORTED", app, f"The running {title} release has upstream security support",
+            WHY_SUPPORT, ["32"], "high",
+            titles={"ca": f"La versió {ca} en marxa té suport de seguretat",
+                    "es": f"La versión {es} en marcha tiene soporte de seguridad"})(supported)
+    control(f"{app.upper()}-NO-KNOWN-VULNERABILITY", app, f"The running {title} release has no known vulnerability",
+            WHY_ADVISORY, ["32"], "high",
+            titles={"ca": f"La versió {ca} en marxa no té vulnerabilitats conegudes",
+                    "es": f"La versión {es} en marcha no tiene vulnerabilidades conocidas"})(no_vulnerability)
 
 
-@control("NEXTCLOUD-RELEASE-SUPPORTED", "nextcloud", "The running Nextcloud release has upstream security support",
-         WHY_SUPPORT, ["32"], "high",
-         titles={"ca": "La versió de Nextcloud en marxa té suport de seguretat",
-                 "es": "La versión de Nextcloud en marcha tiene soporte de seguridad"})
-def nextcloud_supported(ctx: Context) -> Outcome:
-    return _support(ctx, "nextcloud", *running(ctx, "nextcloud"))
-
-
-@control("NEXTCLOUD-NO-KNOWN-VULNERABILITY", "nextcloud", "The running Nextcloud release has no known vulnerability",
-         WHY_ADVISORY, ["32"], "high",
-         titles={"ca": "La versió de Nextcloud en marxa no té vulnerabilitats conegudes",
-                 "es": "La versión de Nextcloud en marcha no tiene vulnerabilidades conocidas"})
-def nextcloud_no_vulnerability(ctx: Context) -> Outcome:
-    return _advisories(ctx, "nextcloud", *running(ctx, "nextcloud"))
-
-
-@control("ETHERPAD-RELEASE-SUPPORTED", "etherpad", "The running Etherpad release has upstream security support",
-         WHY_SUPPORT, ["32"], "high",
-         titles={"ca": "La versió d'Etherpad en marxa té suport de seguretat",
-                 "es": "La versión de Etherpad en marcha tiene soporte de seguridad"})
-def etherpad_supported(ctx: Context) -> Outcome:
-    return _support(ctx, "etherpad", *running(ctx, "etherpad"))
-
-
-@control("ETHERPAD-NO-KNOWN-VULNERABILITY", "etherpad", "The running Etherpad release has no known vulnerability",
-         WHY_ADVISORY, ["32"], "high",
-         titles={"ca": "La versió d'Etherpad en marxa no té vulnerabilitats conegudes",
-                 "es": "La versión de Etherpad en marcha no tiene vulnerabilidades conocidas"})
-def etherpad_no_vulnerability(ctx: Context) -> Outcome:
-    return _advisories(ctx, "etherpad", *running(ctx, "etherpad"))
+for _app in ("moodle", "nextcloud", "etherpad"):
+    _app_controls(_app)
 
 
 @control("HOST-OS-SUPPORTED", "host", "The server's OS release has security support and no known vulnerability",

@@ -106,6 +106,25 @@ class SchoolEnv:
                              for c in result["changes"]]
         return result
 
+    def curl(self, service: str, path: str, *extra: str, user: tuple[str, str] | None = None) -> tuple[int, str]:
+        """(status, body) of https://<service fqdn><path> through nginx on the lab host (--resolve to
+        it); basic auth from a curl config on stdin, so the password is on no command line."""
+        from schoolctl.deploy.site import SERVICE_HOSTS
+
+        fqdn = f"{SERVICE_HOSTS[service]}.{self.school.domain}"
+        address = self.lab.host(self.host).address
+        cmd = ["curl", "-sS", "--max-time", "60", "--noproxy", "*", "-k", "--resolve", f"{fqdn}:443:{address}",
+               "-o", "-", "-w", "\n@@%{http_code}", *extra]
+        stdin = None
+        if user:
+            cmd += ["-K", "-"]
+            stdin = f'user = "{user[0]}:{user[1]}"\n'
+        proc = subprocess.run([*cmd, f"https://{fqdn}{path}"], capture_output=True, text=True, timeout=90,
+                              input=stdin)
+        assert proc.returncode == 0, proc.stderr
+        body, _, code = proc.stdout.rpartition("\n@@")
+        return int(code), body
+
     def sh(self, command: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return self.lab.run(self.host, command, timeout=600, input=input)
 

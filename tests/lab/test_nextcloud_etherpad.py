@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,25 +39,6 @@ ROSTER = [["Marta", "Puig Soler", "teacher", "1A", "marta.puig@escola.example"],
 class Env(SchoolEnv):
     def occ_get(self, kind: str, *args: str) -> str:
         return self.ok(f"{OCC} config:{kind}:get {' '.join(args)}").strip()
-
-    def curl(self, service: str, path: str, *extra: str, user: tuple[str, str] | None = None) \
-            -> tuple[int, str]:
-        """A request to https://<service fqdn><path> through nginx on the lab host (--resolve to it)."""
-        from schoolctl.deploy.site import SERVICE_HOSTS
-
-        fqdn = f"{SERVICE_HOSTS[service]}.{self.school.domain}"
-        address = self.lab.host(HOST).address
-        cmd = ["curl", "-sS", "--max-time", "60", "--noproxy", "*", "-k", "--resolve", f"{fqdn}:443:{address}",
-               "-o", "-", "-w", "\n@@%{http_code}", *extra]
-        stdin = None
-        if user:   # basic auth from a config on stdin: the password is on no command line
-            cmd += ["-K", "-"]
-            stdin = f'user = "{user[0]}:{user[1]}"\n'
-        proc = subprocess.run([*cmd, f"https://{fqdn}{path}"], capture_output=True, text=True, timeout=90,
-                              input=stdin)
-        assert proc.returncode == 0, proc.stderr
-        body, _, code = proc.stdout.rpartition("\n@@")
-        return int(code), body
 
 
 @pytest.fixture(scope="module")

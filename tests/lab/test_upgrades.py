@@ -66,24 +66,6 @@ class Env(SchoolEnv):
         TIMINGS[label] = self.timings[label]
         return result
 
-    def curl(self, service: str, path: str, *extra: str, user: tuple[str, str] | None = None) -> tuple[int, str]:
-        """https://<service fqdn><path> through nginx on the lab host (basic auth from stdin)."""
-        from schoolctl.deploy.site import SERVICE_HOSTS
-
-        fqdn = f"{SERVICE_HOSTS[service]}.{self.school.domain}"
-        address = self.lab.host(self.host).address
-        cmd = ["curl", "-sS", "--max-time", "60", "--noproxy", "*", "-k", "--resolve", f"{fqdn}:443:{address}",
-               "-o", "-", "-w", "\n@@%{http_code}", *extra]
-        stdin = None
-        if user:
-            cmd += ["-K", "-"]
-            stdin = f'user = "{user[0]}:{user[1]}"\n'
-        proc = subprocess.run([*cmd, f"https://{fqdn}{path}"], capture_output=True, text=True, timeout=90,
-                              input=stdin)
-        assert proc.returncode == 0, proc.stderr
-        body, _, code = proc.stdout.rpartition("\n@@")
-        return int(code), body
-
     def upload(self, local: Path, remote: str) -> None:
         """A file of the controller onto the lab host (binary, over the lab's ssh)."""
         with local.open("rb") as f:

@@ -38,6 +38,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
     # names in the outbound allow-list are resolved on the controller: none resolve on a build machine
     data.update(dns=[], ntp=[])
     data["tls"]["acme_directory"] = "https://10.213.0.1:14000/dir"
+    # the down server is a real one: its egress allow-list names the Debian archive (an address here)
+    data["debian"] = {"mirror": "http://10.213.0.1:3142/debian", "security": "http://10.213.0.1:3142/debian-security"}
     (schools / "fleet.yaml").write_text(yaml.safe_dump(data))
     for sid, server in (("t-d1", "lab:t-d1"), ("t-d2", "lab:t-d2"), ("t-down", DOWN_ADDRESS)):
         (schools / f"{sid}.yaml").write_text(yaml.safe_dump(school(sid, server)))

@@ -4,7 +4,10 @@ to /srv/node/releases/<version>) and pnpm 11 (installed by Debian's npm into its
 that Node.js: first on PATH).
 
 - Code: /srv/etherpad/releases/<version> (the release archive, owned by the etherpad user), built
-  once per version with pnpm (`pnpm install --frozen-lockfile`, `pnpm run build:etherpad`; a marker
+  once per version with pnpm (2.x: `pnpm install --frozen-lockfile`, `pnpm run build:etherpad`; 3.x
+  (decision): production dependencies only, `pnpm install --frozen-lockfile --prod`, so no lint, test
+  or UI build tooling lands on a school server and 3.x's web admin UI and OIDC pages are not built:
+  schoolctl owns settings.json and no plugin is installed from the web; a marker
   holds the release's sha256) through the city proxy (npm `proxy`/`https-proxy`/`cafile` in
   /etc/npmrc and the etherpad user's ~/.npmrc), with SCARF_ANALYTICS=false. The build writes the
   PATH it used (which Node.js, which pnpm) into the release (`.schoolctl-path`, root's); the unit
@@ -255,13 +258,21 @@ def _steps(site: Site, rel: artifacts.Release) -> list[Step]:
             f"if [ -n \"$old\" ] && [ \"$old\" != {path} ]; then echo \"etherpad: ${{old##*/}} keeps running, "
             f"unchanged\" >&2; echo \"{upgrade.MARKER} etherpad ${{old##*/}}\" >&2; fi\nexit 1")
     # while an older release runs: it keeps running until this one is built
-    build = Step(f"etherpad {rel.version} built (pnpm install, build:etherpad)",
+    log = q(f"{HOME}/build-{rel.version}.log")
+    if major(rel.version) >= 3:  # production dependencies only, as upstream's production image runs
+        how, install = "pnpm install --prod", (f"runuser -u {USER} -- {env} pnpm install --frozen-lockfile --prod "
+                                               f"--reporter=append-only >{log} 2>&1")
+    else:
+        how, install = "pnpm install, build:etherpad", (
+            f"runuser -u {USER} -- {env} pnpm install --frozen-lockfile --reporter=append-only >{log} 2>&1 && "
+            f"runuser -u {USER} -- {env} pnpm run build:etherpad >>{log} 2>&1")
+    build = Step(f"etherpad {rel.version} built ({how})",
                  check=f"grep -qx {sha} {built}",
-                 apply=(f"if ! {{ cd {path} && "
-                        f"runuser -u {USER} -- {env} pnpm install --frozen-lockfile --reporter=silent && "
-                        f"runuser -u {USER} -- {env} pnpm run build:etherpad >/dev/null && "
+                 apply=(f"if ! {{ cd {path} && {install} && "
                         f"install -d -o {USER} -g {USER} -m 0750 {q(rel.path + '/var')}; }}; then\n"
-                        f"echo 'etherpad: building {rel.version} failed' >&2\n{kept}\nfi\n"
+                        f"tail -n 15 {log} >&2\n"
+                        f"echo 'etherpad: building {rel.version} failed (the lines above, from {log})' >&2\n"
+                        f"{kept}\nfi\n"
                         f"echo {q(run_path)} > {q(rel.path + '/' + RUNTIME_PATH)}\n"
                         f"echo {sha} > {built}"), timeout=1800)
     switch = f"ln -sfn {path} {CURRENT}.new && mv -T {CURRENT}.new {CURRENT}"

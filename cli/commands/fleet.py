@@ -147,6 +147,16 @@ def _quoted(text: str) -> str:
                    for c in json.dumps(text, ensure_ascii=False))
 
 
+_ACCEPT_BLOCK = re.compile(r"^accept:[^\n]*\n(?:[ ]+[^\n]*\n)*", re.M)
+
+
+def starter_fleet(text: str) -> str:
+    """The example fleet for a new folder: without the example's accepted risks (they name its demo
+    school, which the new folder does not have)."""
+    return _ACCEPT_BLOCK.sub('accept: []                             # accepted risks: {control, school (or "*"), '
+                             "reason, accepted_by, until}\n", text, count=1)
+
+
 @app.command()
 def new(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="ID", help="The new school's id.")],
         name: Annotated[str | None, typer.Option(help="The school's name.")] = None,
@@ -165,7 +175,8 @@ def new(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="ID
     if not any((c.schools_dir / f).exists() for f in FLEET_FILES):
         fleet = c.schools_dir / FLEET_FILES[0]
         c.schools_dir.mkdir(parents=True, exist_ok=True)
-        fleet.write_text((templates() / "starter" / "fleet.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+        fleet.write_text(starter_fleet((templates() / "starter" / "fleet.yaml").read_text(encoding="utf-8")),
+                         encoding="utf-8")
         say(f"wrote {shown_path(fleet)}: the example city's settings; set your domain, technicians, TLS and "
             "artifact pins there before a real deploy")
     domain = load(c.schools_dir).fleet.domain

@@ -392,3 +392,12 @@ def test_a_bad_setting_is_exit_2_before_any_school_is_touched(schools, var, valu
     run = run_cli("--schools-dir", str(schools), "plan", "demo", env={var: value})
     assert run.code == 2 and words in run.stderr, run.stderr
     assert run.stdout == ""
+
+
+def test_new_in_an_empty_folder_writes_a_fleet_without_the_examples_accepted_risks(tmp_path) -> None:
+    folder = tmp_path / "schools"
+    run = run_cli("--schools-dir", str(folder), "new", "escola-nova")
+    assert run.code == 0, run.stderr
+    fleet = (folder / "fleet.yaml").read_text()
+    assert "accept: []" in fleet and "MOODLE-RELEASE-SUPPORTED" not in fleet and "support:" in fleet
+    assert run_cli("--schools-dir", str(folder), "validate").code == 0

@@ -10,9 +10,11 @@ sources, both formats apt reads:
 - deb822: `/etc/apt/sources.list.d/*.sources` (paragraphs with `Types:`, `URIs:`, `Suites:`,
   `Enabled:`).
 
-The mirror is the URI serving the machine's own release (its codename, e.g. `bookworm`), the
-security archive the URI serving `<codename>-security` (or the pre-bullseye `<codename>/updates`);
-the school servers then ask those URIs for trixie, trixie-updates and trixie-security.
+Only the URIs are taken from the build machine, never its release: the mirror is the URI that
+serves the build machine's own codename (VERSION_CODENAME of its /etc/os-release), the security
+archive the URI that serves `<codename>-security` (or the old `<codename>/updates`). The school
+servers and lab hosts are Debian 13 and ask those URIs for trixie, trixie-updates and
+trixie-security (deploy/base.py: CODENAME).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any
 
 from schoolctl.audit.catalogue import NA, Context, Outcome, control, evidence, verdict
 from schoolctl.deploy.artifacts import SRV
-from schoolctl.releases import TITLES, Finding, findings, line_of
+from schoolctl.releases import APPS, TITLES, Finding, findings, line_of
 
 OS_RELEASE = "/etc/os-release"
 # where each app's version is written in its release tree, first match wins
@@ -198,7 +198,7 @@ def _app_controls(app: str) -> None:
                     "es": f"La versión {es} en marcha no tiene vulnerabilidades conocidas"})(no_vulnerability)
 
 
-for _app in ("moodle", "nextcloud", "etherpad"):
+for _app in APPS:
     _app_controls(_app)
 
 

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import requests
 
 from schoolctl.deploy import artifacts
+from schoolctl.deploy.etherpad import major  # the layer's own rule: 3.x runs on the fleet's Node.js
 from schoolctl.deploy.site import Site
 from schoolctl.errors import ArtifactError
 
@@ -31,7 +32,7 @@ def needed(site: Site, app: str) -> list[tuple[str, str]]:
         return []
     found = [(app, version)]
     node = site.school.fleet.artifacts.node
-    if app == "etherpad" and int(version.split(".")[0]) >= 3 and node is not None:
+    if app == "etherpad" and major(version) >= 3 and node is not None:
         found.append(("node", node.version))
     return found
 

@@ -7,7 +7,7 @@ import re
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 import yaml
@@ -15,30 +15,16 @@ from rich.table import Table
 
 from schoolctl.cli.context import get
 from schoolctl.cli.output import fail, out, say, warn
-from schoolctl.config.loader import FLEET_FILES, FLEET_MAX_BYTES, Config, load, shown_path
+from schoolctl.config.loader import FLEET_FILES, Config, load, shown_path
 from schoolctl.config.model import SCHOOL_ID, EffectiveSchool, School
 from schoolctl.config.problems import Problem
-from schoolctl.config.yamlfile import locate, read_yaml
+from schoolctl.config.yamlfile import locate
 from schoolctl.errors import ConfigError
 from schoolctl.resources import templates
 
 app = typer.Typer()
 
 Ids = Annotated[list[str] | None, typer.Argument(help="School ids (default: every school).", show_default=False)]
-
-
-def fleet_document(schools_dir: Path) -> tuple[Any, str]:
-    """The fleet file as read_yaml gives it (for line numbers) and its path as shown."""
-    path = next((schools_dir / n for n in FLEET_FILES if (schools_dir / n).exists()), schools_dir / FLEET_FILES[0])
-    shown = shown_path(path)
-    doc, _ = read_yaml(path, shown, FLEET_MAX_BYTES, "the fleet file")
-    return doc, shown
-
-
-def school_files(schools_dir: Path) -> list[str]:
-    """The ids of the school files in the folder (valid or not)."""
-    return sorted(p.stem for p in schools_dir.iterdir() if p.suffix in (".yaml", ".yml")
-                  and p.name not in FLEET_FILES and not p.name.startswith("."))
 
 
 def accept_check(config: Config, ids: list[str] | None) -> list[str]:
@@ -52,8 +38,8 @@ def accept_check(config: Config, ids: list[str] | None) -> list[str]:
         return []
     from schoolctl.audit.catalogue import load_all
 
-    doc, shown = fleet_document(config.schools_dir)
-    bad = releases.accept_problems(fleet, load_all(), school_files(config.schools_dir))
+    doc, shown = config.fleet_doc, config.fleet_shown
+    bad = releases.accept_problems(fleet, load_all(), config.school_files)
     if bad:
         raise ConfigError([Problem(shown, *locate(doc, ("accept", i, key)), message, hint)
                            for i, key, message, hint in bad])

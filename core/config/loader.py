@@ -101,6 +101,9 @@ class Config:
     schools_dir: Path
     fleet: Fleet
     schools: dict[str, EffectiveSchool] = field(default_factory=dict)
+    fleet_doc: Any = None     # the fleet file as read (for line numbers), and its path as shown
+    fleet_shown: str = ""
+    school_files: list[str] = field(default_factory=list)  # the ids of every school file (valid or not)
 
     def select(self, ids: list[str] | None = None, all_: bool = False) -> list[EffectiveSchool]:
         """The schools named by `ids` (every school when none are named)."""
@@ -346,8 +349,9 @@ def load(schools_dir: Path | None = None, only: list[str] | None = None) -> Conf
     by_id: dict[str, tuple[str, int]] = {}
     by_domain: dict[str, str] = {}
     by_server: dict[str, str] = {}
-    config = Config(schools_dir, fleet) if fleet else None
     stems = [p.stem for p in paths]
+    config = Config(schools_dir, fleet, fleet_doc=fleet_doc, fleet_shown=fleet_shown, school_files=stems) \
+        if fleet else None
     for path in paths:
         school, doc, shown, found = _validate(School, path)
         problems += found

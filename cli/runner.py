@@ -119,8 +119,7 @@ def _refusals(host: Any, rounds: list) -> list[str]:
     guards = [s for r in rounds for s in r.pre_steps if is_guard(s)]
     if not guards:
         return []
-    script = "\n".join(f"if ! ( {g.check} ) >/dev/null 2>&1 </dev/null; then ( {g.apply} ) 2>&1 </dev/null; fi"
-                       for g in guards)
+    script = "\n".join(f"( {ops.guarded(g)} ) 2>&1 </dev/null" for g in guards)
     found = host.get_fact(Command, command=f"{script}\ntrue")
     return [line for line in (found or "").splitlines() if line.strip()]
 

@@ -264,6 +264,11 @@ def services(units: list[Service]) -> Iterator[Any]:
     yield from commands
 
 
+def guarded(step: Step) -> str:
+    """Shell: the step's `apply`, only when its `check` fails (the check's output discarded)."""
+    return f"if ! ( {step.check} ) >/dev/null 2>&1 </dev/null; then\n{step.apply}\nfi"
+
+
 @operation(is_idempotent=True)
 def steps(items: list[Step]) -> Iterator[Any]:
     """Guarded steps: every check runs in one command; each step still to do runs its `apply`,
@@ -275,5 +280,5 @@ def steps(items: list[Step]) -> Iterator[Any]:
     for step in todo:
         if step.upload:
             yield FileUploadCommand(step.upload[0], step.upload[1])
-        script = f"if ! ( {step.check} ) >/dev/null 2>&1 </dev/null; then\n{step.apply}\nfi"
+        script = guarded(step)
         yield f"timeout {step.timeout} sh -ec {shlex.quote(script)}"

@@ -10,7 +10,8 @@ export SCHOOLCTL_SECRETS_DIR ?= $(CURDIR)/secrets
 # the artifact mirror the lab serves (real release trees, built outside the repo; see README)
 export SCHOOLCTL_MIRROR ?= /var/lib/schoolctl/mirror
 LAB_PACKAGES := debootstrap debian-archive-keyring systemd-container iproute2 openssh-client tinyproxy \
-	apt-cacher-ng pebble openssl curl nftables ldap-utils coturn chromium fonts-noto-core bzip2 python3-venv
+	apt-cacher-ng pebble openssl curl nftables ldap-utils coturn chromium fonts-noto-core bzip2 python3-venv \
+	poppler-utils fonts-dejavu-core
 PYTEST_ARGS ?=
 # the lab host schools/demo.yaml names (server: lab:demo)
 DEMO_LAB ?= demo

@@ -35,6 +35,7 @@ weak = %(weak)s
 for k in ("ip", "port", "disableIPlogging", "authenticationMethod", "showSettingsInAdminPage", "updateServer",
           "requireSession", "requireAuthentication", "editOnly", "enableMetrics", "loglevel", "trustProxy"):
     out[k] = s.get(k, "(unset)")
+out["pad_lang"] = (s.get("padOptions") or {}).get("lang", "(unset)")
 out["users"] = {u: {"is_admin": bool(v.get("is_admin")), "password_set": bool(v.get("password") or v.get("hash")),
                     "weak": (v.get("password") or "") in weak and not v.get("hash"),
                     "short": len(v.get("password") or "") < 16 and not v.get("hash")}
@@ -69,6 +70,16 @@ def state(ctx: Context) -> dict[str, Any]:
 def _is(ctx: Context, key: str, wanted: Any) -> Outcome:
     value = state(ctx)[key]
     return verdict(value == wanted, f"{key} = {json.dumps(value)}", f"{key} = {json.dumps(wanted)}")
+
+
+@control("ETHERPAD-LANGUAGE", "etherpad", "Etherpad's default language is the school's first language",
+         "Pupils must understand the pad's own interface: padOptions.lang is the school's first language.",
+         ["25"], "low", titles={"ca": "L'idioma per defecte d'Etherpad és el primer de l'escola",
+                                "es": "El idioma por defecto de Etherpad es el primero de la escuela"})
+def language(ctx: Context) -> Outcome:
+    first = ctx.school.languages[0]
+    value = state(ctx)["pad_lang"]
+    return verdict(value == first, f"padOptions.lang = {json.dumps(value)}", f"padOptions.lang = {json.dumps(first)}")
 
 
 @control("ETHERPAD-NO-IP-LOGGING", "etherpad", "Etherpad logs no IP addresses",

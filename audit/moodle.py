@@ -19,7 +19,7 @@ SETTINGS = [
         "forcelogin", "opentowebcrawlers", "allowindexing", "cookiesecure", "cookiehttponly", "enableanalytics",
         "enablestats", "enablegravatar", "registrationpending", "updateautocheck", "disableupdatenotifications",
         "disableupdateautodeploy", "site_is_public", "geopluginapikey", "geoip2file", "enablewebservices",
-        "enablemobilewebservice", "registerauth", "auth", "loglifetime")
+        "enablemobilewebservice", "registerauth", "auth", "loglifetime", "lang")
 ] + [("logstore_standard", "loglifetime"), ("tool_log", "enabled_stores"),
      ("tool_dataprivacy", "contactdataprotectionofficer"), ("tool_dataprivacy", "automaticdataexportapproval"),
      ("tool_dataprivacy", "automaticdatadeletionapproval"), ("auth_ldap", "host_url"), ("auth_ldap", "start_tls")]
@@ -52,6 +52,7 @@ foreach (['site' => CONTEXT_SYSTEM, 'user' => CONTEXT_USER] as $label => $level)
 $p = $pid > 0 && \tool_dataprivacy\purpose::record_exists($pid) ? new \tool_dataprivacy\purpose($pid) : null;
 $retention['course'] = $p ? $p->get('retentionperiod') : null;
 $out['retention'] = $retention;
+$out['translations'] = array_keys(get_string_manager()->get_list_of_translations(true));
 echo json_encode($out);
 """
 
@@ -83,6 +84,20 @@ def _flag(ctx: Context, name: str, wanted: str, plugin: str = "core") -> Outcome
     return verdict(_is(value, wanted), f"{key} = {value!r}", f"{key} = {wanted!r}")
 
 
+
+
+@control("MOODLE-LANGUAGE", "moodle", "Moodle's default language is the school's first language",
+         "Pupils and families must understand what Moodle says about their data and their work: the site "
+         "speaks the school's first language (its pack installed), not a developer's English.", ["25"], "low",
+         titles={"ca": "L'idioma per defecte de Moodle és el primer de l'escola",
+                 "es": "El idioma por defecto de Moodle es el primero de la escuela"})
+def language(ctx: Context) -> Outcome:
+    s = state(ctx)
+    first = ctx.school.languages[0]
+    lang, installed = s["settings"]["core/lang"], s["translations"]
+    return verdict(lang == first and first in installed,
+                   f"lang = {lang!r}; installed language packs: {', '.join(installed) or 'none'}",
+                   f"lang = {first!r} with its language pack installed")
 
 
 @control("MOODLE-NO-REGISTRATION", "moodle", "Moodle is not registered with moodle.org and sends it nothing",

@@ -48,6 +48,19 @@ def _system_is(ctx: Context, key: str, wanted: Any) -> Outcome:
     return verdict(value == wanted, f"{key} = {json.dumps(value)}", f"{key} = {json.dumps(wanted)}")
 
 
+@control("NEXTCLOUD-LANGUAGE", "nextcloud", "Nextcloud's default language is the school's first language",
+         "Pupils and families must understand what Nextcloud says about their files and their sharing: the "
+         "default language and locale are the school's first language.", ["25"], "low",
+         titles={"ca": "L'idioma per defecte de Nextcloud és el primer de l'escola",
+                 "es": "El idioma por defecto de Nextcloud es el primero de la escuela"})
+def language(ctx: Context) -> Outcome:
+    first = ctx.school.languages[0]
+    lang, locale = system(ctx, "default_language"), system(ctx, "default_locale")
+    ok = lang == first and isinstance(locale, str) and locale.split("_")[0] == first
+    return verdict(ok, f"default_language = {json.dumps(lang)}, default_locale = {json.dumps(locale)}",
+                   f"default_language = {json.dumps(first)}, default_locale {first}_*")
+
+
 @control("NEXTCLOUD-NO-INTERNET", "nextcloud", "Nextcloud runs as a closed installation (no internet calls)",
          "has_internet_connection false stops the app store, update, lookup and push calls to Nextcloud GmbH "
          "and the connectivity checks to third-party sites.", ["44", "5(1)(c)"], "high",

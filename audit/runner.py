@@ -34,6 +34,7 @@ from schoolctl.audit.catalogue import (
     order_key,
     prefetch_commands,
     run_control,
+    ssh_failure,
     waived,
 )
 from schoolctl.config.model import SERVICE_HOSTS, Acceptance, EffectiveSchool
@@ -42,6 +43,7 @@ from schoolctl.deploy.firewall import FirewallError, addresses
 from schoolctl.secrets import redact
 
 Progress = Callable[[str, str], None]
+NOT_CHECKED = "not checked: the school could not be audited (its error says why)"
 
 
 @dataclass
@@ -184,20 +186,21 @@ def audit_school(school: EffectiveSchool, expect: Expect | None = None, host: An
         result.extra_commands = len(cached.misses)
         passed = {r.control.id for r in result.controls if r.status == PASS}
         result.unused = [a for cid in sorted(passed) if (a := acceptance(school.fleet, cid, school.id, on))]
-    except Exception as e:  # unreachable host, lab down, broken evidence script: an error row
+    except Exception as e:  # unreachable host, lab down, broken evidence script: the school's one error
         msg = str(e).strip().splitlines()
-        result.error = redact(f"{type(e).__name__}: {msg[-1] if msg else ''}"[:500])
-        result.controls = [ControlResult(c, ERROR, result.error, "") if c.applicable(school) else
+        result.error = redact(ssh_failure(e) or f"{type(e).__name__}: {msg[-1] if msg else ''}"[:500])
+        # the reason is said once, as the school's error; its controls only say they were not checked
+        result.controls = [ControlResult(c, ERROR, NOT_CHECKED, "") if c.applicable(school) else
                            ControlResult(c, NA, f"{school.id} does not run {c.service}", "")
                            for c in (load_all()[i] for i in (only or sorted(load_all(), key=order_key)))]
     result.seconds = time.monotonic() - start
-    note(school.id, f"done: {result.status}")
+    note(school.id, f"done: {result.status} in {result.seconds:.1f}s")  # the error itself: in the report
     return result
 
 
-def audit_all(schools: list[EffectiveSchool], progress: Progress | None = None, parallel: int = 16,
+def audit_all(schools: list[EffectiveSchool], progress: Progress | None = None, parallel: int = 20,
               only: list[str] | None = None) -> list[SchoolAudit]:
-    """Audit every school concurrently; results in the order given."""
+    """Audit every school concurrently, at most `parallel` at once; results in the order given."""
     load_all()
     if not schools:
         return []

@@ -1,13 +1,23 @@
-"""What every command shares: where the schools are, loading them, the vault."""
+"""What every command shares: where the schools are, loading them (and the `--limit` selection), the vault."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from schoolctl.config.loader import Config, load
+if TYPE_CHECKING:
+    from schoolctl.config.loader import Config
+    from schoolctl.config.model import EffectiveSchool
+
+
+def load(schools_dir: Path, only: list[str] | None = None) -> Config:
+    """schoolctl.config.loader.load, imported on first use (the model is pydantic: `--help` starts fast)."""
+    from schoolctl.config.loader import load as load_fleet
+
+    return load_fleet(schools_dir, only)
 
 
 @dataclass
@@ -17,6 +27,22 @@ class Context:
     def config(self, only: list[str] | None = None) -> Config:
         """The validated fleet; raises ConfigError with every problem (exit 2)."""
         return load(self.schools_dir, only)
+
+    def chosen(self, ids: list[str] | None, limit: list[str] | None, all_: bool = False,
+               default_all: bool = False) -> tuple[Config, list[EffectiveSchool]]:
+        """The fleet and the schools a verb works on: `ids` (or every school with `all_`, a
+        `--limit`, or `default_all`), narrowed by `--limit` (schoolctl.config.selection). Only the
+        files of the schools named are checked when ids alone say which (exit 2 on any problem)."""
+        from schoolctl.cli.output import fail
+        from schoolctl.config import selection
+
+        found = selection.terms(limit)
+        if not ids and not all_ and not found and not default_all:
+            fail("name the schools to work on, pass --all, or choose with --limit (e.g. --limit district=NAME)")
+        only = ids or (selection.plain_ids(found) if not all_ else None)
+        config = self.config(only)
+        base = config.select(ids) if ids else list(config.schools.values())
+        return config, selection.select(base, found, config.schools.values() if ids else None)
 
 
 def get(ctx: typer.Context) -> Context:

@@ -12,7 +12,6 @@ from typer.core import TyperGroup
 
 from schoolctl.cli.context import Context
 from schoolctl.cli.output import warn
-from schoolctl.config.loader import default_schools_dir
 from schoolctl.errors import SchoolctlError
 
 
@@ -29,8 +28,25 @@ class _Root(TyperGroup):
             raise typer.Exit(e.exit_code) from None
 
 
-app = typer.Typer(name="schoolctl", cls=_Root, no_args_is_help=True, add_completion=False,
-                  pretty_exceptions_enable=False,
+def version() -> str:
+    """The installed schoolctl's version."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("schoolctl")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"schoolctl {version()}")
+        raise typer.Exit()
+
+
+app = typer.Typer(name="schoolctl", cls=_Root, no_args_is_help=True, add_completion=True,
+                  pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]},
                   help="Deploy and audit the free-software platform of a city's schools "
                        "(Moodle, Nextcloud, Etherpad, Jitsi Meet, BigBlueButton).")
 
@@ -40,7 +56,20 @@ def _root(ctx: typer.Context,
           schools_dir: Annotated[Path | None, typer.Option("--schools-dir", envvar="SCHOOLCTL_SCHOOLS_DIR",
                                                            show_default="./schools",
                                                            help="Folder with fleet.yaml and <school>.yaml files.")]
-          = None) -> None:
+          = None,
+          verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                               help="Show pyinfra's and testinfra's log: -v their steps, -vv "
+                                                    "everything (secrets masked).")] = 0,
+          debug: Annotated[bool, typer.Option("--debug", help="Every library's debug log, and the traceback of "
+                                                              "an internal error (secrets masked).")] = False,
+          _version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                                 help="Print schoolctl's version and exit.")] = False) -> None:
+    from schoolctl.config.loader import default_schools_dir
+
+    if verbose or debug:
+        from schoolctl.cli.logs import setup
+
+        setup(verbose, debug)
     # resolved here, inside the root's error handling: an empty SCHOOLCTL_SCHOOLS_DIR is exit 2
     ctx.obj = Context(schools_dir=schools_dir or default_schools_dir())
     _check_settings()
@@ -69,10 +98,22 @@ def _check_settings() -> None:
 
 
 def _mount() -> None:
-    from schoolctl.cli.commands import audit_cmd, deploy_cmd, fleet, lab_cmd, rollback_cmd, secrets_cmd, users_cmd
+    from schoolctl.cli.commands import (
+        audit_cmd,
+        backup_cmd,
+        deploy_cmd,
+        fleet,
+        lab_cmd,
+        log_cmd,
+        rollback_cmd,
+        secrets_cmd,
+        users_cmd,
+    )
 
-    for group in (fleet, deploy_cmd, rollback_cmd, audit_cmd):
+    for group in (fleet, deploy_cmd, rollback_cmd, audit_cmd, log_cmd):
         app.registered_commands.extend(group.app.registered_commands)
+    app.registered_commands.extend(backup_cmd.verbs.registered_commands)
+    app.add_typer(backup_cmd.app, name="backup")
     app.add_typer(secrets_cmd.app, name="secrets")
     app.add_typer(users_cmd.app, name="users", help="The school's people: import a roster into its directory.")
     app.add_typer(lab_cmd.lab_app, name="lab", help="Local test school servers (systemd-nspawn).")
@@ -81,24 +122,48 @@ def _mount() -> None:
 _mount()
 
 
+# verbs that never open a connection: they start without gevent (its patching costs ~0.1 s of CPU)
+LOCAL_VERBS = frozenset({"validate", "list", "new", "schema", "inventory", "log"})
+
+
+def needs_gevent(argv: list[str]) -> bool:
+    """Whether the command line runs a verb that connects to servers (pyinfra, testinfra): not for
+    --help/-h/--version, shell completion, nor the LOCAL_VERBS."""
+    if any(a in ("-h", "--help", "--version", "--show-completion", "--install-completion") for a in argv):
+        return False
+    if os.environ.get("_SCHOOLCTL_COMPLETE"):
+        return False
+    args = iter(argv)
+    for arg in args:
+        if arg == "--schools-dir":
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg not in LOCAL_VERBS
+    return False  # no verb: the help
+
+
 def main() -> None:
     """Console entry point."""
-    # pyinfra is gevent based: patch before ssl/threading are used; resolve names in-line (gevent's
-    # thread-pool resolver prints a traceback for every name that does not resolve)
-    os.environ.setdefault("GEVENT_RESOLVER", "block")
-    from gevent import monkey
+    import sys
 
-    monkey.patch_all()
+    if needs_gevent(sys.argv[1:]):
+        # pyinfra is gevent based: patch before ssl is used; resolve names in-line (gevent's
+        # thread-pool resolver prints a traceback for every name that does not resolve)
+        os.environ.setdefault("GEVENT_RESOLVER", "block")
+        from gevent import monkey
+
+        monkey.patch_all()
     from schoolctl.cli.logs import setup
 
     setup()
     try:
         app()
     except Exception as e:  # never a traceback for the user; secrets scrubbed from the message
+        from schoolctl.cli.logs import debugging
         from schoolctl.secrets import redact
 
-        warn(f"internal error: {type(e).__name__}: {redact(str(e))} (set SCHOOLCTL_LOG=DEBUG for details)")
-        if os.environ.get("SCHOOLCTL_LOG", "").upper() == "DEBUG":
+        warn(f"internal error: {type(e).__name__}: {redact(str(e))} (run with --debug for details)")
+        if debugging():
             import traceback
 
             warn("".join(traceback.format_exception(e)).rstrip())  # warn() redacts

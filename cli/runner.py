@@ -38,6 +38,7 @@ class Result:
     seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)  # apps left out: no release to be had (one line each)
     rolled_back: str | None = None  # failed, and an app's upgrade went back to this version (deploy/upgrade.py)
+    notes: list[str] = field(default_factory=list)  # what else the run has to say (e.g. the backup host)
 
     @property
     def status_text(self) -> str:
@@ -47,7 +48,7 @@ class Result:
     def as_json(self) -> dict[str, Any]:
         return {"school": self.school, "status": self.status, "seconds": round(self.seconds, 2),
                 "error": self.error, "skipped": self.skipped, "rolled_back": self.rolled_back,
-                "result": self.status_text,
+                "result": self.status_text, "notes": self.notes,
                 "changes": [{k: v for k, v in c.items() if k in ("kind", "what", "detail")} for c in self.changes]}
 
 
@@ -172,6 +173,34 @@ def _targets(school: EffectiveSchool, site: Any) -> list[tuple[str, str, dict[st
     return found
 
 
+def _backup_host(site: Any, pending: DeferredStore, plan: bool, progress: Progress) -> None:
+    """Before a deploy renders: the school enrolled on the city's backup host (cli/backup/host.py;
+    no connection when the vault says it was done). An unreachable backup host never stops a deploy:
+    it is noted, and the school's backups fail (and the audit says so) until the next deploy."""
+    from schoolctl.cli.backup.host import enrol
+    from schoolctl.errors import SchoolctlError
+
+    if plan:  # a plan shows the host key the vault knows (deploy/sites.py), and never connects to it
+        return
+    progress(site.id, "backup host")
+    try:
+        enrol(site, pending)
+    except SchoolctlError as e:
+        site.notes.append(f"backup host not reached, backups will fail until the next deploy: {e.message}")
+
+
+def _backup_repository(site: Any, store: SecretStore) -> None:
+    """After a deploy: the school's repository exists and its key is in the vault."""
+    from schoolctl.cli.backup.host import ensure_repository
+    from schoolctl.errors import SchoolctlError
+
+    try:
+        if ensure_repository(site, store):
+            site.notes.append("backup repository created on the backup host (repokey-blake2); its key is in the vault")
+    except SchoolctlError as e:
+        site.notes.append(f"backup repository not created yet: {e.message}")
+
+
 def run_school(school: EffectiveSchool, store: SecretStore, plan: bool, progress: Progress) -> Result:
     """Plan or deploy one school (its server, then its BigBlueButton host); never raises. New
     secrets are generated in memory and written to the vault only once the school's server answered:
@@ -183,34 +212,49 @@ def run_school(school: EffectiveSchool, store: SecretStore, plan: bool, progress
         progress(sid, "preparing")
         pending = DeferredStore(store)  # new secrets: in memory until the server answered
         site = build_site(school, pending, readonly=plan)
+        if school.backup is not None and site.backup_address:
+            _backup_host(site, pending, plan, progress)
         for name, address, conn, rounds in _targets(school, site):
             changes = _run_target(name, address, conn, rounds, plan, progress, sid, connected=pending.flush)
             found += changes if name == sid else [{**c, "what": f"{name}: {c['what']}"} for c in changes]
+        if school.backup is not None and site.backup_address and not plan:
+            _backup_repository(site, store)
         status = "planned" if plan else ("changed" if found else "unchanged")
-        return Result(sid, status, found, seconds=time.monotonic() - start, skipped=list(site.skipped))
+        return Result(sid, status, found, seconds=time.monotonic() - start, skipped=list(site.skipped),
+                      notes=list(site.notes))
     except Exception as e:  # one school's failure never stops the others
         from schoolctl.deploy.upgrade import rolled_back
 
         error = str(e) if isinstance(e, _TargetFailed) else f"{type(e).__name__}: {e}"
         back = rolled_back(error) if isinstance(e, _TargetFailed) else None
-        return Result(sid, "failed", found + ops.changes(sid), error=redact(error), seconds=time.monotonic() - start,
-                      rolled_back=back[1] if back else None)
+        result = Result(sid, "failed", found + ops.changes(sid), error=redact(error), seconds=time.monotonic() - start,
+                        rolled_back=back[1] if back else None)
+    progress(sid, f"{result.status_text} in {result.seconds:.1f}s")  # the error itself: in the summary
+    return result
 
 
 def run(schools: list[EffectiveSchool], plan: bool, progress: Progress | None = None,
-        store: SecretStore | None = None) -> list[Result]:
-    """Plan or deploy every school concurrently; results in the schools' order."""
+        store: SecretStore | None = None, parallel: int = 20) -> list[Result]:
+    """Plan or deploy every school concurrently, at most `parallel` at once; results in the
+    schools' order. pyinfra's own log goes to the root logger only with -v/--debug (cli/logs.py)."""
+    from gevent.pool import Pool
+
+    from schoolctl.cli.logs import shows_libraries
+
     store = store or SecretStore()
     progress = progress or (lambda school, what: None)
     lines: list[str] = []
     handler = _Collect(lines)
     pyinfra_log = logging.getLogger("pyinfra")
     pyinfra_log.addHandler(handler)
-    pyinfra_log.propagate = False
+    propagate = pyinfra_log.propagate
+    pyinfra_log.propagate = shows_libraries()
+    pool = Pool(max(1, parallel))
     try:
-        jobs = [gevent.spawn(run_school, s, store, plan, progress) for s in schools]
+        jobs = [pool.spawn(run_school, s, store, plan, progress) for s in schools]
         gevent.joinall(jobs)
     finally:
         pyinfra_log.removeHandler(handler)
+        pyinfra_log.propagate = propagate
     return [j.value if j.successful() else Result(s.id, "failed", error=redact(str(j.exception)))
             for j, s in zip(jobs, schools, strict=True)]

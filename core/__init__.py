@@ -6,9 +6,16 @@ This package root is the core, the ground floor every other part stands on: the 
 (`schoolctl.resources`). It imports none of `schoolctl.cli`, `.deploy`, `.audit`, `.inventories`.
 """
 
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("schoolctl")
-except PackageNotFoundError:  # a bare checkout on sys.path without an install
-    __version__ = "0+unknown"
+def __getattr__(name: str) -> str:
+    """`schoolctl.__version__`, read on first use (importlib.metadata costs start-up time)."""
+    if name != "__version__":
+        raise AttributeError(f"module 'schoolctl' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("schoolctl")
+    except PackageNotFoundError:  # a bare checkout on sys.path without an install
+        found = "0+unknown"
+    globals()["__version__"] = found
+    return found

@@ -89,3 +89,16 @@ class LabError(SchoolctlError):
     @property
     def exit_code(self) -> int:  # type: ignore[override]
         return INPUT if self.usage else RUNTIME
+
+
+class BackupError(SchoolctlError):
+    """A backup, restore or drill failed (exit 1), or was asked for what cannot be (`usage`: exit 2,
+    e.g. no backup host in the fleet, an unknown archive, a server that already holds school data)."""
+
+    def __init__(self, message: str, hint: str = "", *, usage: bool = False) -> None:
+        super().__init__(message, hint)
+        self.usage = usage
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        return INPUT if self.usage else RUNTIME

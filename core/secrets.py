@@ -334,6 +334,7 @@ class DeferredStore:
         self.store = store
         self._values: dict[str, dict[str, Secret]] = {}  # per scope: the vault's values (read once) and the new
         self._new: dict[str, dict[str, Secret]] = {}
+        self._given: dict[str, dict[str, Secret]] = {}  # values set with put(), kept until flush()
         self._flushed = False
 
     def load(self, scope: str) -> dict[str, Secret]:
@@ -360,9 +361,22 @@ class DeferredStore:
             values[name] = self._new.setdefault(scope, {})[name] = Secret(generate(length))
         return {n: values[n] for n in names}
 
+    def put(self, scope: str, name: str, value: str) -> None:
+        """Set a value (e.g. a fact learnt from a backup host): kept in memory until flush()."""
+        if self._flushed:
+            return self.store.put(scope, name, value)
+        _check_name(name)
+        check_value(value)
+        self.load(scope)
+        self._values[scope][name] = self._given.setdefault(scope, {})[name] = Secret(value)
+
     def flush(self) -> None:
         """Write the secrets generated so far (one write per vault); from now on new ones are written at once."""
         for scope, new in self._new.items():
             self.store.add(scope, new)
+        for scope, given in self._given.items():
+            for name, value in given.items():
+                self.store.put(scope, name, value.reveal())
         self._new.clear()
+        self._given.clear()
         self._flushed = True

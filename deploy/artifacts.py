@@ -103,13 +103,18 @@ def parse_sums(text: str, source: str = SUMS) -> dict[str, str]:
 @cache
 def mirror_sums(mirror: str) -> dict[str, str]:
     """The mirror's SHA256SUMS (a folder on the controller, or a URL)."""
+    return parse_sums(*_sums_text(mirror))
+
+
+def _sums_text(mirror: str) -> tuple[str, str]:
+    """The text of the mirror's SHA256SUMS and where it was read."""
     if urlparse(mirror).scheme in ("http", "https"):
         try:
             resp = requests.get(urljoin(mirror.rstrip("/") + "/", SUMS), timeout=15)
             resp.raise_for_status()
         except requests.RequestException as e:
             raise ArtifactError(f"cannot read SHA256SUMS from the mirror {mirror}: {e}") from None
-        return parse_sums(resp.text, f"{mirror} {SUMS}")
+        return resp.text, f"{mirror} {SUMS}"
     sums = Path(mirror) / SUMS
     if sums.is_symlink():
         raise ArtifactError(f"{sums} is a symlink; a mirror folder's files must be the files themselves "
@@ -121,7 +126,7 @@ def mirror_sums(mirror: str) -> dict[str, str]:
     except OSError as e:
         raise ArtifactError(f"cannot read {sums}: {e.strerror} (symlinks are not followed)") from None
     with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
-        return parse_sums(f.read(), str(sums))
+        return f.read(), str(sums)
 
 
 def mirror_file(mirror: str, name: str) -> Path:
@@ -210,3 +215,84 @@ def fetch_step(site: Site, rel: Release, owner: str = "root") -> Step:
 
 def _is_mirror(site: Site, rel: Release) -> bool:
     return bool(site.mirror) and rel.source.startswith(site.mirror.rstrip("/"))
+
+
+# --- Moodle's language packs: `langpack/<branch>/<lang>.zip`, from the mirror only ----------------
+
+_LANGPACK = re.compile(r"^langpack/(\d+)\.(\d+)/(ca|es|en)\.zip$")
+
+
+@dataclass(frozen=True)
+class Langpack:
+    """One Moodle language pack: the language, the Moodle branch its strings are for, its sha256 and
+    where it comes from (a file on the controller, uploaded, or the mirror's URL)."""
+
+    lang: str
+    branch: tuple[int, int]
+    sha256: str
+    source: str
+    upload: bool
+
+    @property
+    def name(self) -> str:
+        """Its name in the mirror, as download.moodle.org names it."""
+        return f"langpack/{self.branch_text}/{self.lang}.zip"
+
+    @property
+    def branch_text(self) -> str:
+        return f"{self.branch[0]}.{self.branch[1]}"
+
+
+@cache
+def langpack_sums(mirror: str) -> dict[tuple[str, tuple[int, int]], str]:
+    """(lang, branch) -> sha256 of every `langpack/<branch>/<lang>.zip` the mirror's SHA256SUMS lists."""
+    text, source = _sums_text(mirror)
+    parse_sums(text, source)  # the same refusals (climbing, absolute, escaped names) as for releases
+    found: dict[tuple[str, tuple[int, int]], str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) != 2:
+            continue
+        m = _LANGPACK.fullmatch(parts[1].removeprefix("*"))
+        if m:
+            key = (m[3], (int(m[1]), int(m[2])))
+            found[key] = checked_sha256(parts[0], f"{source} line {number}")
+    return found
+
+
+def _mirror_path(mirror: str, name: str) -> Path:
+    """A nested file of a mirror folder (`langpack/4.5/ca.zip`), refused when any part is a symlink or
+    the file is not a regular file."""
+    folder = Path(mirror)
+    path = folder
+    for part in name.split("/"):
+        path = path / checked_name(part, "mirror file")
+        if path.is_symlink():
+            raise ArtifactError(f"{name} in the mirror folder {mirror}: {path} is a symlink; refusing to follow it")
+    if path.exists() and not path.is_file():
+        raise ArtifactError(f"{name} in the mirror folder {mirror} is not a regular file; refusing it")
+    return path
+
+
+def langpack(site: Site, lang: str, version: str) -> Langpack | None:
+    """The language pack for `lang` on Moodle `version`: the mirror's pack of the release's own branch,
+    else of the newest older branch (strings added since then show in English), else None. A pack the
+    fleet pins (`artifacts.langpacks.sha256`) must match the pin."""
+    if not site.mirror:
+        return None
+    release = tuple(int(x) for x in version.split(".")[:2])
+    packs = {branch: digest for (code, branch), digest in langpack_sums(site.mirror).items()
+             if code == lang and branch <= release}
+    if not packs:
+        return None
+    branch = max(packs)
+    digest = packs[branch]
+    pack = Langpack(lang, branch, digest, "", False)
+    pin = site.school.fleet.artifacts.langpacks.sha256.get(f"{pack.branch_text}/{lang}")
+    if pin and pin != digest:
+        raise ArtifactError(f"{pack.name}: the mirror's SHA256SUMS says {digest}, the fleet pins {pin} "
+                            f"(artifacts.langpacks.sha256); the mirror holds a different file")
+    local = urlparse(site.mirror).scheme not in ("http", "https")
+    source = (str(_mirror_path(site.mirror, pack.name)) if local
+              else urljoin(site.mirror.rstrip("/") + "/", pack.name))
+    return Langpack(lang, branch, digest, source, local)

@@ -19,7 +19,9 @@ name -> value); BigBlueButton and Etherpad layers add their plugins' settings th
 from __future__ import annotations
 
 import json
+import logging
 import shlex
+from collections.abc import Sequence
 from typing import Any
 
 from schoolctl.deploy import artifacts, etherpad, upgrade
@@ -31,6 +33,8 @@ from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step
 from schoolctl.deploy.web import server_block
 
+log = logging.getLogger(__name__)
+
 APP = "moodle"
 HOME = "/srv/moodle"
 CURRENT = f"{HOME}/current"
@@ -40,6 +44,7 @@ SETTINGS_SCRIPT = f"{TOOLS}/settings.php"
 DELETE_SCRIPT = f"{TOOLS}/delete_user.php"
 VAR = "/var/lib/moodle"
 DATAROOT = f"{VAR}/data"
+LANGDIR = f"{DATAROOT}/lang"                     # language packs (root-owned: PHP cannot change them)
 INSTALLED = f"{VAR}/installed"                   # written after install_database.php succeeded
 ADMIN_SECRET = "/etc/schoolctl/secrets/moodle_admin"
 REDIS_DB = 1                                     # Nextcloud uses Redis database 0
@@ -195,6 +200,7 @@ def wanted(site: Site) -> dict[str, Any]:
     return {
         "config": config,
         "lang": site.school.languages[0],
+        "langs": list(site.school.languages),
         "dpo": {"role": DPO_ROLE, "username": DPO_USER, "firstname": first, "lastname": last or first,
                 "email": dpo.email,
                 "capabilities": ["tool/dataprivacy:managedatarequests", "tool/dataprivacy:managedataregistry"]},
@@ -310,10 +316,64 @@ def switch_step(rel: artifacts.Release) -> Step:
                 check=f'[ "$(readlink {CURRENT})" = {q} ]', apply=apply, timeout=3600)
 
 
-def settings_step() -> Step:
+def settings_step(packs: Sequence[artifacts.Langpack] = ()) -> Step:
+    """The settings script; its check also needs every language pack in place, so a pack installed in
+    this run is followed by the settings (the site language) in the same run."""
+    packs_in = "".join(f"grep -qx {shlex.quote(p.sha256)} {shlex.quote(f'{LANGDIR}/{p.lang}/.schoolctl-sha256')} && "
+                       for p in packs)
     return Step("moodle settings per the school's policy (one PHP check)",
-                check=php_cli(APP, f"{SETTINGS_SCRIPT} --check"),
+                check=packs_in + php_cli(APP, f"{SETTINGS_SCRIPT} --check"),
                 apply=php_cli(APP, SETTINGS_SCRIPT), timeout=600)
+
+
+def langpacks(site: Site, version: str) -> list[artifacts.Langpack]:
+    """The language packs the school's languages need (English is built in), from the mirror; a
+    language without a pack stays English, a pack of an older branch is used: each with a warning."""
+    found = []
+    release = version_tuple(version)
+    for lang in site.school.languages:
+        if lang == "en":
+            continue
+        pack = artifacts.langpack(site, lang, version)
+        if pack is None:
+            log.warning("%s: no Moodle language pack langpack/%d.%d/%s.zip (or of an older branch) in the mirror "
+                        "%s: Moodle shows %s pages in English; put the pack and its SHA256SUMS line in the mirror",
+                        site.id, *release, lang, site.mirror or "(none set)", lang)
+            continue
+        if pack.branch < release:
+            log.warning("%s: Moodle %s gets the %s language pack of %s (%s): strings new since %s show in English",
+                        site.id, version, lang, pack.branch_text, pack.name, pack.branch_text)
+        found.append(pack)
+    return found
+
+
+def langpack_step(pack: artifacts.Langpack) -> Step:
+    """Install one language pack offline into the data root (lang/<lang>/), checked by its sha256;
+    Moodle's caches are purged so the strings show at once."""
+    q = shlex.quote
+    user = service_user(APP)
+    target = f"{LANGDIR}/{pack.lang}"
+    marker = q(f"{target}/.schoolctl-sha256")
+    raw_tmp = f"{VAR}/.langpack-{pack.lang}.zip"
+    tmp, unpack = q(raw_tmp), q(f"{LANGDIR}/.unpack-{pack.lang}")
+    get = "" if pack.upload else f"curl --fail --silent --show-error --location --retry 2 -o {tmp} {q(pack.source)}\n"
+    apply = (
+        f"{get}"
+        f"echo {q(f'{pack.sha256}  {raw_tmp}')} | sha256sum --check --quiet || "
+        f"{{ echo {q(f'{pack.name}: checksum mismatch, refusing it')} >&2; rm -f {tmp}; exit 1; }}\n"
+        f"[ -d {q(LANGDIR)} ] || install -d -m 0750 -o {user} -g {user} {q(LANGDIR)}\n"
+        f"rm -rf {unpack} && install -d -m 0755 {unpack}\n"
+        # Python's zipfile drops absolute paths and '..' from the names it extracts
+        f"python3 -m zipfile -e {tmp} {unpack}\n"
+        f"test -f {unpack}/{pack.lang}/langconfig.php || "
+        f"{{ echo {q(f'{pack.name} holds no {pack.lang}/langconfig.php; refusing it')} >&2; exit 1; }}\n"
+        f"chown -R root:root {unpack} && chmod -R u=rwX,go=rX {unpack}\n"
+        f"rm -rf {q(target)} && mv {unpack}/{pack.lang} {q(target)} && rm -rf {unpack}\n"
+        f"echo {q(pack.sha256)} > {marker} && rm -f {tmp}\n"
+        f"if [ -e {INSTALLED} ]; then {_cli(CURRENT, 'purge_caches.php')} >&2; fi")
+    return Step(f"moodle language pack {pack.lang} ({pack.name}, sha256 {pack.sha256[:12]}…)",
+                check=f"grep -qx {q(pack.sha256)} {marker}", apply=apply, timeout=600,
+                upload=(pack.source, raw_tmp) if pack.upload else None)
 
 
 def delete_user_command(site: Site, uid: str) -> str:
@@ -345,6 +405,7 @@ def layer(site: Site) -> Layer | None:
     body = render("moodle/nginx.conf.j2", version=rel.version, root=code_dir(rel.version),
                   upload_mb=integer(moodle.max_upload_mb, "moodle.max_upload_mb"), socket=pool_socket(APP))
     plugin_dirs, plugin_files = etherpad.moodle_plugin(site, code_dir(rel.version, rel.path))
+    packs = langpacks(site, rel.version)
     files = [
         # in the release folder (unpacked by the pre-step): each version gets its own
         File(f"{rel.path}/config.php", config, "0640", "root", user, secret=True),
@@ -377,7 +438,8 @@ def layer(site: Site) -> Layer | None:
                  apply=f"systemctl restart php{PHP_VERSION}-fpm.service"),
             switch_step(rel),
             install_step(site, rel.version),
+            *(langpack_step(p) for p in packs),
             upgrade_step(rel.version, plugin_versions(site)),
-            settings_step(),
+            settings_step(packs),
         ],
     )

@@ -317,7 +317,22 @@ def _steps(site: Site, rel: artifacts.Release) -> list[Step]:
                f"sha256sum < {ADMIN_PASSWORD_FILE} > {STATE_DIR}/admin.applied"))
     config = Step("nextcloud settings, apps and LDAP (occ config:import)",
                   check=f"{CONFIG_SCRIPT} check", apply=f"{CONFIG_SCRIPT} apply", timeout=600)
-    return [artifacts.fetch_step(site, rel, owner=USER), current, install, repair, secrets, admin, config]
+    return [artifacts.fetch_step(site, rel, owner=USER), current, install, repair, secrets, admin, config,
+            tidy_step(rel.version)]
+
+
+def tidy_step(version: str) -> Step:
+    """What Nextcloud's admin overview asks for after an install or upgrade and does not do itself:
+    missing indices, columns and primary keys, and the expensive repairs (the mimetype migrations);
+    once per release (marked with its version)."""
+    marker = f"{STATE_DIR}/tidied"
+    return Step(f"nextcloud {version}: missing indices added, mimetype migrations run",
+                check=f"grep -qxF {shlex.quote(version)} {marker}",
+                apply=(f"{occ('db:add-missing-indices -n')} >&2\n{occ('db:add-missing-columns -n')} >&2\n"
+                       f"{occ('db:add-missing-primary-keys -n')} >&2\n"
+                       f"{occ('maintenance:repair --include-expensive -n')} >/dev/null\n"
+                       f"echo {shlex.quote(version)} > {marker}"),
+                timeout=3600)
 
 
 def nginx_body(site: Site) -> str:

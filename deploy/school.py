@@ -15,7 +15,8 @@ from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import Layer, Round, merge
 
 # The layers, in the order they stand on each other. Each module has `layer(site) -> Layer | None`.
-LAYERS = ("base", "firewall", "identity", "database", "php", "web", "moodle", "nextcloud", "etherpad", "jitsi")
+LAYERS = ("base", "firewall", "identity", "database", "php", "web", "moodle", "nextcloud", "etherpad", "jitsi",
+          "backup")
 
 
 def selected_layers() -> tuple[str, ...]:

@@ -50,6 +50,10 @@ class Site:
     debian_security: str | None = None
     skipped: list[str] = field(default_factory=list)  # apps left out: their release cannot be obtained (one line each)
     mirror_note: str = ""      # why the configured mirror is not used (e.g. its folder does not exist)
+    backup_address: str = ""   # the backup host as the school server reaches it (a lab host's address)
+    backup_port: int = 22      # its SSH port (a lab backup host: the bridge's relay)
+    backup_host_key: str = ""  # its ed25519 host key ("ssh-ed25519 AAAA..."), read by the controller
+    notes: list[str] = field(default_factory=list)  # what the deploy should say besides its changes
 
     @property
     def id(self) -> str:

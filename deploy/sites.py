@@ -78,7 +78,32 @@ def build_site(school: EffectiveSchool, store: SecretStore, readonly: bool = Fal
     site.outbound = out
     if school.server.lab_name:
         _lab(site, school)
+    if school.backup is not None:
+        _backup_host(site, store, readonly)
     return site
+
+
+def _backup_host(site: Site, store: SecretStore, readonly: bool) -> None:
+    """The backup host's address (a lab host's, when it runs), its host key as last read by the
+    controller (the vault), and the firewall's way out to it."""
+    from schoolctl.connect import address
+    from schoolctl.errors import LabError, ServerError
+
+    b = site.school.backup
+    assert b is not None
+    site.backup_port = b.host.ssh_port
+    try:
+        site.backup_address = address(b.host)
+        if b.host.lab_name:  # lab hosts reach each other only through a relay on the bridge
+            from schoolctl.lab import Lab
+
+            site.backup_address, site.backup_port = Lab().relay(b.host.lab_name)
+    except (ServerError, LabError) as e:  # a lab backup host that is not running: the backup layer waits
+        site.backup_address = ""
+        site.notes.append(f"backups not set up: backup host {b.host.address}: {e.message}")
+        return
+    site.backup_host_key = store.load(site.school.id).get("backup_host_key", Secret("")).reveal()
+    site.outbound.append(Endpoint(site.backup_address, site.backup_port))
 
 
 _lab_lock = RLock()  # the lab's own lock is a process-wide flock: one greenlet at a time goes in

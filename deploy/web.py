@@ -221,6 +221,22 @@ def _landing(site: Site) -> list[File]:
 
 # --- the layer ------------------------------------------------------------------------------
 
+HOSTS_MARK = "# schoolctl: the school's own names, for the apps' self-checks"
+
+
+def own_names_step(site: Site) -> Step:
+    """The server resolves its own service names to itself (loopback, where nginx listens too), so
+    the apps' self-checks (Nextcloud's setupchecks, Moodle's security checks) reach their own
+    HTTPS without DNS and without opening egress. One marked line of /etc/hosts, kept exact."""
+    line = f"127.0.0.1 {' '.join(site.names)} {HOSTS_MARK}"
+    q = shlex.quote
+    return Step("the school's own names resolve to this server (/etc/hosts)",
+                check=f"[ \"$(grep -cF {q(HOSTS_MARK)} /etc/hosts)\" = 1 ] && grep -qxF {q(line)} /etc/hosts",
+                apply=(f"grep -vF {q(HOSTS_MARK)} /etc/hosts > /etc/hosts.schoolctl || true\n"
+                       f"echo {q(line)} >> /etc/hosts.schoolctl\n"
+                       "chmod 0644 /etc/hosts.schoolctl && mv /etc/hosts.schoolctl /etc/hosts"))
+
+
 def layer(site: Site) -> Layer:
     school = site.school
     privacy = school.privacy
@@ -264,5 +280,5 @@ def layer(site: Site) -> Layer:
                      Directory(LANDING_ROOT), Directory("/var/log/nginx", "0750", "root", "adm")],
         files=files,
         services=services,
-        steps=steps,
+        steps=[*steps, own_names_step(site)],
     )

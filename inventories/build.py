@@ -1,60 +1,96 @@
 """Turn the validated fleet into inventories: pyinfra host lists, Ansible YAML, plain JSON.
-A school whose server is `lab:NAME` gets the address of that lab host."""
+A school whose server is `lab:NAME` gets the address of that lab host; when that host is not
+running, the export keeps the configured address and says so in `notes` (the CLI prints them).
+Both exports carry the same groups: `schools`, one per district (`district_sant_marti`, accents
+transliterated: schoolctl.config.selection), one per service, and `bigbluebutton_servers`."""
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterable
 from typing import Any
 
 from schoolctl.config.loader import Config
+from schoolctl.config.model import EffectiveSchool, Server
+from schoolctl.config.selection import district_group
 from schoolctl.connect import pyinfra_data
+from schoolctl.errors import ServerError
 
 
-def _group(name: str) -> str:
-    return re.sub(r"[^a-z0-9_]", "_", name.lower().encode("ascii", "ignore").decode()) or "schools"
+def host_data(server: Server, label: str, notes: list[str] | None) -> dict[str, Any]:
+    """pyinfra's data for `server`; a lab host that is not running is noted (`warning: ...`) and
+    keeps its configured address."""
+    try:
+        return pyinfra_data(server)
+    except ServerError as e:
+        if notes is not None:
+            notes.append(f"warning: {label}: {e.message}; exported as {server.address}, which SSH cannot reach"
+                         + (f" ({e.hint}, then export again)" if e.hint else ""))
+        return pyinfra_data(server, strict=False)
 
 
-def as_json(config: Config) -> dict[str, Any]:
-    return {
-        s.id: {
+def _schools(config: Config, schools: Iterable[EffectiveSchool] | None) -> list[EffectiveSchool]:
+    return list(config.schools.values()) if schools is None else list(schools)
+
+
+def as_json(config: Config, schools: Iterable[EffectiveSchool] | None = None,
+            notes: list[str] | None = None) -> dict[str, Any]:
+    """Every school (or those given): its facts, the address to reach it, its BigBlueButton host."""
+    found: dict[str, Any] = {}
+    for s in _schools(config, schools):
+        bbb = s.services.bigbluebutton.server if s.services.bigbluebutton else None
+        found[s.id] = {
             "name": s.name, "district": s.district, "domain": s.domain, "server": s.server.address,
-            "host": pyinfra_data(s.server, strict=False)["ssh_hostname"], "ssh_user": s.server.ssh_user,
+            "host": host_data(s.server, s.id, notes)["ssh_hostname"], "ssh_user": s.server.ssh_user,
             "ssh_port": s.server.ssh_port, "services": s.enabled,
-            "bigbluebutton_host": (s.services.bigbluebutton.server.address
-                                   if s.services.bigbluebutton and s.services.bigbluebutton.server else None),
+            "bigbluebutton_host": host_data(bbb, f"{s.id}-bbb", notes)["ssh_hostname"] if bbb else None,
+            "bigbluebutton_ssh_user": bbb.ssh_user if bbb else None,
+            "bigbluebutton_ssh_port": bbb.ssh_port if bbb else None,
         }
-        for s in config.schools.values()
-    }
+    return found
 
 
-def as_ansible(config: Config) -> dict[str, Any]:
+def groups(info: dict[str, Any]) -> dict[str, list[str]]:
+    """The school groups both exports share: one per district, then one per service."""
+    districts: dict[str, list[str]] = {}
+    services: dict[str, list[str]] = {}
+    for sid, school in info.items():
+        districts.setdefault(district_group(school["district"]), []).append(sid)
+        for svc in school["services"]:
+            services.setdefault(svc, []).append(sid)
+    return {**districts, **services}
+
+
+def as_ansible(config: Config, schools: Iterable[EffectiveSchool] | None = None,
+               notes: list[str] | None = None) -> dict[str, Any]:
     """An Ansible YAML inventory: every school under `schools`, grouped by district and by service."""
-    hosts: dict[str, Any] = {}
-    children: dict[str, Any] = {}
-    for sid, info in as_json(config).items():
-        hosts[sid] = {"ansible_host": info["host"], "ansible_user": info["ssh_user"],
-                      "ansible_port": info["ssh_port"], "school_domain": info["domain"],
-                      "school_services": info["services"]}
-        children.setdefault(f"district_{_group(info['district'])}", {"hosts": {}})["hosts"][sid] = {}
-        for svc in info["services"]:
-            children.setdefault(svc, {"hosts": {}})["hosts"][sid] = {}
-        if info["bigbluebutton_host"]:
-            children.setdefault("bigbluebutton_servers", {"hosts": {}})["hosts"][f"{sid}-bbb"] = {
-                "ansible_host": info["bigbluebutton_host"], "school_id": sid}
+    info = as_json(config, schools, notes)
+    hosts = {sid: {"ansible_host": i["host"], "ansible_user": i["ssh_user"], "ansible_port": i["ssh_port"],
+                   "school_domain": i["domain"], "school_services": i["services"]} for sid, i in info.items()}
+    children: dict[str, Any] = {name: {"hosts": {m: {} for m in members}}
+                                 for name, members in groups(info).items()}
+    bbb = {f"{sid}-bbb": {"ansible_host": i["bigbluebutton_host"], "ansible_user": i["bigbluebutton_ssh_user"],
+                          "ansible_port": i["bigbluebutton_ssh_port"], "school_id": sid}
+           for sid, i in info.items() if i["bigbluebutton_host"]}
+    if bbb:
+        children["bigbluebutton_servers"] = {"hosts": bbb}
     return {"all": {"children": {"schools": {"hosts": hosts}, **children}}}
 
 
-def as_pyinfra(config: Config) -> str:
-    """A pyinfra inventory file (Python): group `schools`, plus one group per service."""
+def as_pyinfra(config: Config, schools: Iterable[EffectiveSchool] | None = None,
+               notes: list[str] | None = None) -> str:
+    """A pyinfra inventory file (Python): `schools`, `bigbluebutton_servers` (each school's own
+    BigBlueButton host, `<id>-bbb`), and the district and service groups of the Ansible export."""
+    info = as_json(config, schools, notes)
     lines = ["# Generated by `schoolctl inventory --format pyinfra`; `inventories/fleet.py` is the live one.",
              "schools = ["]
-    groups: dict[str, list[str]] = {}
-    for sid, info in as_json(config).items():
-        data = {"ssh_hostname": info["host"], "ssh_user": info["ssh_user"], "ssh_port": info["ssh_port"],
-                "school_id": sid}
+    for sid, i in info.items():
+        data = {"ssh_hostname": i["host"], "ssh_user": i["ssh_user"], "ssh_port": i["ssh_port"], "school_id": sid}
         lines.append(f"    ({sid!r}, {data!r}),")
-        for svc in info["services"]:
-            groups.setdefault(svc, []).append(sid)
     lines.append("]")
-    lines += [f"{svc} = {names!r}" for svc, names in groups.items()]
+    bbb = [(f"{sid}-bbb", {"ssh_hostname": i["bigbluebutton_host"], "ssh_user": i["bigbluebutton_ssh_user"],
+                           "ssh_port": i["bigbluebutton_ssh_port"], "school_id": sid,
+                           "schoolctl_role": "bigbluebutton"})
+           for sid, i in info.items() if i["bigbluebutton_host"]]
+    lines += ["bigbluebutton_servers = [", *(f"    ({name!r}, {data!r})," for name, data in bbb), "]"]
+    lines += [f"{name} = {members!r}" for name, members in groups(info).items()]
     return "\n".join(lines) + "\n"

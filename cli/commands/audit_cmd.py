@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from schoolctl.cli.context import get
-from schoolctl.cli.output import err, fail, out, say
+from schoolctl.cli.options import PARALLEL_DEFAULT as PARALLEL
+from schoolctl.cli.options import All, Limit, Parallel
+from schoolctl.cli.output import Board, err, fail, out, say
 from schoolctl.secrets import redact
 
 app = typer.Typer()
@@ -56,9 +59,10 @@ def show_table(audits) -> None:
 
 
 @app.command()
-def audit(ctx: typer.Context, ids: Ids = None,
-          all_: Annotated[bool, typer.Option("--all", help="Every school of the fleet.")] = False,
+def audit(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit = None,
+          parallel: Parallel = PARALLEL,
           fmt: Annotated[str, typer.Option("--format", "-f", help="table, json, junit or html.")] = "table",
+          as_json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
           output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report to this file.")] = None,
           lang: Annotated[str | None, typer.Option("--lang", help="HTML report language: ca, es or en "
                                                                   "(default: the fleet's first).")] = None,
@@ -71,12 +75,14 @@ def audit(ctx: typer.Context, ids: Ids = None,
     from schoolctl.audit.runner import audit_all
     from schoolctl.cli.reports import FORMATS, html, json_report, junit
 
+    if as_json:
+        if fmt not in ("table", "json"):
+            fail(f"--json and --format {fmt} ask for two formats; give one")
+        fmt = "json"
     if fmt not in FORMATS:
         fail(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     if lang is not None and lang not in html.LANGS:
         fail(f"unknown language {lang!r}: use one of {', '.join(html.LANGS)}")
-    if not ids and not all_:
-        fail("name the schools to audit, or pass --all")
     controls = load_all()
     unknown = [c for c in control or [] if c not in controls]
     if unknown:
@@ -88,15 +94,23 @@ def audit(ctx: typer.Context, ids: Ids = None,
             fail(f"cannot write the report to {output}: {e.strerror} (choose a folder you can write to)")
         if output.is_dir():
             fail(f"--output {output} is a folder; give a file name, e.g. {output / 'audit.html'}")
-    config = get(ctx).config(ids)
-    schools = config.select(ids)
+    config, schools = get(ctx).chosen(ids, limit, all_)
     err.print(f"auditing {len(schools)} school(s)...", highlight=False)
-    audits = audit_all(schools, only=control or None)
+    with Board([s.id for s in schools]) as board:
+        audits = audit_all(schools, progress=board, parallel=parallel, only=control or None)
+    from schoolctl.cli.commands.log_cmd import journal
+
+    for a in audits:
+        journal("audit", a.school, a.status, detail={"format": fmt, "controls": control or None, "counts": a.counts(),
+                                                     "failing": [r.control.id for r in a.controls
+                                                                 if r.status in FAILING and not a.error],
+                                                     "error": a.error}, seconds=a.seconds)
     if fmt == "table":
         show_table(audits)
     else:
         text = {"json": lambda: json_report.render(audits), "junit": lambda: junit.render(audits),
-                "html": lambda: html.render(audits, lang or config.fleet.languages[0])}[fmt]()
+                "html": lambda: html.render(audits, lang or config.fleet.languages[0],
+                                             districts={s.id: s.district for s in schools})}[fmt]()
         if output:
             try:
                 output.write_text(text, encoding="utf-8")
@@ -104,7 +118,7 @@ def audit(ctx: typer.Context, ids: Ids = None,
                 fail(f"cannot write the report to {output}: {e.strerror}")
             show_table(audits)
             say(f"{fmt} report written to {output}")
-        else:
-            say(text.rstrip("\n"))
+        else:  # as it is: never through rich (markup, emoji codes in a school's name)
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
     if any(a.status in FAILING for a in audits):
         raise typer.Exit(1)

@@ -2,49 +2,24 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated
-
 import typer
-from rich.live import Live
 from rich.table import Table
 
 from schoolctl.cli.context import get
-from schoolctl.cli.output import err, out, say
+from schoolctl.cli.json_out import emit
+from schoolctl.cli.options import PARALLEL_DEFAULT as PARALLEL
+from schoolctl.cli.options import All, Ids, Json, Limit, Parallel, Yes
+from schoolctl.cli.output import Board, confirm, err, out
 from schoolctl.cli.plan_view import releases_json, show_plan
 from schoolctl.secrets import redact
 
 app = typer.Typer()
 
-Ids = Annotated[list[str] | None, typer.Argument(help="School ids.", show_default=False)]
-All = Annotated[bool, typer.Option("--all", help="Every school of the fleet.")]
 
 
-def _schools(ctx: typer.Context, ids: list[str] | None, all_: bool):
-    from schoolctl.cli.output import fail
-
-    if not ids and not all_:
-        fail("name the schools to work on, or pass --all")
-    return get(ctx).config(ids).select(ids)
-
-
-class _Board:
-    """Live per-school progress on the terminal (stderr), plain lines when not a terminal."""
-
-    def __init__(self, ids: list[str]):
-        self.state = dict.fromkeys(ids, "waiting")
-        self.live = Live(self._table(), console=err, transient=True, auto_refresh=err.is_terminal)
-
-    def _table(self) -> Table:
-        t = Table("school", "now", box=None)
-        for sid, what in self.state.items():
-            t.add_row(sid, what)
-        return t
-
-    def __call__(self, school: str, what: str) -> None:
-        self.state[school] = what
-        if err.is_terminal:
-            self.live.update(self._table())
+def _schools(ctx: typer.Context, ids: list[str] | None, all_: bool, limit: list[str] | None):
+    """The schools named, or --all, narrowed by --limit (schoolctl.config.selection)."""
+    return get(ctx).chosen(ids, limit, all_)[1]
 
 
 def _summary(results) -> None:
@@ -70,23 +45,35 @@ def _skipped(results) -> None:
         err.print(f"[yellow]not deployed, no release to be had:[/] {apps}", markup=True, highlight=False)
 
 
+def _journal(results, all_: bool) -> None:
+    """One journal line per school deployed: result, changed items, the layers when limited."""
+    import os
+
+    from schoolctl.cli.commands.log_cmd import journal
+
+    layers = os.environ.get("SCHOOLCTL_LAYERS") or None
+    for r in results:
+        journal("deploy", r.school, r.status_text, changes=[f"{c.get('kind')}: {c.get('what')}" for c in r.changes],
+                detail={"all": all_, "layers": layers, "skipped": [s.split(":", 1)[0] for s in r.skipped],
+                        "error": r.error.splitlines()[0][:300] if r.error else None}, seconds=r.seconds)
+
+
 @app.command()
-def plan(ctx: typer.Context, ids: Ids = None, all_: All = False,
-         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def plan(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit = None,
+         parallel: Parallel = PARALLEL, as_json: Json = False) -> None:
     """Show, per school, what a deploy would change (operations and file diffs, no secrets), and
     the releases it is configured to run that are past upstream's security support or have a
     known vulnerability (fleet.yaml `support:`; `accept:` marks the accepted ones)."""
     from schoolctl.cli.runner import run
     from schoolctl.releases import reviewed, today
 
-    schools = _schools(ctx, ids, all_)
+    schools = _schools(ctx, ids, all_, limit)
     found = {s.id: reviewed(s, today(s.fleet)) for s in schools}
-    board = _Board([s.id for s in schools])
-    with board.live:
-        results = run(schools, plan=True, progress=board)
+    with Board([s.id for s in schools]) as board:
+        results = run(schools, plan=True, progress=board, parallel=parallel)
     if as_json:
-        say(json.dumps([{**r.as_json(), "releases": releases_json(found.get(r.school, []))} for r in results],
-                       indent=2))
+        emit("plan", {"schools": [{**r.as_json(), "releases": releases_json(found.get(r.school, []))}
+                                  for r in results]})
     else:
         for r in results:
             show_plan(r, found.get(r.school, []))
@@ -96,20 +83,18 @@ def plan(ctx: typer.Context, ids: Ids = None, all_: All = False,
 
 
 @app.command()
-def deploy(ctx: typer.Context, ids: Ids = None, all_: All = False,
-           yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-           as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def deploy(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit = None,
+           parallel: Parallel = PARALLEL, yes: Yes = False, as_json: Json = False) -> None:
     """Apply the configuration to the schools' servers, concurrently; exit 1 if any school failed."""
     from schoolctl.cli.runner import run
 
-    schools = _schools(ctx, ids, all_)
-    if not yes and not typer.confirm(f"Deploy {', '.join(s.id for s in schools)}?", err=True):
-        raise typer.Exit(1)
-    board = _Board([s.id for s in schools])
-    with board.live:
-        results = run(schools, plan=False, progress=board)
+    schools = _schools(ctx, ids, all_, limit)
+    confirm(f"Deploy {', '.join(s.id for s in schools)}?", yes, "pass --yes to deploy without asking")
+    with Board([s.id for s in schools]) as board:
+        results = run(schools, plan=False, progress=board, parallel=parallel)
+    _journal(results, all_)
     if as_json:
-        say(json.dumps([r.as_json() for r in results], indent=2))
+        emit("deploy", {"schools": [r.as_json() for r in results]})
     else:
         _summary(results)
     if any(r.status == "failed" or r.skipped for r in results):

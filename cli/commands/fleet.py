@@ -7,20 +7,17 @@ import re
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import yaml
-from rich.table import Table
 
 from schoolctl.cli.context import get
+from schoolctl.cli.options import Json, Limit
 from schoolctl.cli.output import fail, out, say, warn
-from schoolctl.config.loader import FLEET_FILES, Config, load, shown_path
-from schoolctl.config.model import SCHOOL_ID, EffectiveSchool, School
-from schoolctl.config.problems import Problem
-from schoolctl.config.yamlfile import locate
-from schoolctl.errors import ConfigError
-from schoolctl.resources import templates
+
+if TYPE_CHECKING:  # the model (pydantic) is imported when a command needs it: `--help` starts fast
+    from schoolctl.config.loader import Config
+    from schoolctl.config.model import EffectiveSchool
 
 app = typer.Typer()
 
@@ -32,6 +29,9 @@ def accept_check(config: Config, ids: list[str] | None) -> list[str]:
     school not in the folder; return the warnings for entries past their `until` that concern
     the schools checked (`file:line: ...`)."""
     from schoolctl import releases
+    from schoolctl.config.problems import Problem
+    from schoolctl.config.yamlfile import locate
+    from schoolctl.errors import ConfigError
 
     fleet = config.fleet
     if not fleet.accept:
@@ -65,35 +65,40 @@ def release_lines(school: EffectiveSchool, on: date) -> list[str]:
 
 
 @app.command()
-def validate(ctx: typer.Context, ids: Ids = None) -> None:
+def validate(ctx: typer.Context, ids: Ids = None, limit: Limit = None) -> None:
     """Check the fleet file and the school files; print every problem as file:line:column (exit 2).
     Warn (exit 0) when a school would run a release past upstream's security support or with a
     known vulnerability (fleet.yaml `support:`) that no `accept:` entry covers, and for accepted
     risks past their date."""
     from schoolctl import releases
+    from schoolctl.config.loader import shown_path
 
     c = get(ctx)
-    config = c.config(ids)
-    warnings = accept_check(config, ids)
+    config, chosen = c.chosen(ids, limit, default_all=True)
+    named = ids or ([s.id for s in chosen] if limit else None)
+    warnings = accept_check(config, named)
     on = releases.today(config.fleet)
-    for school in config.select(ids):
+    for school in chosen:
         warnings += release_lines(school, on)
     for line in warnings:
         warn(line)
-    n = len(ids) if ids else len(config.schools)
+    n = len(named) if named else len(config.schools)
     say(f"ok: {shown_path(c.schools_dir)}/ is valid ({n} school{'s' if n != 1 else ''} checked)")
 
 
 @app.command("list")
-def list_(ctx: typer.Context,
-          as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def list_(ctx: typer.Context, limit: Limit = None, as_json: Json = False) -> None:
     """The fleet at a glance: school, district, server, services."""
-    config = get(ctx).config()
+    _, chosen = get(ctx).chosen(None, limit, default_all=True)
     rows = [{"id": s.id, "name": s.name, "district": s.district, "domain": s.domain,
-             "server": s.server.address, "services": s.enabled} for s in config.schools.values()]
+             "server": s.server.address, "services": s.enabled} for s in chosen]
     if as_json:
-        say(json.dumps(rows, indent=2, ensure_ascii=False))
+        from schoolctl.cli.json_out import emit
+
+        emit("list", {"schools": rows})
         return
+    from rich.table import Table
+
     table = Table("school", "name", "district", "domain", "server", "services")
     for r in rows:
         table.add_row(r["id"], r["name"], r["district"], r["domain"], r["server"], ", ".join(r["services"]))
@@ -149,6 +154,11 @@ def new(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="ID
         district: Annotated[str, typer.Option(help="The school's district.")] = "Districte") -> None:
     """Write a commented starter file schools/ID.yaml that validates (and, in a folder without a
     fleet file, the example city's schools/fleet.yaml to edit first)."""
+    from schoolctl.config.loader import FLEET_FILES, load, shown_path
+    from schoolctl.config.model import SCHOOL_ID
+    from schoolctl.errors import ConfigError
+    from schoolctl.resources import templates
+
     c = get(ctx)
     if not re.match(SCHOOL_ID, school_id):
         fail(f"'{school_id}' is not a valid school id: use lowercase letters, digits and '-' (2 to 40)")
@@ -184,13 +194,11 @@ def new(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="ID
 def schema(ctx: typer.Context,
            fleet: Annotated[bool, typer.Option("--fleet", help="The fleet file's schema instead.")] = False) -> None:
     """Print the JSON Schema of a school file (for editor completion and checks)."""
-    from schoolctl.config.model import Fleet
+    import sys
 
-    model = Fleet if fleet else School
-    doc = model.model_json_schema()
-    doc["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    doc["title"] = "schoolctl fleet file" if fleet else "schoolctl school file"
-    say(json.dumps(doc, indent=2, ensure_ascii=False))
+    from schoolctl.config.schema import editor_schema
+
+    sys.stdout.write(json.dumps(editor_schema(fleet), indent=2, ensure_ascii=False) + "\n")  # not through rich
 
 
 class InventoryFormat(StrEnum):
@@ -202,17 +210,27 @@ class InventoryFormat(StrEnum):
 @app.command()
 def inventory(ctx: typer.Context,
               fmt: Annotated[InventoryFormat, typer.Option("--format", help="Output format.")] = InventoryFormat.json,
+              as_json_: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
+              limit: Limit = None,
               output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None) -> None:
-    """The fleet as an inventory (pyinfra, Ansible YAML or JSON)."""
+    """The fleet as an inventory (pyinfra, Ansible YAML or JSON); a lab host that is not running
+    is exported with its configured address and a warning on stderr."""
+    import yaml
+
     from schoolctl.inventories.build import as_ansible, as_json, as_pyinfra
 
-    config = get(ctx).config()
+    if as_json_ and fmt is not InventoryFormat.json:
+        fail(f"--json and --format {fmt.value} ask for two formats; give one")
+    config, chosen = get(ctx).chosen(None, limit, default_all=True)
+    notes: list[str] = []
     if fmt is InventoryFormat.pyinfra:
-        text = as_pyinfra(config)
+        text = as_pyinfra(config, chosen, notes)
     elif fmt is InventoryFormat.ansible:
-        text = yaml.safe_dump(as_ansible(config), sort_keys=False, allow_unicode=True)
+        text = yaml.safe_dump(as_ansible(config, chosen, notes), sort_keys=False, allow_unicode=True)
     else:
-        text = json.dumps(as_json(config), indent=2, ensure_ascii=False) + "\n"
+        text = json.dumps(as_json(config, chosen, notes), indent=2, ensure_ascii=False) + "\n"
+    for note in notes:
+        warn(note)
     if output:
         output.write_text(text, encoding="utf-8")
         say(f"wrote {output}")

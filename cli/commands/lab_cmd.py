@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import subprocess
 from collections.abc import Callable
@@ -79,7 +78,9 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) ->
     """List lab hosts: name, address, state."""
     hosts = _lab().status()
     if as_json:
-        typer.echo(json.dumps([{"name": h.name, "address": h.address, "state": h.state} for h in hosts]))
+        from schoolctl.cli.json_out import emit
+
+        emit("lab status", {"hosts": [{"name": h.name, "address": h.address, "state": h.state} for h in hosts]})
     elif hosts:
         typer.echo(_table([("NAME", "ADDRESS", "STATE")] + [(h.name, h.address, h.state) for h in hosts]))
     else:

@@ -4,12 +4,12 @@ succeeded but does not work for the school."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 
 from schoolctl.cli.context import get
+from schoolctl.cli.json_out import emit
 from schoolctl.cli.output import fail, say, warn
 
 app = typer.Typer()
@@ -65,10 +65,10 @@ def rollback(ctx: typer.Context,
     lines = [line for line in stderr.splitlines() if line.strip()]
     back = upgrade.rolled_back(stderr)
     if as_json:
-        say(json.dumps({"school": school_id, "app": app_name, "from": point["to"], "to": point["from"],
-                        "release": point["previous"], "dump": point["dump"], "dump_taken": point["at"],
-                        "rolled_back": back is not None and code == 0, "code": code,
-                        "output": lines[-30:]}, indent=2))
+        emit("rollback", {"school": school_id, "app": app_name, "from": point["to"], "to": point["from"],
+                          "release": point["previous"], "dump": point["dump"], "dump_taken": point["at"],
+                          "rolled_back": back is not None and code == 0, "code": code,
+                          "output": lines[-30:]})
     if code != 0 or back is None:
         for line in lines[-20:]:
             warn(line)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,7 +10,9 @@ from typing import Annotated, Any
 import typer
 
 from schoolctl.cli.context import get
-from schoolctl.cli.output import fail, say, warn
+from schoolctl.cli.json_out import emit
+from schoolctl.cli.options import Json, Yes
+from schoolctl.cli.output import confirm, fail, say, warn
 
 app = typer.Typer(help="The people of a school (its OpenLDAP directory).", no_args_is_help=True)
 
@@ -74,10 +76,11 @@ def import_(ctx: typer.Context,
                                                    "group,email (role teacher|student; group = class, e.g. 1A).")],
             dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; change nothing.")]
             = False,
-            as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+            yes: Yes = False, as_json: Json = False) -> None:
     """Make the school's directory hold exactly the roster: add, change, restore; suspend who is
     missing (deleted after the privacy policy's leaver_grace_days, on a later import). Initial
-    passwords go only to an encrypted file for the school's secretary."""
+    passwords go only to an encrypted file for the school's secretary. Asks first, saying how many,
+    when anyone would be suspended or deleted (--yes for scripts; without a terminal it refuses)."""
     from schoolctl.cli.users.importer import import_roster
     from schoolctl.cli.users.roster import parse_roster, read_roster
     from schoolctl.secrets import SecretStore
@@ -91,13 +94,40 @@ def import_(ctx: typer.Context,
     for note in notes:
         warn(f"note: {note}")
     store = SecretStore()
+    if not dry_run and not yes:
+        _ask(school, people, store)
     result = import_roster(school, people, dry_run, store)
+    from schoolctl.cli.commands.log_cmd import journal
+
+    plan = result.plan
+    journal("users import", school_id, ("dry run: " if dry_run else "") + str(result.status),
+            # how many people changed, never who: the journal keeps no pupil's name
+            count=0 if dry_run else sum(len(x) for x in (plan.add, plan.change, plan.restore, plan.suspend,
+                                                         plan.delete)),
+            detail={"roster": roster.name, "people": len(people), "dry_run": dry_run, "counts": plan.counts(),
+                    "error": result.error}, seconds=result.seconds)
     if as_json:
-        say(json.dumps(_json(result), indent=2))
+        emit("users import", _json(result))
     else:
         _report(result, people, roster)
     if result.error:
         raise typer.Exit(1)
+
+
+def _ask(school: Any, people: list[Any], store: Any) -> None:
+    """Confirm an import that would suspend or delete people: refused at once without a terminal
+    (exit 2, before the server is asked); on a terminal, the directory is read first (a dry run)
+    and the question says how many would be suspended and deleted (with their data in the apps)."""
+    from schoolctl.cli.users.importer import import_roster
+
+    hint = "check it with --dry-run, then pass --yes to import without asking"
+    if not sys.stdin.isatty():
+        confirm(f"Import the roster into {school.id}, suspending or deleting who is not in it?", False, hint)
+    plan = import_roster(school, people, True, store).plan
+    if plan.suspend or plan.delete:
+        apps = [a for a in ("moodle", "nextcloud", "etherpad") if school.has(a)]
+        confirm(f"{school.id}: suspend {len(plan.suspend)} and delete {len(plan.delete)} people (deleting their "
+                f"accounts and data{' in ' + ', '.join(apps) if apps else ''})?", False, hint)
 
 
 def _report(result: Any, people: list[Any], roster: Path) -> None:
@@ -123,3 +153,13 @@ def _report(result: Any, people: list[Any], roster: Path) -> None:
             f"{result.passwords_file}")
     if result.error:
         warn(f"error: {result.error}")
+
+
+def _letters_command() -> None:
+    """`users letters` lives in its own module (cli/commands/letters_cmd.py)."""
+    from schoolctl.cli.commands.letters_cmd import letters
+
+    app.command("letters")(letters)
+
+
+_letters_command()

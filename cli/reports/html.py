@@ -1,64 +1,69 @@
-"""The audit as ONE static HTML file: a fleet x control matrix and, per school, every control with
-its evidence, expected value, reason and legal basis; an accepted risk (a failing control the
-fleet accepts until a date) shows as `accepted`, with its reason, who accepted it, until when, and
-the evidence. Inline CSS only, no script, no request to any
-other origin: it opens in a browser with no network. Readable in Catalan, Spanish or English."""
+"""The audit as ONE static HTML file that reads at a fleet of hundreds of schools.
+
+First a summary (schools audited, failing, unreachable; the failing controls, high severity first,
+with how many schools fail each; the schools with the most failures; one line per district), then
+the schools grouped by district (one row each: counts, the failing controls as links, or the one
+line saying why the school could not be audited), then per school only what needs acting on
+(fail, error, accepted, with the evidence), and last the catalogue of controls, once: title, why
+it matters and legal basis, each linked from the schools' findings. Passing controls are counted,
+not repeated. A district filter works with CSS alone (`:has()`); the page has no script, loads
+nothing from any origin and has a print layout. Every word is Catalan, Spanish or English: the
+labels and the controls' "why" and legal basis from `templates/report/i18n/<lang>.yaml`, the
+controls' titles from their declarations (`@control(..., titles=...)`)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
+import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from schoolctl import __version__
 from schoolctl.resources import templates
 from schoolctl.secrets import redact
 
 TEMPLATES = templates() / "report"
+I18N = TEMPLATES / "i18n"
 LANGS = ("ca", "es", "en")
-
-TEXT: dict[str, dict[str, str]] = {
-    "en": {"title": "Privacy and security audit", "generated": "Generated", "fleet": "Fleet overview",
-           "control": "Control", "school": "School", "status": "Status", "severity": "Severity",
-           "observed": "Observed", "expected": "Expected", "why": "Why it matters", "legal": "Legal basis",
-           "pass": "pass", "fail": "fail", "error": "error", "n/a": "n/a", "high": "high", "medium": "medium",
-           "low": "low", "schools": "Schools", "details": "Controls per school", "school_error": "School error",
-           "summary": "{fail} failed, {error} errors, {accepted} accepted, {pass} passed, {na} not applicable",
-           "legend": "Each cell links to the evidence below. n/a: the school does not run that service. "
-                     "accepted: it fails, and the city accepts the risk until the date shown.",
-           "service": "Service", "seconds": "audit time", "accepted": "accepted", "accepted_until": "Accepted until",
-           "accepted_by": "Accepted by", "reason": "Reason"},
-    "ca": {"title": "Auditoria de privacitat i seguretat", "generated": "Generat", "fleet": "Visió de conjunt",
-           "control": "Control", "school": "Escola", "status": "Estat", "severity": "Gravetat",
-           "observed": "Observat", "expected": "Esperat", "why": "Per què importa", "legal": "Base legal",
-           "pass": "correcte", "fail": "falla", "error": "error", "n/a": "n/a", "high": "alta", "medium": "mitjana",
-           "low": "baixa", "schools": "Escoles", "details": "Controls per escola", "school_error": "Error de l'escola",
-           "summary": "{fail} fallen, {error} errors, {accepted} acceptats, {pass} correctes, {na} no aplicables",
-           "legend": "Cada cel·la enllaça amb l'evidència de sota. n/a: l'escola no té aquest servei. "
-                     "acceptat: falla, i la ciutat n'accepta el risc fins a la data indicada.",
-           "service": "Servei", "seconds": "temps d'auditoria", "accepted": "acceptat",
-           "accepted_until": "Acceptat fins al", "accepted_by": "Acceptat per", "reason": "Motiu"},
-    "es": {"title": "Auditoría de privacidad y seguridad", "generated": "Generado", "fleet": "Visión de conjunto",
-           "control": "Control", "school": "Escuela", "status": "Estado", "severity": "Gravedad",
-           "observed": "Observado", "expected": "Esperado", "why": "Por qué importa", "legal": "Base legal",
-           "pass": "correcto", "fail": "falla", "error": "error", "n/a": "n/a", "high": "alta", "medium": "media",
-           "low": "baja", "schools": "Escuelas", "details": "Controles por escuela",
-           "school_error": "Error de la escuela",
-           "summary": "{fail} fallan, {error} errores, {accepted} aceptados, {pass} correctos, {na} no aplicables",
-           "legend": "Cada celda enlaza con la evidencia de abajo. n/a: la escuela no tiene ese servicio. "
-                     "aceptado: falla, y la ciudad acepta el riesgo hasta la fecha indicada.",
-           "service": "Servicio", "seconds": "tiempo de auditoría", "accepted": "aceptado",
-           "accepted_until": "Aceptado hasta", "accepted_by": "Aceptado por", "reason": "Motivo"},
-}
+WORST = 10  # schools listed under "the most failures"
+FINDINGS = ("fail", "error", "accepted")  # the results a school's section shows with their evidence
+SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
 
 
-def _cell(r: Any, where: str, t: dict[str, str]) -> dict[str, str]:
-    """A matrix cell: its status and, for an accepted risk, a tooltip with the date and who."""
-    if r is None:
-        return {"status": "n/a", "anchor": where, "note": ""}
-    note = f"{t['accepted_until']} {r.accepted.until.isoformat()} ({r.accepted.accepted_by})" if r.accepted else ""
-    return {"status": r.status, "anchor": where, "note": redact(note)}
+@cache
+def translations(lang: str) -> dict[str, dict[str, str]]:
+    """`templates/report/i18n/<lang>.yaml`: {"labels": ..., "legal": {article: text}, "why": {control id: text}}
+    (English has labels only: the controls' English texts are their declarations)."""
+    if lang not in LANGS:
+        raise ValueError(f"unknown language {lang!r} (one of {', '.join(LANGS)})")
+    data = yaml.safe_load((I18N / f"{lang}.yaml").read_text(encoding="utf-8")) or {}
+    return {part: dict(data.get(part) or {}) for part in ("labels", "legal", "why")}
+
+
+def labels(lang: str) -> dict[str, str]:
+    """The report's words in `lang` (English where a translation is missing)."""
+    return {**translations("en")["labels"], **translations(lang)["labels"]}
+
+
+def why(control: Any, lang: str) -> str:
+    return translations(lang)["why"].get(control.id, control.why)
+
+
+def legal(control: Any, lang: str) -> list[str]:
+    """The control's legal basis, one text per GDPR article it cites."""
+    from schoolctl.audit.catalogue import LEGAL
+
+    words = translations(lang)["legal"]
+    return [words.get(article, LEGAL[article]) for article in control.legal]
+
+
+def anchor(*parts: str) -> str:
+    """An element id: school ids are lower case, control ids upper case; `_` replaces the rest."""
+    return "-".join("".join(ch if ch.isalnum() else "_" for ch in p) for p in parts)
 
 
 @cache
@@ -67,44 +72,95 @@ def _env() -> Environment:
                        trim_blocks=True, lstrip_blocks=True)
 
 
-def anchor(*parts: str) -> str:
-    return "-".join("".join(ch if ch.isalnum() else "_" for ch in p) for p in parts)
+def _finding(a: Any, r: Any, t: dict[str, str], lang: str) -> dict[str, Any]:
+    """One fail/error/accepted result with its evidence (the control's texts are in the catalogue)."""
+    w = r.accepted
+    return {"id": r.control.id, "anchor": anchor(a.school, r.control.id), "status": r.status,
+            "title": r.control.title_in(lang), "severity": r.control.severity,
+            "observed": redact(r.observed), "expected": redact(r.expected),
+            "accepted": None if w is None else {"reason": redact(w.reason), "by": redact(w.accepted_by),
+                                                "until": w.until.isoformat()},
+            "note": "" if w is None else redact(f"{t['accepted_until']} {w.until.isoformat()} ({w.accepted_by})")}
 
 
-def _accepted(a: Any) -> dict[str, str] | None:
-    """The waiver of an accepted result as the drill-down shows it (None: not accepted)."""
-    return None if a is None else {"reason": redact(a.reason), "by": redact(a.accepted_by),
-                                   "until": a.until.isoformat()}
+def _school(a: Any, district: str, t: dict[str, str], lang: str) -> dict[str, Any]:
+    counts = a.counts()
+    # an unreachable school says why once; its controls were not checked, so none is listed
+    findings = [] if a.error else [_finding(a, r, t, lang) for r in a.controls if r.status in FINDINGS]
+    return {"id": a.school, "name": a.name or a.school, "district": district, "status": a.status,
+            "error": redact(a.error) if a.error else "", "seconds": f"{a.seconds:.1f}", "counts": counts,
+            "high": sum(f["severity"] == "high" and f["status"] in ("fail", "error") for f in findings),
+            "findings": findings, "evidence": anchor("E", a.school)}
 
 
-def render(audits: list[Any], lang: str = "en", generated: dt.datetime | None = None) -> str:
-    if lang not in LANGS:
-        raise ValueError(f"unknown language {lang!r} (one of {', '.join(LANGS)})")
-    t = TEXT[lang]
-    generated = generated or dt.datetime.now(dt.UTC)
+def _districts(schools: list[dict[str, Any]], t: dict[str, str]) -> list[dict[str, Any]]:
+    by: dict[str, list[dict[str, Any]]] = {}
+    for s in schools:
+        by.setdefault(s["district"], []).append(s)
+    out = []
+    for n, name in enumerate(sorted(by, key=lambda d: (d == "", d.casefold())), 1):
+        members = sorted(by[name], key=lambda s: s["id"])
+        out.append({"name": name or t["no_district"], "anchor": f"D_{n}", "filter": f"F_{n}", "schools": members,
+                    "tally": _tally(members)})
+    return out
+
+
+def _tally(schools: list[dict[str, Any]]) -> dict[str, int]:
+    """How many schools: audited, failing, unreachable, with control errors, only accepted risks, passing."""
+    status = Counter("unreachable" if s["error"] else s["status"] for s in schools)
+    return {"audited": len(schools), "failing": status["fail"], "unreachable": status["unreachable"],
+            "errors": status["error"], "accepted": status["accepted"], "passing": status["pass"] + status["n/a"]}
+
+
+def _failing_controls(audits: list[Any], lang: str) -> list[dict[str, Any]]:
+    """Every control failing (or in error, or accepted) somewhere, with how many schools; high severity
+    first, then by the number of failing schools. Unreachable schools' unchecked controls do not count."""
+    per: dict[str, Counter[str]] = {}
+    control: dict[str, Any] = {}
+    for a in audits:
+        if a.error:
+            continue
+        for r in a.controls:
+            if r.status in FINDINGS:
+                per.setdefault(r.control.id, Counter())[r.status] += 1
+                control[r.control.id] = r.control
+    rows = [{"id": cid, "title": control[cid].title_in(lang), "severity": control[cid].severity,
+             "fail": n["fail"], "error": n["error"], "accepted": n["accepted"]} for cid, n in per.items()]
+    return sorted(rows, key=lambda r: (SEVERITY_RANK[r["severity"]], -r["fail"], -r["error"], -r["accepted"], r["id"]))
+
+
+def _catalogue(audits: list[Any], schools: list[dict[str, Any]], lang: str) -> list[dict[str, Any]]:
+    """Each control of the results once, with the schools where it needs acting on."""
     controls: dict[str, Any] = {}
     for a in audits:
         for r in a.controls:
             controls.setdefault(r.control.id, r.control)
-    cells = {(a.school, r.control.id): r for a in audits for r in a.controls}
-    schools = []
-    for a in audits:
-        counts = a.counts()
-        schools.append({
-            "id": a.school, "name": a.name, "status": a.status, "error": redact(a.error) if a.error else "",
-            "seconds": f"{a.seconds:.1f}",
-            "summary": t["summary"].format(fail=counts["fail"], error=counts["error"], na=counts["n/a"],
-                                           accepted=counts["accepted"], **{"pass": counts["pass"]}),
-            "rows": [{"id": r.control.id, "anchor": anchor(a.school, r.control.id), "status": r.status,
-                      "title": r.control.title_in(lang), "service": r.control.service,
-                      "severity": r.control.severity, "observed": redact(r.observed), "expected": redact(r.expected),
-                      "why": r.control.why, "legal": r.control.legal_text,
-                      "accepted": _accepted(r.accepted)} for r in a.controls],
-        })
-    matrix = [{"id": cid, "title": c.title_in(lang), "severity": c.severity,
-               "cells": [_cell(cells.get((a.school, cid)), anchor(a.school, cid), t) for a in audits]}
-              for cid, c in controls.items()]
-    html = _env().get_template("report.html.j2").render(
-        t=t, lang=lang, generated=generated.strftime("%Y-%m-%d %H:%M UTC"), schools=schools, matrix=matrix,
+    at: dict[str, list[dict[str, str]]] = {}
+    for s in schools:
+        for f in s["findings"]:
+            at.setdefault(f["id"], []).append({"school": s["id"], "anchor": f["anchor"], "status": f["status"]})
+    return [{"id": cid, "title": c.title_in(lang), "service": c.service, "severity": c.severity,
+             "why": why(c, lang), "legal": legal(c, lang), "at": at.get(cid, [])} for cid, c in controls.items()]
+
+
+def render(audits: list[Any], lang: str = "en", generated: dt.datetime | None = None,
+           districts: Mapping[str, str] | None = None) -> str:
+    """The report in `lang`; `districts` maps a school id to its district (a school without one is grouped
+    under "no district")."""
+    if lang not in LANGS:
+        raise ValueError(f"unknown language {lang!r} (one of {', '.join(LANGS)})")
+    t = labels(lang)
+    generated = generated or dt.datetime.now(dt.UTC)
+    districts = districts or {}
+    schools = [_school(a, districts.get(a.school) or getattr(a, "district", "") or "", t, lang) for a in audits]
+    failing = _failing_controls(audits, lang)
+    worst = sorted((s for s in schools if s["findings"] and s["status"] in ("fail", "error")),
+                   key=lambda s: (-s["high"], -s["counts"]["fail"], -s["counts"]["error"], s["id"]))[:WORST]
+    catalogue = _catalogue(audits, schools, lang)
+    page = _env().get_template("report.html.j2").render(
+        t=t, lang=lang, version=__version__, generated=generated.strftime("%Y-%m-%d %H:%M UTC"),
+        tally=_tally(schools), high=[c for c in failing if c["severity"] == "high"],
+        other=[c for c in failing if c["severity"] != "high"], worst=worst,
+        unreachable=[s for s in schools if s["error"]], districts=_districts(schools, t), catalogue=catalogue,
         css=(TEMPLATES / "report.css").read_text(encoding="utf-8"))
-    return redact(html)
+    return redact(page)

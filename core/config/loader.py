@@ -22,9 +22,11 @@ from schoolctl.config.model import (
     RELEASE_SERVICES,
     SCHOOL_ID,
     SHA256,
+    Backup,
     EffectiveSchool,
     Fleet,
     Privacy,
+    Retention,
     School,
     is_laxer,
 )
@@ -40,6 +42,8 @@ SCHOOL_MAX_BYTES = 1024 * 1024
 FLEET_MAX_BYTES = 2 * 1024 * 1024
 
 PATTERNS = {
+    r"^(/[a-z0-9_][a-z0-9_.-]*)+$": "an absolute folder path of lowercase letters, digits, '.', '_' and '-'",
+    r"^([01][0-9]|2[0-3]):[0-5][0-9]$": "a time of day as HH:MM, e.g. 02:30",
     SCHOOL_ID: "lowercase letters, digits and '-' (2 to 40, not starting or ending with '-')",
     DOMAIN: "a lowercase DNS name such as school.example.org",
     ADDRESS: "a host name, an IP address or lab:NAME (no spaces, no port)",
@@ -263,8 +267,43 @@ def effective(school: School, fleet: Fleet, shown: str) -> EffectiveSchool:
         server=school.server, languages=list(school.languages or fleet.languages),
         services=services, contacts=school.contacts, admins=[*fleet.admins, *school.admins], tls=school.tls,
         privacy=Privacy(**{**fleet.privacy.model_dump(), **override}),
+        backup=_backup(school, fleet),
         versions=versions, fleet=fleet, source=shown,
     )
+
+
+def _backup(school: School, fleet: Fleet) -> Backup | None:
+    """The fleet's backup settings with the school's own retention (each count only ever lower),
+    cut to what fits in the school's privacy.data_retention_days (weeks x 7, months x 31 days)."""
+    if fleet.backup is None:
+        return None
+    own = {k: v for k, v in school.backup.retention.model_dump().items() if v is not None}
+    r = Retention(**{**fleet.backup.retention.model_dump(), **own})
+    # a deleted person's data must not outlive the privacy policy's retention in the archives
+    days = (school.privacy.data_retention_days or fleet.privacy.data_retention_days)
+    r = Retention(daily=min(r.daily, days), weekly=min(r.weekly, days // 7), monthly=min(r.monthly, days // 31))
+    return fleet.backup.model_copy(update={"retention": r})
+
+
+def _backup_problems(school: School, doc: Any, shown: str, fleet: Fleet, fleet_doc: Any,
+                     fleet_shown: str) -> list[Problem]:
+    """A school keeps at most the fleet's archives (the data retention cuts them further: _backup)."""
+    out: list[Problem] = []
+    own = {k: v for k, v in school.backup.retention.model_dump().items() if v is not None}
+    if own and fleet.backup is None:
+        line, col = locate(doc, ("backup",))
+        return [Problem(shown, line, col, "backup: the fleet names no backup host",
+                        f"add `backup: {{host: ...}}` to {fleet_shown}, or remove the school's `backup:`")]
+    if fleet.backup is None:
+        return out
+    floor = fleet.backup.retention
+    for name, value in own.items():
+        if value > getattr(floor, name):
+            line, col = locate(doc, ("backup", "retention", name))
+            out.append(Problem(shown, line, col, f"backup.retention.{name}: {value} keeps more archives than the "
+                               f"fleet's {getattr(floor, name)}", "backups hold personal data: a school may keep "
+                               f"fewer archives, never more; remove the key or use {getattr(floor, name)} or less"))
+    return out
 
 
 def _school_problems(school: School, doc: Any, shown: str, path: Path, fleet: Fleet | None,
@@ -291,6 +330,7 @@ def _school_problems(school: School, doc: Any, shown: str, path: Path, fleet: Fl
                                f"privacy.{name}: {_yaml(value)} is laxer than the fleet floor {_yaml(floor)} "
                                f"({where})", f"a school may be stricter than the fleet, never laxer; "
                                f"remove the key or use {_yaml(floor)} or a stricter value"))
+    out += _backup_problems(school, doc, shown, fleet, fleet_doc, fleet_shown)
     if fleet.debian is None and not school.server.lab_name:
         line, col = locate(doc, ("server",))
         out.append(Problem(shown, line, col, f"server {school.server.address}: the fleet names no Debian archive for "

@@ -258,6 +258,28 @@ class AptRepo(Strict):
     fingerprint: Annotated[str, Field(pattern=r"^[0-9A-F]{40}$")]
 
 
+LANGPACK_KEY = r"^\d+\.\d+/(ca|es|en)$"
+
+
+class Langpacks(Strict):
+    """Moodle's language packs, `langpack/<branch>/<lang>.zip` as download.moodle.org names them. They
+    come from the mirror only: upstream rebuilds a pack whenever its strings change, under the same
+    name, so an upstream pin would break at once; the city keeps reviewed copies in its mirror."""
+
+    sha256: Annotated[dict[str, Annotated[str, Field(pattern=SHA256)]], Field(
+        description="'<branch>/<lang>' (e.g. 4.5/ca) -> sha256 the mirror's copy must have.")] = {}
+
+    @field_validator("sha256")
+    @classmethod
+    def _keys(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = [k for k in v if not re.fullmatch(LANGPACK_KEY, k)]
+        if bad:
+            raise ValidationError.from_exception_data("sha256", [InitErrorDetails(
+                type=value_error(f"the language pack {shown_value(k)} is not valid (expected <branch>/<lang>, "
+                                 "e.g. 4.5/ca)"), loc=(k,), input=k) for k in bad])
+        return v
+
+
 class Artifacts(Strict):
     moodle: Artifact
     nextcloud: Artifact
@@ -265,6 +287,7 @@ class Artifacts(Strict):
     node: Annotated[Artifact | None, Field(
         description="Node.js for Etherpad 3.x (needs Node >= 24; Debian 13 has 20.19): the linux-x64 .tar.xz, "
                     "pinned from upstream's signed SHASUMS256.txt.")] = None
+    langpacks: Annotated[Langpacks, Field(description="Moodle's language packs (from the mirror).")] = Langpacks()
 
 
 class Debian(Strict):
@@ -352,6 +375,30 @@ class Acceptance(Strict):
     until: Annotated[date, Field(description="The last day it is accepted; after it the control fails again.")]
 
 
+class Retention(Strict):
+    """How many archives of a school the backup host keeps (borg prune): the newest of each of the
+    last `daily` days, `weekly` weeks and `monthly` months. Backups hold personal data: a leaver
+    deleted from the apps stays in older archives until they age out, so the span is bounded by the
+    privacy policy's data_retention_days."""
+
+    daily: Annotated[int, Field(ge=1, le=90, description="Daily archives kept.")] = 7
+    weekly: Annotated[int, Field(ge=0, le=104, description="Weekly archives kept.")] = 4
+    monthly: Annotated[int, Field(ge=0, le=60, description="Monthly archives kept.")] = 6
+
+    @property
+    def span_days(self) -> int:
+        """How far back the oldest kept archive may reach, in days."""
+        return max(self.daily, self.weekly * 7, self.monthly * 31)
+
+
+RetentionOverride = create_model(
+    "RetentionOverride", __base__=Strict,
+    __doc__="A school's own retention: each optional (absent = the fleet's), each only ever lower.",
+    **{name: (_optional(info.annotation, info.metadata), Field(default=None, description=info.description))
+       for name, info in Retention.model_fields.items()},
+)
+
+
 class AptRepos(Strict):
     """Upstream apt repositories. null: the city ships these packages another way (its own apt
     mirror); in the lab, where they are unreachable, only the Debian-side parts are deployed."""
@@ -411,6 +458,8 @@ class Fleet(Strict):
     privacy: Privacy = Privacy()
     support: Support = Support()
     accept: Annotated[list[Acceptance], Field(description="Accepted risks, each with an expiry.")] = []
+    backup: Annotated[Backup | None, Field(description="The city's backup host (BorgBackup): every school's "
+                                                       "nightly archive goes there.")] = None
 
 
 # --- a school --------------------------------------------------------------------------------
@@ -453,6 +502,50 @@ def _server(v: Any) -> Any:
     return {"address": v} if isinstance(v, str) else v
 
 
+# what `_server` accepts, for the JSON Schema (editors): the mapping, or its address alone
+SERVER_INPUT = Server | Annotated[str, Field(pattern=ADDRESS, description="The address alone: a host name, an "
+                                                                         "IP address or lab:NAME.")]
+
+
+class Backup(Strict):
+    """The city's backup host: one BorgBackup repository per school, pushed to over SSH by the
+    school's own key (append-only, restricted to its repository), pruned from the controller."""
+
+    host: Annotated[Server, Field(description="The backup host: address (or lab:NAME), or a mapping with "
+                                              "address/ssh_user/ssh_port (the account schoolctl administers it "
+                                              "with).")]
+    user: Annotated[str, Field(pattern=LOGIN, description="The account on the backup host the schools push "
+                                                          "to (each school's key may only run borg serve).")] = "borg"
+    path: Annotated[str, Field(pattern=r"^(/[a-z0-9_][a-z0-9_.-]*)+$", description="Folder of the "
+                               "repositories on the backup host (one per school: <path>/<id>).")] = \
+        "/srv/schoolctl-backups"
+    at: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", description="Daily start time (the "
+                             "server's local time, HH:MM).")] = "02:30"
+    randomized_delay_minutes: Annotated[int, Field(ge=0, le=180, description="Each server starts up to this "
+                                                   "many minutes later (spreads the fleet's load).")] = 60
+    max_age_hours: Annotated[int, Field(ge=24, le=336, description="The audit fails a school whose last "
+                                        "good archive is older than this.")] = 27
+    drill_max_age_days: Annotated[int, Field(ge=1, le=365, description="The audit fails a school whose last "
+                                             "passed restore drill is older than this.")] = 31
+    retention: Retention = Retention()
+
+    _host = field_validator("host", mode="before", json_schema_input_type=SERVER_INPUT)(lambda cls, v: _server(v))
+
+    @model_validator(mode="after")
+    def _schedule_fits(self) -> Backup:
+        if self.max_age_hours * 60 < 24 * 60 + self.randomized_delay_minutes:
+            raise ValueError(f"max_age_hours {self.max_age_hours} is shorter than a day plus the randomized "
+                             f"delay ({self.randomized_delay_minutes} min): every night's archive would look late "
+                             f"(use at least {24 + -(-self.randomized_delay_minutes // 60)})")
+        return self
+
+
+class SchoolBackup(Strict):
+    """A school's own backup settings: it may keep fewer archives than the fleet, never more."""
+
+    retention: RetentionOverride = RetentionOverride()  # type: ignore[valid-type]
+
+
 class Service(Strict):
     """Options common to every service. A service is on when its key is present (`moodle: {}` or
     `moodle: true`), off when absent or `false`."""
@@ -484,7 +577,7 @@ class BigBlueButton(Service):
     pool: Annotated[bool, Field(description="Use the fleet's bbb_pool instead of an own server.")] = False
     cores: Annotated[int, Field(ge=1, description="CPU cores of the BBB host (upstream wants 4 or more).")] = 8
 
-    _srv = field_validator("server", mode="before")(lambda cls, v: _server(v))
+    _srv = field_validator("server", mode="before", json_schema_input_type=SERVER_INPUT)(lambda cls, v: _server(v))
 
     @model_validator(mode="after")
     def _where(self) -> BigBlueButton:
@@ -509,7 +602,17 @@ class Services(Strict):
     jitsi: Jitsi | None = None
     bigbluebutton: BigBlueButton | None = None
 
-    _on = field_validator(*SERVICES, mode="before")(lambda cls, v: _on_off(v))
+    # `moodle: true` / `moodle: false` as well as the options (the JSON Schema says so, for editors)
+    _on_moodle = field_validator("moodle", mode="before", json_schema_input_type=Moodle | bool | None)(
+        lambda cls, v: _on_off(v))
+    _on_nextcloud = field_validator("nextcloud", mode="before", json_schema_input_type=Nextcloud | bool | None)(
+        lambda cls, v: _on_off(v))
+    _on_etherpad = field_validator("etherpad", mode="before", json_schema_input_type=Etherpad | bool | None)(
+        lambda cls, v: _on_off(v))
+    _on_jitsi = field_validator("jitsi", mode="before", json_schema_input_type=Jitsi | bool | None)(
+        lambda cls, v: _on_off(v))
+    _on_bigbluebutton = field_validator("bigbluebutton", mode="before",
+                                        json_schema_input_type=BigBlueButton | bool | None)(lambda cls, v: _on_off(v))
 
     def enabled(self) -> list[str]:
         return [s for s in SERVICES if getattr(self, s) is not None]
@@ -551,8 +654,9 @@ class School(Strict):
     admins: list[Admin] = []
     tls: Annotated[SchoolTls | None, Field(description="Only with the fleet's tls.mode: provided.")] = None
     privacy: PrivacyOverride = PrivacyOverride()
+    backup: SchoolBackup = SchoolBackup()
 
-    _srv = field_validator("server", mode="before")(lambda cls, v: _server(v))
+    _srv = field_validator("server", mode="before", json_schema_input_type=SERVER_INPUT)(lambda cls, v: _server(v))
 
     @field_validator("server")
     @classmethod
@@ -608,6 +712,7 @@ class EffectiveSchool(BaseModel):
     admins: list[Admin]
     tls: SchoolTls | None = None
     privacy: Privacy
+    backup: Backup | None = None  # the fleet's, with the school's own (lower) retention
     versions: dict[str, str]
     fleet: Fleet
     source: str

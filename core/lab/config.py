@@ -21,6 +21,7 @@ ACME_MGMT = "127.0.0.1:15000"
 DNS_PORT = 8053
 DNS_MGMT = "127.0.0.1:8055"
 MIRROR_PORT = 8081
+RELAY_BASE_PORT = 22000  # + the last octet of a lab host: the bridge's relay to its SSH (a lab backup host)
 
 
 def state_dir_from_env() -> Path:

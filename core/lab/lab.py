@@ -167,6 +167,15 @@ class Lab:
             if not self._names():
                 network.remove_bridge()
 
+    def relay(self, name: str) -> tuple[str, int]:
+        """(bridge address, port) where lab hosts reach lab host `name`'s SSH (they cannot reach each
+        other directly): a relay on the bridge, started when missing."""
+        h = self.host(name)
+        if h.state != "running":
+            raise LabError(f"lab host {name} is {h.state}", f"run `schoolctl lab up {name}`")
+        with self._locked():
+            return self.bridge, self._services.start_relay(name, h.address)
+
     def register_domain(self, domain: str, address: str) -> None:
         """Make the lab's mock DNS (used by pebble) resolve ``domain`` to the lab ``address``."""
         domain = domain.lower().rstrip(".")

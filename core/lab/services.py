@@ -383,3 +383,14 @@ class Services:
     def stop_all(self) -> None:
         for d in self.all():
             stop_daemon(self._pid_file(d.name), d.exe)
+        for pid_file in self.dir.glob("relay-*.pid"):
+            stop_daemon(pid_file, "socat")
+
+    def start_relay(self, name: str, address: str, port: int = 22) -> int:
+        """A TCP relay on the bridge to lab host `name`'s `port` (lab hosts cannot reach each other:
+        bridge port isolation). For a lab backup host, which the school servers push to. Returns the
+        relay's port on the bridge."""
+        listen = c.RELAY_BASE_PORT + int(address.rsplit(".", 1)[1])
+        self._start(Daemon(f"relay-{name}", "socat", self.bridge, listen),
+                    ["socat", f"TCP-LISTEN:{listen},bind={self.bridge},fork,reuseaddr", f"TCP:{address}:{port}"])
+        return listen

@@ -101,7 +101,7 @@ class SchoolEnv:
         self.timings[label] = round(time.monotonic() - start, 1)
         print(f"\n{label}: {self.timings[label]} s")
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        result = json.loads(proc.stdout)[0]
+        result = json.loads(proc.stdout)["schools"][0]
         result["changes"] = [" ".join(str(c.get(k, "")) for k in ("kind", "what", "detail")).strip()
                              for c in result["changes"]]
         return result
@@ -141,7 +141,7 @@ class SchoolEnv:
             w = csv.writer(f)
             w.writerow(["given_name", "family_name", "role", "group", "email"])
             w.writerows(rows)
-        proc = self.cli("users", "import", self.sid, str(roster), "--json")
+        proc = self.cli("users", "import", self.sid, str(roster), "--yes", "--json")
         assert proc.returncode == 0, proc.stdout + proc.stderr
         report = json.loads(proc.stdout)
         vault = report["passwords_file"] or max((self.work / "secrets").glob(f"{self.sid}-initial-passwords-*.vault"))

@@ -56,7 +56,7 @@ def schoolctl(env: dict[str, str], *args: str, timeout: float = 900) -> subproce
 def deploy_json(env: dict[str, str], *ids: str) -> tuple[int, list[dict]]:
     proc = schoolctl(env, "deploy", *ids, "--yes", "--json")
     assert proc.stdout.strip(), proc.stderr
-    return proc.returncode, json.loads(proc.stdout)
+    return proc.returncode, json.loads(proc.stdout)["schools"]
 
 
 def test_deploy_then_noop(lab_hosts, fleet) -> None:
@@ -79,12 +79,12 @@ def test_plan_shows_exactly_a_manual_change(lab, lab_hosts, fleet) -> None:
                     "$(nft -a list chain inet schoolctl input | grep 'dport 443' | sed 's/.*handle //')", check=True)
     proc = schoolctl(env, "plan", "t-d1", "--json")
     assert proc.returncode == 0, proc.stderr
-    [planned] = json.loads(proc.stdout)
+    [planned] = json.loads(proc.stdout)["schools"]
     assert [(c["kind"], c["what"]) for c in planned["changes"]] == [
         ("file", "/etc/logrotate.conf"), ("step", "live firewall ruleset matches /etc/nftables.conf")]
     text = schoolctl(env, "plan", "t-d1").stdout
     assert "-# edited by hand" in text  # the diff shows the line the deploy would remove
-    assert json.loads(schoolctl(env, "plan", "t-d1", "--json").stdout)[0]["changes"] == planned["changes"]
+    assert json.loads(schoolctl(env, "plan", "t-d1", "--json").stdout)["schools"][0]["changes"] == planned["changes"]
     code, [fixed] = deploy_json(env, "t-d1")
     assert code == 0 and len(fixed["changes"]) == 2
     assert "dport 443" in lab.run("t-d1", "nft list chain inet schoolctl input", check=True).stdout

@@ -73,7 +73,7 @@ class Env:
         start = time.monotonic()
         proc = self.cli("deploy", SCHOOL, "--yes", "--json")
         assert proc.stdout.strip(), proc.stderr[-3000:]
-        [result] = json.loads(proc.stdout)
+        [result] = json.loads(proc.stdout)["schools"]
         result["wall"] = time.monotonic() - start
         assert proc.returncode == 0, (result["error"] or "") + proc.stderr[-2000:]
         return result
@@ -133,7 +133,7 @@ def deployed(env: Env) -> Env:
 def people(deployed: Env) -> list[dict[str, str]]:
     roster = deployed.work / "roster.csv"
     roster.write_text(ROSTER, encoding="utf-8")
-    proc = deployed.cli("users", "import", SCHOOL, str(roster), "--json")
+    proc = deployed.cli("users", "import", SCHOOL, str(roster), "--yes", "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     vault = Path(json.loads(proc.stdout)["passwords_file"])
     key = Path(deployed.env["SCHOOLCTL_VAULT_KEY_FILE"]).read_bytes().strip()

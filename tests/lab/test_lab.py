@@ -168,7 +168,7 @@ def test_up_leaves_a_running_host_alone(lab: Lab, lab_hosts, pair: dict[str, Lab
 def test_cli_status_json_and_ssh(lab: Lab, pair: dict[str, LabHost]) -> None:
     result = CliRunner().invoke(lab_app, ["status", "--json"])
     assert result.exit_code == 0, result.output
-    rows = {r["name"]: r for r in json.loads(result.output)}
+    rows = {r["name"]: r for r in json.loads(result.output)["hosts"]}
     assert rows[A] == {"name": A, "address": pair[A].address, "state": "running"}
     proc = subprocess.run(
         [sys.executable, "-m", "schoolctl.cli", "lab", "ssh", A, "--", "test", "-f", "/etc/debian_version"],

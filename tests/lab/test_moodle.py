@@ -163,6 +163,7 @@ def test_content_survives_redeploy_and_second_deploy_is_unchanged(deployed: Env)
 # control id -> cfg.php arguments that put a setting back to upstream's (or a lax) value
 BREAKS = {
     "MOODLE-FORCELOGIN": "--name=forcelogin --set=0",
+    "MOODLE-LANGUAGE": "--name=lang --set=en",
     "MOODLE-NO-CRAWLERS": "--name=opentowebcrawlers --set=1",
     "MOODLE-NO-INDEXING": "--name=allowindexing --set=0",
     "MOODLE-COOKIE-SECURE": "--name=cookiesecure --set=0",

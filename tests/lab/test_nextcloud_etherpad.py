@@ -239,6 +239,7 @@ BREAKS: dict[str, tuple[str, str]] = {
                                "setfacl -m u:www-data:rx /var/lib/nextcloud/data",
                                "setfacl -b /var/lib/nextcloud/data"),
     "NEXTCLOUD-LDAP-TLS": (_app("user_ldap", "s01ldap_turn_off_cert_check", "1"), RESTORE_CONFIG),
+    "NEXTCLOUD-LANGUAGE": (_sys("default_language", "en"), RESTORE_CONFIG),
     "ETHERPAD-NO-IP-LOGGING": _pad("disableIPlogging", "false"),
     "ETHERPAD-LOGLEVEL": _pad("loglevel", '\\"INFO\\"'),
     "ETHERPAD-API-KEY": ("chmod 0644 /etc/etherpad/APIKEY.txt", "chmod 0600 /etc/etherpad/APIKEY.txt"),
@@ -248,6 +249,7 @@ BREAKS: dict[str, tuple[str, str]] = {
     "ETHERPAD-NO-METRICS": _pad("enableMetrics", "true"),
     "ETHERPAD-NO-UPDATE-CHECK": _pad("updateServer", '\\"https://static.etherpad.org\\"'),
     "ETHERPAD-LOOPBACK-ONLY": _pad("ip", '\\"0.0.0.0\\"', restart=True),
+    "ETHERPAD-LANGUAGE": _pad("padOptions", '{\\"lang\\": \\"en\\"}'),
 }
 
 
@@ -300,7 +302,7 @@ def test_leaver_deleted_with_their_files(deployed: Env, people: dict[str, dict[s
     roster = _roster(deployed, [r for r in ROSTER if r[0] != "Laia"], "leaver.csv")
     deleted = []
     for _ in range(2):   # grace 0: the first import suspends, the next deletes (running the apps' hooks)
-        proc = deployed.cli("users", "import", SID, str(roster), "--json")
+        proc = deployed.cli("users", "import", SID, str(roster), "--yes", "--json")
         assert proc.returncode == 0, proc.stdout + proc.stderr
         deleted += [d for d in json.loads(proc.stdout)["deleted"] if d["uid"] == laia["uid"]]
     [gone] = deleted

@@ -86,7 +86,7 @@ def test_the_wheel_works_outside_any_checkout(installed: Path, lab: Any, tmp_pat
 
     plan = _run(installed, empty, "schoolctl", "plan", "escola-nova", "--json")
     assert plan.returncode == 0, plan.stdout[-2000:] + plan.stderr[-2000:]
-    changes = json.loads(plan.stdout)[0]["changes"]
+    changes = json.loads(plan.stdout)["schools"][0]["changes"]
     paths = {c.get("what", "") for c in changes}
     for wanted in ("/etc/ssh/sshd_config.d/50-schoolctl.conf", "/etc/nginx/nginx.conf"):
         assert any(wanted in p for p in paths), (wanted, sorted(paths)[:40])

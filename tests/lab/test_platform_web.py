@@ -73,7 +73,7 @@ def run_json(env: dict[str, str], verb: str) -> dict:
     proc = cli(env, verb, SID, *(["--yes"] if verb == "deploy" else []), "--json")
     elapsed = time.monotonic() - start
     assert proc.stdout.strip(), proc.stderr[-3000:]
-    [result] = json.loads(proc.stdout)
+    [result] = json.loads(proc.stdout)["schools"]
     result["wall"] = elapsed
     assert result["status"] != "failed", result["error"]
     return result

@@ -59,7 +59,9 @@ class Env(SchoolEnv):
             data = json.loads(proc.stdout)
         except ValueError:
             data = None
-        return proc.returncode, (data[0] if isinstance(data, list) else data), proc.stdout + proc.stderr
+        if isinstance(data, dict) and "schools" in data:  # plan/deploy: one school's result
+            data = data["schools"][0]
+        return proc.returncode, data, proc.stdout + proc.stderr
 
     def timed_deploy(self, label: str) -> dict[str, Any]:
         result = self.deploy(label)

@@ -83,7 +83,7 @@ class Env:
                               capture_output=True, text=True, timeout=timeout, env=self.env, cwd=self.work)
 
     def import_(self, roster: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
-        proc = self.cli("users", "import", SCHOOL, str(roster), "--json", *extra)
+        proc = self.cli("users", "import", SCHOOL, str(roster), "--yes", "--json", *extra)
         return proc, (json.loads(proc.stdout) if proc.returncode in (0, 1) and proc.stdout.strip() else {})
 
     def sh(self, command: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -166,7 +166,7 @@ def test_import_of_200_people(deployed: Env, rows: list[list[str]]) -> None:
     table = list(csv.DictReader(VaultLib([("default", VaultSecret(key))]).decrypt(vault.read_bytes())
                                 .decode().splitlines()))
     assert len(table) == 200
-    human = deployed.cli("users", "import", SCHOOL, str(roster))   # same roster: nothing new, text output
+    human = deployed.cli("users", "import", SCHOOL, str(roster), "--yes")   # same roster: nothing new, text output
     for output in (proc.stdout, proc.stderr, human.stdout, human.stderr):
         assert not any(row["initial_password"] in output for row in table)
     # a person logs in with their initial password over TLS; the apps see people and groups, no passwords
@@ -186,7 +186,7 @@ def test_second_identical_import_is_unchanged(deployed: Env) -> None:
     proc, report = deployed.import_(deployed.work / "roster.csv")
     assert proc.returncode == 0 and report["status"] == "unchanged", proc.stdout + proc.stderr
     assert {k: v for k, v in report["counts"].items() if v} == {"unchanged": 200}
-    human = deployed.cli("users", "import", SCHOOL, str(deployed.work / "roster.csv"))
+    human = deployed.cli("users", "import", SCHOOL, str(deployed.work / "roster.csv"), "--yes")
     assert f"{SCHOOL}: unchanged (200 people, nothing to do)" in human.stdout
     assert deployed.dump() == before
 
@@ -195,7 +195,7 @@ def test_one_bad_row_imports_nothing(deployed: Env, rows: list[list[str]]) -> No
     bad = [*rows[:50], ["Pol", "Serra Vidal", "janitor", "1A", ""], *rows[50:], ["Nou", "Alumne", "student", "1A", ""]]
     roster = write_roster(deployed.work / "bad.csv", bad)
     before = deployed.dump()
-    proc = deployed.cli("users", "import", SCHOOL, str(roster))
+    proc = deployed.cli("users", "import", SCHOOL, str(roster), "--yes")
     assert proc.returncode == 2
     assert f"{roster}:52: unknown role 'janitor' (one of: teacher, student)" in proc.stderr
     assert "1 problem found; nothing was imported." in proc.stderr
@@ -228,7 +228,7 @@ def test_with_no_grace_a_further_import_deletes_them(deployed: Env) -> None:
     assert proc.returncode == 0, proc.stderr
     assert {d["uid"] for d in report["deleted"]} == suspended and len(suspended) == 3
     assert deployed.uids("suspended") == set() and len(deployed.uids("people")) == 197
-    human = deployed.cli("users", "import", SCHOOL, str(deployed.work / "minus3.csv"))
+    human = deployed.cli("users", "import", SCHOOL, str(deployed.work / "minus3.csv"), "--yes")
     assert "unchanged (197 people" in human.stdout
 
 

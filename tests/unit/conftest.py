@@ -46,6 +46,7 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SCHOOLCTL_LAB_DIR", str(tmp_path / "lab-state"))
     monkeypatch.setenv("SCHOOLCTL_VAULT_KEY_FILE", str(tmp_path / "vault" / "vault.key"))
     monkeypatch.setenv("SCHOOLCTL_SECRETS_DIR", str(tmp_path / "vault" / "secrets"))
+    monkeypatch.setenv("SCHOOLCTL_JOURNAL", str(tmp_path / "journal.jsonl"))
 
 
 @pytest.fixture

@@ -190,17 +190,18 @@ def test_junit_accepted_is_a_skipped_case_with_who_when_why_and_the_evidence() -
 
 def test_html_accepted_cell_and_drill_down() -> None:
     page = html.render(accepted_audits(), "en", WHEN)
-    assert 'class="chip accepted" href="#escola_a-ETHERPAD_NO_KNOWN_VULNERABILITY"' in page
-    assert 'title="Accepted until 2027-01-31 (Ana Soler)"' in page
+    link = 'class="accepted" href="#escola_a-ETHERPAD_NO_KNOWN_VULNERABILITY"'
+    assert f'{link} title="Accepted until 2027-01-31 (Ana Soler)"' in page  # the school's row links to it
     assert ".chip.accepted" in page  # its own colour in the inline CSS
-    drill = page[page.index('<details id="escola_a-ETHERPAD_NO_KNOWN_VULNERABILITY" open>'):]
-    drill = drill[:drill.index("</details>")]
+    drill = page[page.index('<tr id="escola_a-ETHERPAD_NO_KNOWN_VULNERABILITY" class="accepted">'):]
+    drill = drill[:drill.index("</tr>")]
     assert "<dt>Accepted until</dt><dd class=\"acc\">2027-01-31</dd>" in drill
     assert "<dt>Accepted by</dt><dd class=\"acc\">Ana Soler</dd>" in drill
     assert "upgrade on &lt;Friday&gt;" in drill and "affected by CVE-2026-114516" in drill
-    assert "1 accepted" in page
+    assert '<li class="accepted"><b>1</b> only accepted risks</li>' in page
+    assert 'id="escola_a-HOST_SSH_NO_PASSWORD"' not in page  # a pass is counted, not listed
     for lang, word in (("ca", "acceptat"), ("es", "aceptado")):
-        assert f">{word}</a>" in html.render(accepted_audits(), lang, WHEN)
+        assert f'<span class="chip accepted">{word}</span>' in html.render(accepted_audits(), lang, WHEN)
 
 
 def test_terminal_table_shows_accepted_with_reason_and_date_and_exit_0(schools_dir: Path,

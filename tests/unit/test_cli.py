@@ -42,7 +42,7 @@ def test_env_schools_dir_works_like_the_option(schools: Path, tmp_path: Path, mo
     run = run_cli("validate", env=env)
     assert (run.code, run.stdout) == (0, f"ok: {schools}/ is valid (3 schools checked)\n")
     run = run_cli("list", "--json", env=env)
-    assert [r["id"] for r in json.loads(run.stdout)] == IDS
+    assert [r["id"] for r in json.loads(run.stdout)["schools"]] == IDS
     (schools / "demo.yaml").write_text("")
     run = run_cli("validate", env=env)
     assert run.code == 2
@@ -70,7 +70,7 @@ def test_list(schools: Path) -> None:
 def test_list_json(schools: Path) -> None:
     run = run_cli("--schools-dir", "schools", "list", "--json")
     assert run.code == 0
-    rows = json.loads(run.stdout)
+    rows = json.loads(run.stdout)["schools"]
     assert [r["id"] for r in rows] == IDS
     assert rows[0] == {"id": "demo", "name": "Escola Demo", "district": "Ciutat Vella",
                        "domain": "demo.escoles.bcn.example", "server": "lab:demo",
@@ -94,7 +94,7 @@ def test_new_writes_a_file_that_validates(schools: Path, school_id: str) -> None
     doc = yaml.safe_load((schools / f"{school_id}.yaml").read_text(encoding="utf-8"))
     assert (doc["id"], doc["name"], doc["district"]) == (school_id, "Escola Nova", "Gràcia")
     assert run_cli("--schools-dir", "schools", "validate").code == 0
-    listed = json.loads(run_cli("--schools-dir", "schools", "list", "--json").stdout)
+    listed = json.loads(run_cli("--schools-dir", "schools", "list", "--json").stdout)["schools"]
     assert school_id in [r["id"] for r in listed]
 
 
@@ -226,7 +226,7 @@ def test_inventory_ansible_loads_in_ansible_inventory(schools: Path, tmp_path: P
     assert inv["_meta"]["hostvars"]["institut-mar"]["school_services"][-1] == "bigbluebutton"
     assert sorted(inv["bigbluebutton"]["hosts"]) == ["institut-mar"]
     assert inv["_meta"]["hostvars"]["institut-mar-bbb"]["ansible_host"] == "10.20.31.11"
-    assert "district_ciutat_vella" in inv and "district_horta_guinard" in inv
+    assert "district_ciutat_vella" in inv and "district_horta_guinardo" in inv
 
 
 def test_inventory_of_a_broken_fleet_exits_2(schools: Path) -> None:
@@ -347,7 +347,7 @@ def _plan(schools: Path, monkeypatch: pytest.MonkeyPatch, *args: str):
     import schoolctl.cli.runner as runner
     from schoolctl.cli.runner import Result
 
-    monkeypatch.setattr(runner, "run", lambda schools, plan, progress: [
+    monkeypatch.setattr(runner, "run", lambda schools, plan, progress, **_: [
         Result(s.id, "unchanged" if s.id != "escola-pins" else "planned",
                changes=[] if s.id != "escola-pins" else [{"kind": "file", "what": "/etc/x", "detail": ""}])
         for s in schools])
@@ -370,7 +370,7 @@ def test_plan_says_each_schools_release_findings(schools: Path, monkeypatch: pyt
         "escola-pins: 1 change(s)",
         "  ~ file: /etc/x"]
     data = json.loads(_plan(schools, monkeypatch, "escola-vella", "escola-pins", "--json").stdout)
-    vella, pins = data
+    vella, pins = data["schools"]
     assert pins["releases"] == []
     assert [(f["app"], f["kind"], f["control"]) for f in vella["releases"]] == [
         ("etherpad", "vulnerable", "ETHERPAD-NO-KNOWN-VULNERABILITY"),

@@ -119,7 +119,7 @@ def _summary(**changes: Any) -> dict[str, Any]:
          "requireAuthentication": False, "editOnly": True, "enableMetrics": False, "loglevel": "WARN",
          "trustProxy": True, "users": {"admin": {"is_admin": True, "password_set": True, "weak": False,
                                                  "short": False}},
-         "sso_clients": [], "apikey": {"mode": "0o600", "owner": "etherpad", "length": 32}}
+         "sso_clients": [], "apikey": {"mode": "0o600", "owner": "etherpad", "length": 32}, "pad_lang": "ca"}
     s.update(changes)
     return s
 
@@ -158,6 +158,7 @@ def test_controls_pass_on_the_deployed_values():
     ({"updateServer": "https://static.etherpad.org"}, None, "ETHERPAD-NO-UPDATE-CHECK"),
     ({"environment": "NODE_ENV=production"}, None, "ETHERPAD-NO-UPDATE-CHECK"),
     ({"ip": "0.0.0.0"}, "LISTEN 0 511 0.0.0.0:9001 0.0.0.0:* users:((\"node\"))", "ETHERPAD-LOOPBACK-ONLY"),
+    ({"pad_lang": "en"}, None, "ETHERPAD-LANGUAGE"),
 ])
 def test_each_control_fails_alone_on_its_value(changes, listen, cid):
     statuses = _statuses(_summary(**changes), *([listen] if listen else []))

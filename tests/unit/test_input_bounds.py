@@ -401,5 +401,5 @@ def test_new_quotes_name_and_district(schools: Path, name: str, district: str) -
     doc = yaml.safe_load((schools / "escola-horta.yaml").read_text(encoding="utf-8"))
     assert (doc["id"], doc["name"], doc["district"]) == ("escola-horta", name, district)
     assert run_cli("validate", "escola-horta", env=env).code == 0
-    listed = {r["id"]: r for r in json.loads(run_cli("list", "--json", env=env).stdout)}
+    listed = {r["id"]: r for r in json.loads(run_cli("list", "--json", env=env).stdout)["schools"]}
     assert (listed["escola-horta"]["name"], listed["escola-horta"]["district"]) == (name, district)

@@ -28,7 +28,7 @@ def test_bad_name_exits_2_without_traceback() -> None:
 
 def test_status_of_an_empty_lab() -> None:
     result = CliRunner().invoke(app, ["lab", "status", "--json"])
-    assert result.exit_code == 0 and json.loads(result.output) == []
+    assert result.exit_code == 0 and json.loads(result.output)["hosts"] == []
     assert "no lab hosts" in CliRunner().invoke(app, ["lab", "status"]).output
 
 

@@ -211,3 +211,100 @@ def test_an_upgrade_dumps_the_database_first(mirror: str) -> None:
     assert nc.index(backup_command("nextcloud")) < nc.index("occ upgrade -n")
     repair = next(s for s in nextcloud.layer(make_site("institut-mar")).steps if "occ upgrade" in s.name)
     assert repair.apply.index(backup_command("nextcloud")) < repair.apply.index("occ upgrade -n")
+
+
+# --- language packs: from the mirror, offline, the site language the school's first ---------------
+
+def _langpack_mirror(tmp_path: Path, packs: dict[str, bytes]) -> str:
+    """A mirror folder with Moodle 5.0.6 and the given `langpack/<branch>/<lang>.zip` files."""
+    import hashlib
+
+    lines = ["c381bbe8b77dfddb315215d1af38483dd0c36b8672a1cbf8e8b6dd6dd6581440  moodle-5.0.6.tgz"]
+    (tmp_path / "moodle-5.0.6.tgz").write_bytes(b"not a real tree")
+    for name, data in packs.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+        lines.append(f"{hashlib.sha256(data).hexdigest()}  {name}")
+    (tmp_path / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    return str(tmp_path)
+
+
+def _pack_steps(site: Site) -> dict[str, Any]:
+    return {s.name.split()[3]: s for s in moodle.layer(site).steps if s.name.startswith("moodle language pack")}
+
+
+def test_older_branch_packs_are_installed_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    mirror = _langpack_mirror(tmp_path, {"langpack/4.5/ca.zip": b"ca pack", "langpack/4.5/es.zip": b"es pack",
+                                         "langpack/5.3/ca.zip": b"newer than the release: never used"})
+    site = make_site("demo", mirror=mirror, version="5.0.6")
+    with caplog.at_level("WARNING", logger="schoolctl.deploy.moodle"):
+        steps = _pack_steps(site)
+    assert sorted(steps) == ["ca", "es"]              # English is built in: no pack
+    ca = steps["ca"]
+    assert ca.upload == (str(tmp_path / "langpack/4.5/ca.zip"), "/var/lib/moodle/.langpack-ca.zip")
+    assert "sha256sum --check" in ca.apply and "python3 -m zipfile -e" in ca.apply
+    assert f"{moodle.LANGDIR}/ca" in ca.apply and "purge_caches.php" in ca.apply
+    assert "curl" not in ca.apply                     # nothing downloaded by the server
+    warnings = [r.getMessage() for r in caplog.records]
+    assert any("ca language pack of 4.5" in w and "show in English" in w for w in warnings), warnings
+    # the settings step waits for every pack, then sets the first language, the others selectable
+    settings = next(s for s in moodle.layer(site).steps if s.name.startswith("moodle settings"))
+    assert f"{moodle.LANGDIR}/ca/.schoolctl-sha256" in settings.check
+    assert f"{moodle.LANGDIR}/es/.schoolctl-sha256" in settings.check
+    assert wanted(site)["lang"] == "ca" and wanted(site)["langs"] == ["ca", "es", "en"]
+
+
+def test_the_release_branch_pack_wins_without_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    mirror = _langpack_mirror(tmp_path, {"langpack/4.5/ca.zip": b"old", "langpack/5.0/ca.zip": b"own branch"})
+    site = make_site("demo", mirror=mirror, version="5.0.6")
+    with caplog.at_level("WARNING", logger="schoolctl.deploy.moodle"):
+        steps = _pack_steps(site)
+    assert steps["ca"].upload[0] == str(tmp_path / "langpack/5.0/ca.zip")
+    assert not [r for r in caplog.records if "language pack of" in r.getMessage()]
+    # es has no pack at all: Moodle stays English for it, and plan says so
+    assert "es" not in steps
+    assert any("no Moodle language pack langpack/5.0/es.zip" in r.getMessage() for r in caplog.records)
+
+
+def test_a_pack_must_match_the_fleet_pin(tmp_path: Path) -> None:
+    from schoolctl.errors import ArtifactError
+
+    mirror = _langpack_mirror(tmp_path, {"langpack/4.5/ca.zip": b"ca pack"})
+    site = make_site("demo", mirror=mirror, version="5.0.6")
+    fleet = site.school.fleet
+    arts = fleet.artifacts.model_copy(update={"langpacks": fleet.artifacts.langpacks.model_copy(
+        update={"sha256": {"4.5/ca": "f" * 64}})})
+    site.school = site.school.model_copy(update={"fleet": fleet.model_copy(update={"artifacts": arts})})
+    with pytest.raises(ArtifactError, match=r"langpack/4\.5/ca\.zip.*fleet pins"):
+        moodle.layer(site)
+
+
+def test_a_symlinked_pack_is_refused(tmp_path: Path) -> None:
+    from schoolctl.errors import ArtifactError
+
+    mirror = _langpack_mirror(tmp_path, {"langpack/4.5/ca.zip": b"ca pack"})
+    (tmp_path / "elsewhere.zip").write_bytes(b"ca pack")
+    (tmp_path / "langpack/4.5/ca.zip").unlink()
+    (tmp_path / "langpack/4.5/ca.zip").symlink_to(tmp_path / "elsewhere.zip")
+    with pytest.raises(ArtifactError, match="symlink"):
+        moodle.layer(make_site("demo", mirror=mirror, version="5.0.6"))
+
+
+def test_the_language_control_reads_moodles_own_setting() -> None:
+    from types import SimpleNamespace
+
+    from schoolctl.audit import moodle as a
+    from schoolctl.audit.catalogue import Context, Expect, load_all, run_control
+
+    school = make_site("demo").school
+    control = load_all()["MOODLE-LANGUAGE"]
+
+    def status(lang: str, installed: list[str]) -> str:
+        answer = json.dumps({"settings": {"core/lang": lang}, "translations": installed})
+        host = SimpleNamespace(run=lambda cmd: SimpleNamespace(rc=0, stdout=answer if cmd == a.STATE else "",
+                                                               stderr=""))
+        return run_control(control, Context(host, school, Expect())).status
+
+    assert status("ca", ["ca", "en", "es"]) == "pass"
+    assert status("en", ["en"]) == "fail"          # no pack: the fallback to English is caught
+    assert status("ca", ["en"]) == "fail"

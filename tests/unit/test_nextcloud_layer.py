@@ -206,7 +206,22 @@ def test_controls_pass_on_the_deployed_values(demo_mirror):
     ({"loglevel": 0}, None, "NEXTCLOUD-LOGLEVEL"),
     ({"log_rotate_size": 104857600}, None, "NEXTCLOUD-LOG-RETENTION"),
     ({}, {"user_ldap": {"s01ldap_host": "ldap://127.0.0.1"}}, "NEXTCLOUD-LDAP-TLS"),
+    ({"default_language": "en", "default_locale": "en_GB"}, None, "NEXTCLOUD-LANGUAGE"),
 ])
 def test_each_control_fails_alone_on_its_value(demo_mirror, system, apps, cid):
     failing = sorted(k for k, v in _audit(system, apps).items() if v != "pass")
     assert failing == [cid]
+
+
+def test_after_install_the_admin_overview_is_clean(demo_mirror):
+    """Indices and mimetype migrations once per release, after the settings; upstream's two headers."""
+    layer = nextcloud.layer(make_site("demo"))
+    names = [s.name for s in layer.steps]
+    tidy = layer.steps[-1]
+    assert names.index(tidy.name) > next(i for i, n in enumerate(names) if "config:import" in n)
+    assert "db:add-missing-indices" in tidy.apply and "maintenance:repair --include-expensive" in tidy.apply
+    assert tidy.check == "grep -qxF 31.0.11 /var/lib/schoolctl/nextcloud/tidied"
+    conf = {f.path: f for f in layer.files}["/etc/nginx/sites-enabled/schoolctl-nextcloud.conf"].data.decode()
+    assert 'add_header X-Frame-Options "SAMEORIGIN" always;' in conf
+    assert 'add_header X-Permitted-Cross-Domain-Policies "none" always;' in conf
+    assert "fastcgi_hide_header X-Frame-Options;" in conf   # one header, not Nextcloud's and nginx's both

@@ -159,7 +159,7 @@ def test_plan_deploy_and_list_never_print_a_broken_vault(store: SecretStore, unr
         run = run_cli(*args)
         assert run.code == 1, run.stderr
         assert SECRET not in run.stdout + run.stderr
-        [result] = json.loads(run.stdout)
+        [result] = json.loads(run.stdout)["schools"]
         assert result["status"] == "failed"
         assert result["error"].startswith(f"SecretError: cannot read the vault {path}, line 2: not valid YAML")
     listed = run_cli("secrets", "list", "escola-pins")
@@ -216,7 +216,7 @@ def test_the_marker_is_a_reserved_name(store: SecretStore) -> None:
 def test_a_deploy_that_cannot_reach_its_server_writes_no_vault(store: SecretStore, unreachable: Path) -> None:
     run = run_cli("deploy", "--yes", "--json", "escola-pins")
     assert run.code == 1
-    [result] = json.loads(run.stdout)
+    [result] = json.loads(run.stdout)["schools"]
     assert result["status"] == "failed" and result["error"].startswith("cannot connect")
     assert not store.directory.exists() or not any(store.directory.iterdir())
     # an existing vault with most secrets still missing is left as it was, too
@@ -224,7 +224,7 @@ def test_a_deploy_that_cannot_reach_its_server_writes_no_vault(store: SecretStor
     path = store.directory / "escola-pins.vault"
     raw = path.read_bytes()
     run = run_cli("deploy", "--yes", "--json", "escola-pins")
-    assert run.code == 1 and json.loads(run.stdout)[0]["error"].startswith("cannot connect")
+    assert run.code == 1 and json.loads(run.stdout)["schools"][0]["error"].startswith("cannot connect")
     assert path.read_bytes() == raw
     assert sorted(p.name for p in store.directory.iterdir()) == ["escola-pins.vault"]
 

@@ -218,7 +218,7 @@ def test_acme_steps_and_ca_bundle():
     assert fs["/etc/letsencrypt/renewal-hooks/deploy/schoolctl-nginx"].mode == "0755"
     [placeholder] = layer.pre_steps
     assert "openssl req -x509" in placeholder.apply
-    [issue] = layer.steps
+    [issue, _own_names] = layer.steps
     assert issue.apply.startswith("REQUESTS_CA_BUNDLE=/etc/schoolctl/acme-ca.pem certbot certonly --non-interactive")
     for n in site.names:
         assert f"-d {n}" in issue.apply and n in issue.check
@@ -230,7 +230,7 @@ def test_acme_steps_and_ca_bundle():
 
 def test_acme_without_email():
     site, _ = make_site("demo", tls={"acme_email": None})
-    [issue] = web.layer(site).steps
+    [issue, _own_names] = web.layer(site).steps
     assert "--register-unsafely-without-email" in issue.apply and "--email" not in issue.apply
     assert "/etc/schoolctl/acme-ca.pem" not in issue.apply
 
@@ -238,7 +238,7 @@ def test_acme_without_email():
 def test_acme_check_is_exact(tmp_path):
     """The step's check passes for a certificate covering every name and fails otherwise."""
     site, _ = make_site("escola-pins")
-    [issue] = web.layer(site).steps
+    [issue, _own_names] = web.layer(site).steps
     key = ec.generate_private_key(ec.SECP256R1())
 
     def cert(names: list[str], days: int) -> Path:
@@ -275,7 +275,8 @@ def test_provided_tls_uploads_key_as_secret(tmp_path):
     fs = files(layer)
     assert fs[web.CERT].data == b"CERT\n" and not fs[web.CERT].secret
     assert fs[web.KEY].data == b"KEY\n" and fs[web.KEY].secret and fs[web.KEY].mode == "0600"
-    assert layer.steps == [] and layer.pre_steps == [] and "certbot" not in layer.packages
+    assert [s.name for s in layer.steps] == [web.own_names_step(site).name]
+    assert layer.pre_steps == [] and "certbot" not in layer.packages
 
 
 def _city_ca(tmp_path: Path, kind: str) -> tuple[Path, Path]:
@@ -323,3 +324,25 @@ def test_no_secret_in_non_secret_files(tmp_path):
             for s in handed.values():
                 assert s.reveal().encode() not in f.data, f.path
         assert b"PRIVATE KEY" not in f.data or f.secret, f.path
+
+
+def test_the_school_resolves_its_own_names(tmp_path):
+    """The /etc/hosts step, run for real on a copy: added once, kept exact, a stale line replaced."""
+    import subprocess
+
+    site, _ = make_site("demo")
+    step = next(s for s in web.layer(site).steps if "/etc/hosts" in s.name)
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1\tlocalhost\n127.0.0.1 old.example # schoolctl: the school's own names, for the "
+                     "apps' self-checks\n::1\tlocalhost\n")
+
+    def sh(script: str) -> int:
+        return subprocess.run(["sh", "-ec", script.replace("/etc/hosts", str(hosts))]).returncode
+
+    assert sh(step.check) != 0
+    assert sh(step.apply) == 0 and sh(step.check) == 0 and sh(step.apply) == 0
+    lines = hosts.read_text().splitlines()
+    assert lines[:2] == ["127.0.0.1\tlocalhost", "::1\tlocalhost"]
+    assert lines[2].split()[:4] == ["127.0.0.1", "demo.escoles.bcn.example", "moodle.demo.escoles.bcn.example",
+                                    "cloud.demo.escoles.bcn.example"]
+    assert len(lines) == 3 and "old.example" not in hosts.read_text()

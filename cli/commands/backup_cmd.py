@@ -1,0 +1,210 @@
+"""`schoolctl backup`, `backup list`, `backup prune`, `backup verify` and `schoolctl restore`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from schoolctl.cli.context import get
+from schoolctl.cli.output import fail, say, warn
+
+
+class _TakeByDefault(TyperGroup):
+    """`schoolctl backup ID...|--all` takes archives (the hidden `now` command); `backup list|prune|
+    verify ...` are the other verbs."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["now", *args]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=_TakeByDefault, no_args_is_help=True,
+                  help="The schools' archives on the city's backup host (BorgBackup): `schoolctl backup ID...|--all` "
+                       "takes one now.")
+verbs = typer.Typer()
+
+Ids = Annotated[list[str] | None, typer.Argument(help="School ids.", show_default=False)]
+All = Annotated[bool, typer.Option("--all", help="Every school of the fleet.")]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _schools(ctx: typer.Context, ids: list[str] | None, all_: bool) -> list[Any]:
+    if not ids and not all_:
+        fail("name the schools to work on, or pass --all")
+    schools = get(ctx).config(ids).select(ids)
+    missing = [s.id for s in schools if s.backup is None]
+    if missing:
+        fail(f"the fleet names no backup host for {', '.join(missing)}", 2)
+    return schools
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return "?"
+
+
+def _each(schools: list[Any], work: Any) -> list[dict[str, Any]]:
+    """`work(school)` for every school at once (gevent); a school's failure never stops the others."""
+    import gevent
+
+    from schoolctl.errors import SchoolctlError
+    from schoolctl.secrets import redact
+
+    def one(school: Any) -> dict[str, Any]:
+        try:
+            return {"school": school.id, **work(school)}
+        except SchoolctlError as e:
+            return {"school": school.id, "status": "failed", "error": redact(e.message),
+                    "usage": e.exit_code == 2}
+
+    jobs = [gevent.spawn(one, s) for s in schools]
+    gevent.joinall(jobs)
+    return [j.value for j in jobs]
+
+
+def _finish(results: list[dict[str, Any]]) -> None:
+    for r in results:
+        if r.get("status") == "failed":
+            warn(f"{r['school']}: failed: {r.get('error')}")
+    if any(r.get("status") == "failed" for r in results):
+        raise typer.Exit(2 if all(r.get("usage") for r in results if r.get("status") == "failed") else 1)
+
+
+@app.command("now", hidden=True)
+def backup(ctx: typer.Context, ids: Ids = None, all_: All = False, as_json: Json = False) -> None:
+    """Take an archive of each school now (the same program as its nightly timer), then note the
+    repository's archives on the backup host; per school: archive, size, deduplicated size, time."""
+    from schoolctl.cli.backup import host
+    from schoolctl.cli.backup.school import program
+    from schoolctl.deploy.sites import build_site
+    from schoolctl.secrets import SecretStore
+
+    store = SecretStore()
+    schools = _schools(ctx, ids, all_)
+
+    def take(school: Any) -> dict[str, Any]:
+        result = program(school.server, school.id, "create")
+        host.remember(build_site(school, store, readonly=True), store)
+        return result
+
+    results = _each(schools, take)
+    if as_json:
+        say(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if r.get("status") == "ok":
+                say(f"{r['school']}: {r['archive']}: {_size(r['original_size'])}, {_size(r['deduplicated_size'])} "
+                    f"new on the backup host, {r['seconds']} s")
+    _finish(results)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="ID", help="School id.")],
+          as_json: Json = False) -> None:
+    """The school's archives: time, size, and the versions and counts of its manifest."""
+    from schoolctl.cli.backup.school import program
+
+    [school] = _schools(ctx, [school_id], False)
+    found = program(school.server, school.id, "list")
+    if as_json:
+        say(json.dumps(found, indent=2))
+        return
+    say(f"{school.id}: {found['repository']} (encryption {found['encryption']})")
+    for a in found["archives"]:
+        versions = ", ".join(f"{k} {v}" for k, v in sorted(a["versions"].items()))
+        say(f"  {a['name']}  {a['time'][:19]}  {_size(a['original_size'])}  {versions}")
+
+
+@app.command()
+def prune(ctx: typer.Context, ids: Ids = None, all_: All = False, as_json: Json = False) -> None:
+    """Thin each school's archives to its retention, on the backup host (never from the school).
+    Refused for a school whose archives vanished without a prune (a deletion through its key)."""
+    from schoolctl.cli.backup import host
+    from schoolctl.deploy.sites import build_site
+    from schoolctl.secrets import SecretStore
+
+    store = SecretStore()
+    results = _each(_schools(ctx, ids, all_),
+                    lambda s: {"status": "ok", **host.prune(build_site(s, store, readonly=True), store)})
+    if as_json:
+        say(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if r.get("status") == "ok":
+                say(f"{r['school']}: {r['kept']} archives kept, {len(r['pruned'])} pruned")
+    _finish(results)
+
+
+@app.command()
+def verify(ctx: typer.Context, ids: Ids = None, all_: All = False, as_json: Json = False) -> None:
+    """The restore drill: the newest archive restored onto a scratch lab host, logins, the manifest's
+    counts and the audit checked there, the result recorded on the school's server, the host removed."""
+    from schoolctl.cli.backup.drill import drill
+    from schoolctl.secrets import SecretStore
+
+    store = SecretStore()
+    schools = _schools(ctx, ids, all_)
+    results = []
+    for school in schools:  # one scratch host at a time: a drill is a whole school's deploy
+        results += _each([school], lambda s: drill(s, store, say=(lambda line: None) if as_json else say))
+    if as_json:
+        say(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if r.get("status") == "ok":
+                counts = ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items()))
+                say(f"{r['school']}: drill passed for {r['archive']} in {r['seconds']} s ({counts}; logins "
+                    f"{', '.join(r['logins'])} ok; audit clean)")
+    _finish(results)
+
+
+@verbs.command()
+def restore(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="ID", help="School id.")],
+            to: Annotated[str, typer.Option("--to", metavar="SERVER", help="The server to restore onto: an "
+                                            "address or lab:NAME.")],
+            archive: Annotated[str | None, typer.Option("--archive", help="An archive name (default: the "
+                                                        "newest).")] = None,
+            yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+            force: Annotated[bool, typer.Option("--force", help="Replace the data a server already holds "
+                                                "(moved aside, not deleted).")] = False,
+            as_json: Json = False) -> None:
+    """Deploy the school's configuration onto SERVER, then put the archive's data back (databases,
+    directory, files), then converge (the apps' upgrade steps when the archive is older)."""
+    from pydantic import ValidationError
+
+    from schoolctl.cli.backup.restore import restore as do_restore
+    from schoolctl.config.model import Server
+    from schoolctl.secrets import SecretStore
+
+    [school] = _schools(ctx, [school_id], False)
+    try:
+        target = Server(address=to)
+    except ValidationError as e:
+        fail(f"--to {to}: {e.errors()[0]['msg'].removeprefix('Value error, ')}")
+    if target.lab_name:
+        from schoolctl.lab import Lab
+
+        Lab().up([target.lab_name])
+    if not yes and not typer.confirm(f"Restore {school_id} onto {to}?", err=True):
+        raise typer.Exit(1)
+    result = do_restore(school, target, SecretStore(), archive=archive, force=force,
+                        say=(lambda line: None) if as_json else say)
+    if as_json:
+        say(json.dumps(result, indent=2))
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result["restored_counts"].items()))
+    say(f"{school_id}: {result['archive']} restored onto {to} in {result['seconds']} s ({counts})")
+    for k, (a, b) in result["differ"].items():
+        warn(f"{school_id}: {k}: the archive says {a}, the restored server has {b}")
+    if to != school.server.address:
+        say(f"to make it the school's server: set `server: {to}` in {school.source}")

@@ -1,0 +1,275 @@
+"""Backups proven to restore, on real lab hosts: a school (Moodle, Nextcloud) on b-1, the city's
+backup host on b-bk (BorgBackup), a new server b-2 for the restore, and the drill's scratch host.
+
+Real content first (a roster, a Moodle course with a file through Moodle's own API, a file uploaded
+over WebDAV by a pupil), then: `schoolctl backup` (twice: the second adds almost nothing), each
+backup control made to fail, the school's key shown unable to delete, the school server destroyed,
+`schoolctl restore --to lab:b-2` (the pupil logs in and finds the same file, the course is there,
+the restored server audits clean), `schoolctl backup verify` passing, and failing on a corrupted
+archive. Host names are this module's own."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .support import SchoolEnv, skip_reason
+
+SCHOOL, BACKUP, NEW, SID = "b-1", "b-bk", "b-2", "bk"
+LAYERS = "base,firewall,identity,database,php,web,moodle,nextcloud,backup"
+REPO = f"/srv/schoolctl-backups/{SID}"
+pytestmark = [pytest.mark.lab,
+              pytest.mark.skipif(bool(skip_reason(("moodle-5.0.6.tgz", "nextcloud-34.0.1.tar.bz2"))),
+                                 reason=skip_reason(("moodle-5.0.6.tgz", "nextcloud-34.0.1.tar.bz2")) or "")]
+
+COURSE_PHP = r"""<?php
+define('CLI_SCRIPT', true);
+require '/srv/moodle/current/config.php';
+require_once($CFG->dirroot . '/course/lib.php');
+$fs = get_file_storage();
+if ($argv[1] === 'create') {
+    $c = create_course((object)['fullname' => 'Backup drill', 'shortname' => 'BKDRILL', 'category' => 1]);
+    $ctx = context_course::instance($c->id);
+    $fs->create_file_from_string(['contextid' => $ctx->id, 'component' => 'course', 'filearea' => 'overviewfiles',
+        'itemid' => 0, 'filepath' => '/', 'filename' => 'plan.txt'], 'the lesson plan of 3A');
+}
+$c = $DB->get_record('course', ['shortname' => 'BKDRILL'], '*', MUST_EXIST);
+$f = $fs->get_file(context_course::instance($c->id)->id, 'course', 'overviewfiles', 0, '/', 'plan.txt');
+echo json_encode(['course' => $c->fullname, 'file' => $f ? $f->get_content() : null]), "\n";
+"""
+
+
+@pytest.fixture(scope="module")
+def lab() -> Any:
+    from schoolctl.lab import Lab
+
+    lab = Lab()
+    lab.down([SCHOOL, BACKUP, NEW, "drill-bk"])
+    lab.up([SCHOOL, BACKUP], timeout=240)
+    yield lab
+    if not os.environ.get("SCHOOLCTL_KEEP_LAB"):
+        lab.down([SCHOOL, BACKUP, NEW, "drill-bk"])
+
+
+@pytest.fixture(scope="module")
+def env(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> SchoolEnv:
+    e = SchoolEnv(lab, tmp_path_factory.mktemp("backup"), SCHOOL, SID, LAYERS,
+                  {"moodle": {"version": "5.0.6"}, "nextcloud": {"version": "34.0.1"}})
+    fleet = yaml.safe_load((e.schools / "fleet.yaml").read_text())
+    fleet["backup"]["host"] = f"lab:{BACKUP}"
+    for waiver in fleet["accept"]:  # the demo's lab-only waivers (Moodle 5.0.6, the frozen archive) for this school
+        waiver["school"] = SID
+    (e.schools / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    first = e.deploy("first deploy")
+    assert first["status"] == "changed", first
+    return e
+
+
+def _webdav(e: SchoolEnv, host: str, uid: str, password: str, *args: str) -> tuple[int, bytes]:
+    """(status, body) of a WebDAV request as `uid` to the school's Nextcloud on lab host `host`."""
+    fqdn = f"cloud.{e.school.domain}"
+    address = e.lab.host(host).address
+    proc = subprocess.run(["curl", "-sS", "--max-time", "120", "--noproxy", "*", "-k", "--resolve",
+                           f"{fqdn}:443:{address}", "-K", "-", "-o", str(e.work / "got.bin"), "-w", "%{http_code}",
+                           *args, f"https://{fqdn}/remote.php/dav/files/{uid}/work.bin"],
+                          capture_output=True, text=True, input=f'user = "{uid}:{password}"\n', timeout=150)
+    assert proc.returncode == 0, proc.stderr
+    got = e.work / "got.bin"
+    return int(proc.stdout), got.read_bytes() if got.exists() else b""
+
+
+def _course(e: SchoolEnv, host: str, what: str) -> dict[str, Any]:
+    proc = e.lab.run(host, f"cat > /tmp/course.php && runuser -u moodle -- php /tmp/course.php {what}",
+                     input=COURSE_PHP, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _audit(e: SchoolEnv, only: list[str] | None = None) -> dict[str, tuple[str, str]]:
+    from schoolctl.audit.runner import audit_school
+
+    result = audit_school(e.school, only=only)
+    assert result.error is None, result.error
+    return {r.control.id: (r.status, r.observed) for r in result.controls}
+
+
+def _backup(e: SchoolEnv, *more: str) -> dict[str, Any]:
+    proc = e.cli("backup", SID, "--json", *more)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)[0]
+
+
+CONTROLS = ["BACKUP-RECENT", "BACKUP-ENCRYPTED", "BACKUP-OFF-SERVER", "BACKUP-DRILL-RECENT", "BACKUP-RETENTION"]
+
+
+@pytest.fixture(scope="module")
+def content(env: SchoolEnv) -> dict[str, Any]:
+    """A teacher and a pupil, a course with a file, the pupil's file over WebDAV, then two archives."""
+    people = env.import_roster([["Marta", "Serra", "teacher", "", "marta@bcn.example"],
+                                ["Pau", "Vidal", "student", "3A", ""]])
+    pupil = next(p for p in people if p["role"] == "student")
+    data = os.urandom(3 * 1024 * 1024)
+    (env.work / "work.bin").write_bytes(data)
+    code, _ = _webdav(env, SCHOOL, pupil["uid"], pupil["password"], "-T", str(env.work / "work.bin"))
+    assert code in (201, 204), code
+    assert _course(env, SCHOOL, "create") == {"course": "Backup drill", "file": "the lesson plan of 3A"}
+    first = _backup(env)
+    second = _backup(env)
+    return {"pupil": pupil, "sha256": hashlib.sha256(data).hexdigest(), "first": first, "second": second}
+
+
+def test_a_deploy_with_a_backup_host_is_idempotent(env: SchoolEnv) -> None:
+    again = env.deploy("second deploy")
+    assert again["status"] == "unchanged", again["changes"]
+
+
+def test_an_archive_holds_the_school_and_a_second_adds_almost_nothing(content: dict[str, Any]) -> None:
+    first, second = content["first"], content["second"]
+    assert first["encryption"] == "repokey-blake2"
+    assert first["counts"]["moodle_courses"] == 1 and first["counts"]["directory_people"] >= 2
+    assert first["original_size"] > 3 * 1024 * 1024
+    assert second["deduplicated_size"] < max(first["deduplicated_size"] // 20, 2 * 1024 * 1024), (first, second)
+
+
+def test_the_archives_are_listed_with_their_manifest(env: SchoolEnv, content: dict[str, Any]) -> None:
+    proc = env.cli("backup", "list", SID, "--json")
+    assert proc.returncode == 0, proc.stderr
+    listed = json.loads(proc.stdout)
+    names = [a["name"] for a in listed["archives"]]
+    assert content["first"]["archive"] in names and content["second"]["archive"] in names
+    assert listed["archives"][-1]["versions"] == {"moodle": "5.0.6", "nextcloud": "34.0.1"}
+
+
+def test_the_repository_key_and_passphrase_are_in_the_vault_and_nowhere_printed(env: SchoolEnv,
+                                                                                 content: dict[str, Any]) -> None:
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    key = Path(env.env["SCHOOLCTL_VAULT_KEY_FILE"]).read_bytes().strip()
+    vault = yaml.safe_load(VaultLib([("default", VaultSecret(key))]).decrypt(
+        (env.work / "secrets" / f"{SID}.vault").read_bytes()))
+    assert "BORG_KEY" in __import__("base64").b64decode(vault["backup_repo_key"]).decode()
+    shown = json.dumps(content) + env.cli("backup", "list", SID).stdout
+    assert vault["backup_passphrase"] not in shown
+
+
+def test_each_backup_control_passes_and_fails_when_broken(env: SchoolEnv, content: dict[str, Any]) -> None:
+    lab = env.lab
+    base = _audit(env, CONTROLS)
+    assert base["BACKUP-DRILL-RECENT"][0] == "fail" and "no restore drill" in base["BACKUP-DRILL-RECENT"][1]
+    assert all(base[c][0] == "pass" for c in CONTROLS if c != "BACKUP-DRILL-RECENT"), base
+    # the repository on the school server itself
+    conf = "/etc/schoolctl/backup/config.json"
+    env.ok(f"cp -p {conf} /root/bk.json && sed -i 's|@10.213.0.1:|@127.0.0.1:|' {conf}")
+    try:
+        found = _audit(env, ["BACKUP-OFF-SERVER"])["BACKUP-OFF-SERVER"]
+    finally:
+        env.ok(f"mv /root/bk.json {conf}")
+    assert found[0] == "fail" and "school server's own address" in found[1], found
+    # the backup host unreachable: the archive fails, the reason shows; an old last success fails
+    lab.run(BACKUP, "systemctl stop ssh.socket ssh.service", timeout=60)
+    try:
+        proc = env.cli("backup", SID)
+        assert proc.returncode == 1 and SID in proc.stderr
+    finally:
+        lab.run(BACKUP, "systemctl start ssh.socket ssh.service || systemctl start ssh", timeout=60)
+    env.ok("f=/var/lib/schoolctl/backup/last-success.json && sed -i "
+           "'s/\"finished\": \"[^\"]*\"/\"finished\": \"2026-01-01T00:00:00Z\"/' $f")
+    found = _audit(env, ["BACKUP-RECENT"])["BACKUP-RECENT"]
+    assert found[0] == "fail" and "the last attempt failed" in found[1], found
+    _backup(env)
+    assert _audit(env, ["BACKUP-RECENT"])["BACKUP-RECENT"][0] == "pass"
+    # an unencrypted repository at the school's path
+    lab.run(BACKUP, f"mv {REPO} {REPO}.real && runuser -u borg -- borg init -e none {REPO}", timeout=120)
+    try:
+        found = _audit(env, ["BACKUP-ENCRYPTED"])["BACKUP-ENCRYPTED"]
+    finally:
+        lab.run(BACKUP, f"rm -rf {REPO} && mv {REPO}.real {REPO}", timeout=120)
+    # borg itself refuses an unknown unencrypted repository on the school's side, or reports it as none
+    assert found[0] == "fail" and ("encryption none" in found[1] or "unencrypted" in found[1]), found
+    # more archives than the school's own (lower) retention keeps, until the backup host prunes
+    school_file = env.schools / f"{SID}.yaml"
+    data = yaml.safe_load(school_file.read_text())
+    data["backup"] = {"retention": {"daily": 1, "weekly": 0, "monthly": 0}}
+    school_file.write_text(yaml.safe_dump(data, allow_unicode=True))
+    try:
+        found = _audit(env, ["BACKUP-RETENTION"])["BACKUP-RETENTION"]
+        assert found[0] == "fail" and "archives" in found[1], found
+        proc = env.cli("backup", "prune", SID, "--json")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert json.loads(proc.stdout)[0]["kept"] == 1
+        assert _audit(env, ["BACKUP-RETENTION"])["BACKUP-RETENTION"][0] == "pass"
+    finally:
+        data.pop("backup")
+        school_file.write_text(yaml.safe_dump(data, allow_unicode=True))
+
+
+def test_the_schools_key_cannot_delete_nor_reach_beyond_its_repository(env: SchoolEnv,
+                                                                       content: dict[str, Any]) -> None:
+    throwaway = _backup(env)["archive"]
+    borg = ("set -a; . /dev/stdin; set +a; BORG_PASSCOMMAND='cat /etc/schoolctl/secrets/backup-passphrase' "
+            "BORG_BASE_DIR=/var/cache/schoolctl-borg BORG_DELETE_I_KNOW_WHAT_I_AM_DOING=YES borg")
+    cfg = json.loads(env.ok("cat /etc/schoolctl/backup/config.json"))
+    rsh = ("BORG_RSH='ssh -i /etc/schoolctl/secrets/backup-ssh-key -o IdentitiesOnly=yes -o BatchMode=yes "
+           "-o UserKnownHostsFile=/etc/schoolctl/backup/known_hosts'\n")
+    repo = cfg["repository"]
+    whole = env.sh(f"{borg} delete --force {repo}", input=rsh)
+    assert whole.returncode != 0 and "append" in (whole.stdout + whole.stderr).lower(), whole.stdout + whole.stderr
+    other = env.sh(f"{borg} list {repo.rsplit('/', 1)[0]}/another-school", input=rsh)
+    assert other.returncode != 0 and "not allowed" in (other.stdout + other.stderr).lower()
+    host, port = repo.split("@", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    shell = env.sh(f"ssh -i /etc/schoolctl/secrets/backup-ssh-key -o IdentitiesOnly=yes -o BatchMode=yes "
+                   f"-o UserKnownHostsFile=/etc/schoolctl/backup/known_hosts -p {port} borg@{host} id")
+    assert "uid=" not in shell.stdout
+    # an archive "deleted" through the school's key: append-only keeps its data, and prune refuses
+    gone = env.sh(f"{borg} delete {repo}::{throwaway}", input=rsh)
+    assert gone.returncode == 0, gone.stderr
+    proc = env.cli("backup", "prune", SID)
+    assert proc.returncode == 1 and "vanished" in proc.stderr and throwaway in proc.stderr, proc.stderr
+    segments = env.lab.run(BACKUP, f"grep -c . {REPO}/transactions", timeout=60)
+    assert segments.returncode == 0 and int(segments.stdout.strip()) >= 3
+
+
+def test_restore_onto_a_new_server_after_the_old_one_died(env: SchoolEnv, content: dict[str, Any]) -> None:
+    env.lab.down([SCHOOL])
+    proc = env.cli("restore", SID, "--to", f"lab:{NEW}", "--yes", "--json", timeout=3000)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    done = json.loads(proc.stdout)
+    assert not done["differ"], done
+    pupil = content["pupil"]
+    code, body = _webdav(env, NEW, pupil["uid"], pupil["password"])
+    assert code == 200 and hashlib.sha256(body).hexdigest() == content["sha256"]
+    assert _course(env, NEW, "read") == {"course": "Backup drill", "file": "the lesson plan of 3A"}
+    again = env.cli("restore", SID, "--to", f"lab:{NEW}", "--yes")
+    assert again.returncode == 2 and "already holds school data" in again.stderr
+    # the restored server becomes the school's: it backs up, and everything audits clean but the drill
+    school_file = env.schools / f"{SID}.yaml"
+    school_file.write_text(school_file.read_text().replace(f"lab:{SCHOOL}", f"lab:{NEW}"))
+    env.host = NEW
+    _backup(env)
+    found = _audit(env)
+    bad = {c: v for c, v in found.items() if v[0] not in ("pass", "n/a", "accepted") and c != "BACKUP-DRILL-RECENT"}
+    assert not bad, bad
+
+
+def test_the_drill_passes_then_fails_on_a_corrupted_archive(env: SchoolEnv, content: dict[str, Any]) -> None:
+    proc = env.cli("backup", "verify", SID, "--json", timeout=3000)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    [drill] = json.loads(proc.stdout)
+    assert drill["logins"] == {"moodle": "ok", "nextcloud": "ok"} and drill["recorded"], drill
+    assert drill["restored_counts"] == drill["counts"]
+    assert _audit(env, ["BACKUP-DRILL-RECENT"])["BACKUP-DRILL-RECENT"][0] == "pass"
+    assert env.lab.run("drill-bk", "true", timeout=30).returncode != 0  # the scratch host is gone
+    # flip bytes in the newest data segment: borg's authentication must catch it
+    env.lab.run(BACKUP, f"f=$(ls -1v {REPO}/data/*/* | tail -1) && "
+                        "printf 'XXXXXXXXXXXXXXXX' | dd of=\"$f\" bs=1 seek=2000 conv=notrunc 2>/dev/null", timeout=60)
+    bad = env.cli("backup", "verify", SID, timeout=1200)
+    assert bad.returncode == 1 and "drill failed" in bad.stderr, bad.stdout + bad.stderr
+    last = json.loads(env.ok("cat /var/lib/schoolctl/backup/drill.json"))
+    assert last["status"] == "failed" and last["error"], last

@@ -1,0 +1,155 @@
+"""Backups without hosts: the model (a school keeps fewer archives, never more; the data retention
+cuts the span), the backup layer's files and keys, the backup host's commands, the server program's
+syntax, the CLI's refusals, and the backup controls' verdicts on sample evidence."""
+
+from __future__ import annotations
+
+import json
+import py_compile
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from schoolctl.config.loader import load
+from schoolctl.config.model import Backup
+from schoolctl.deploy import backup
+from schoolctl.deploy.site import Site
+from schoolctl.errors import ConfigError
+from schoolctl.secrets import Secret
+
+SCHOOLS = Path(__file__).resolve().parents[2] / "schools"
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+def fleet_dir(tmp_path: Path, school_backup: dict[str, Any] | None = None, privacy: dict[str, Any] | None = None,
+              fleet_backup: Any = "keep") -> Path:
+    d = tmp_path / "schools"
+    d.mkdir(parents=True)
+    fleet = yaml.safe_load((SCHOOLS / "fleet.yaml").read_text())
+    if fleet_backup != "keep":
+        fleet["backup"] = fleet_backup
+    (d / "fleet.yaml").write_text(yaml.safe_dump(fleet))
+    school = yaml.safe_load((SCHOOLS / "demo.yaml").read_text())
+    if school_backup is not None:
+        school["backup"] = school_backup
+    if privacy:
+        school["privacy"] = {**school.get("privacy", {}), **privacy}
+    (d / "demo.yaml").write_text(yaml.safe_dump(school, allow_unicode=True))
+    return d
+
+
+def test_the_shipped_fleet_backs_up_to_the_demos_lab_backup_host() -> None:
+    b = load(SCHOOLS).schools["demo"].backup
+    assert b is not None and b.host.address == "lab:backup" and b.retention.span_days <= 365
+
+
+def test_a_school_may_keep_fewer_archives_never_more(tmp_path: Path) -> None:
+    fewer = load(fleet_dir(tmp_path, {"retention": {"daily": 3, "monthly": 2}})).schools["demo"].backup
+    assert (fewer.retention.daily, fewer.retention.weekly, fewer.retention.monthly) == (3, 4, 2)
+    with pytest.raises(ConfigError) as e:
+        load(fleet_dir(tmp_path / "more", {"retention": {"weekly": 9}}))
+    text = str(e.value)
+    assert "demo.yaml:" in text and "backup.retention.weekly: 9 keeps more archives than the fleet's 4" in text
+
+
+def test_the_data_retention_cuts_the_archives_kept(tmp_path: Path) -> None:
+    b = load(fleet_dir(tmp_path, privacy={"data_retention_days": 60})).schools["demo"].backup
+    assert (b.retention.daily, b.retention.weekly, b.retention.monthly) == (7, 4, 1)
+    assert b.retention.span_days <= 60
+
+
+def test_a_school_backup_setting_without_a_fleet_backup_host_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="the fleet names no backup host"):
+        load(fleet_dir(tmp_path, {"retention": {"daily": 3}}, fleet_backup=None))
+
+
+def test_the_freshness_limit_must_cover_a_day_and_the_delay() -> None:
+    with pytest.raises(ValueError, match="shorter than a day plus the randomized delay"):
+        Backup(host="lab:backup", max_age_hours=24, randomized_delay_minutes=90)
+    with pytest.raises(ValueError):
+        Backup(host="bad host;rm -rf /")
+    with pytest.raises(ValueError):
+        Backup(host="lab:backup", at="25:00")
+
+
+def _site(tmp_path: Path) -> Site:
+    eff = load(fleet_dir(tmp_path)).schools["demo"]
+    return Site(school=eff, secret=lambda name, length=32: Secret(f"{name}-secret-value"),
+                backup_address="10.77.0.9", backup_host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKey")
+
+
+def test_the_layer_pins_the_host_key_and_installs_the_timer_and_program(tmp_path: Path) -> None:
+    s = _site(tmp_path)
+    layer = backup.layer(s)
+    files = {f.path: f for f in layer.files}
+    assert files[backup.KNOWN_HOSTS].data.decode() == "[10.77.0.9]:22 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKey\n"
+    assert files[backup.SSH_KEY].secret and files[backup.SSH_KEY].mode == "0600"
+    assert files[backup.PASSPHRASE].secret and files[backup.PASSPHRASE].mode == "0600"
+    timer = files["/etc/systemd/system/schoolctl-backup.timer"].data.decode()
+    assert "OnCalendar=*-*-* 02:30:00" in timer and "RandomizedDelaySec=60min" in timer and "Persistent=true" in timer
+    config = json.loads(files[backup.CONFIG].data)
+    assert config["repository"] == "ssh://borg@10.77.0.9:22/srv/schoolctl-backups/demo"
+    assert set(config["databases"]) == {"moodle", "nextcloud", "etherpad"}
+    assert "/var/lib/moodle/data/cache" in config["excludes"]
+    for f in layer.files:  # no secret in a file that is not marked secret
+        if not f.secret:
+            assert "passphrase-secret-value" not in f.data.decode(errors="replace")
+
+
+def test_no_backup_layer_without_a_reachable_backup_host(tmp_path: Path) -> None:
+    s = _site(tmp_path)
+    s.backup_address = ""
+    assert backup.layer(s) is None
+
+
+def test_the_key_is_stable_and_restricted_to_the_schools_own_repository(tmp_path: Path) -> None:
+    s = _site(tmp_path)
+    private, public = backup.ssh_key(s)
+    assert backup.ssh_key(s) == (private, public)
+    assert private.startswith("-----BEGIN OPENSSH PRIVATE KEY-----") and public.startswith("ssh-ed25519 ")
+    line = backup.authorized_line(s)
+    assert line.startswith('command="borg serve --append-only --restrict-to-repository /srv/schoolctl-backups/demo",'
+                           'restrict ssh-ed25519 ')
+    assert line.endswith(" schoolctl-backup:demo")
+
+
+def test_the_backup_host_commands_quote_and_keep_the_passphrase_off_the_command_line(tmp_path: Path) -> None:
+    s = _site(tmp_path)
+    enrol = backup.enroll_command(s)
+    assert "useradd --system" in enrol and "cat /etc/ssh/ssh_host_ed25519_key.pub" in enrol
+    init = backup.init_command(s)
+    assert "init --encryption=repokey-blake2" in init and "BORG_PASSPHRASE_FD=0" in init
+    assert "secret-value" not in enrol + init
+    assert shutil.which("sh") and __import__("subprocess").run(["sh", "-n", "-c", enrol + "\n" + init]).returncode == 0
+
+
+def test_the_server_program_compiles_and_refuses_unknown_subcommands(tmp_path: Path) -> None:
+    py_compile.compile(str(TEMPLATES / "backup" / "schoolctl-backup.py"), doraise=True)
+
+
+def test_backup_verbs_refuse_a_fleet_without_backup_host_and_bad_names(tmp_path: Path) -> None:
+    from schoolctl.cli.main import app
+
+    d = fleet_dir(tmp_path, fleet_backup=None)
+    r = CliRunner().invoke(app, ["--schools-dir", str(d), "backup", "demo"])
+    assert r.exit_code == 2 and "names no backup host for demo" in r.output
+    d2 = fleet_dir(tmp_path / "b")
+    r = CliRunner().invoke(app, ["--schools-dir", str(d2), "restore", "demo", "--to", "bad host;rm", "--yes"])
+    assert r.exit_code == 2 and "--to bad host;rm" in r.output
+    r = CliRunner().invoke(app, ["--schools-dir", str(d2), "backup", "list"])
+    assert r.exit_code == 2
+
+
+def test_archive_names_are_checked() -> None:
+    from schoolctl.cli.backup.school import checked_archive
+    from schoolctl.errors import BackupError
+
+    assert checked_archive("demo-2026-12-02T023001Z") == "demo-2026-12-02T023001Z"
+    for bad in ("demo", "../x", "demo-2026-12-02T023001Z;rm", "-x-2026-12-02T023001Z"):
+        with pytest.raises(BackupError) as e:
+            checked_archive(bad)
+        assert e.value.exit_code == 2

@@ -10,11 +10,12 @@ export SCHOOLCTL_SECRETS_DIR ?= $(CURDIR)/secrets
 # the artifact mirror the lab serves (real release trees, built outside the repo; see README)
 export SCHOOLCTL_MIRROR ?= /var/lib/schoolctl/mirror
 LAB_PACKAGES := debootstrap debian-archive-keyring systemd-container iproute2 openssh-client tinyproxy \
-	apt-cacher-ng pebble openssl curl nftables ldap-utils coturn chromium fonts-noto-core bzip2 python3-venv \
+	apt-cacher-ng pebble openssl curl nftables ldap-utils coturn chromium fonts-noto-core bzip2 python3-venv socat \
 	poppler-utils fonts-dejavu-core
 PYTEST_ARGS ?=
-# the lab host schools/demo.yaml names (server: lab:demo)
+# the lab host schools/demo.yaml names (server: lab:demo), and the city's backup host fleet.yaml names
 DEMO_LAB ?= demo
+DEMO_BACKUP_LAB ?= backup
 
 .PHONY: demo test test-fast lint bench setup prereqs clean-lab
 
@@ -38,11 +39,15 @@ prereqs:
 demo: setup prereqs
 	$(BIN)/schoolctl secrets init
 	$(BIN)/schoolctl validate demo
-	$(BIN)/schoolctl lab up $(DEMO_LAB)
+	$(BIN)/schoolctl lab up $(DEMO_LAB) $(DEMO_BACKUP_LAB)
 	@rc=0; \
 	$(BIN)/schoolctl deploy demo --yes || rc=$$?; \
 	[ $$rc -le 1 ] || exit $$rc; \
 	$(BIN)/schoolctl deploy demo --yes || rc=$$?; \
+	if [ $$rc -eq 0 ]; then \
+	  $(BIN)/schoolctl backup demo || rc=1; \
+	  $(BIN)/schoolctl backup verify demo || rc=1; \
+	fi; \
 	$(BIN)/schoolctl audit demo --format html --output artifacts/demo-audit.html >/dev/null || true; \
 	$(BIN)/schoolctl audit demo || rc=1; \
 	echo "the audit report: artifacts/demo-audit.html"; \

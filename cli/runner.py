@@ -20,7 +20,7 @@ from pyinfra.api.operations import run_ops
 from schoolctl.config.model import EffectiveSchool
 from schoolctl.connect import pyinfra_data
 from schoolctl.deploy import ops
-from schoolctl.deploy.school import school_deploy, school_rounds
+from schoolctl.deploy.school import school_deploy, school_rounds, selected_layers
 from schoolctl.deploy.sites import build_site
 from schoolctl.secrets import DeferredStore, SecretStore, redact
 
@@ -212,12 +212,13 @@ def run_school(school: EffectiveSchool, store: SecretStore, plan: bool, progress
         progress(sid, "preparing")
         pending = DeferredStore(store)  # new secrets: in memory until the server answered
         site = build_site(school, pending, readonly=plan)
-        if school.backup is not None and site.backup_address:
+        backups = school.backup is not None and site.backup_address and "backup" in selected_layers()
+        if backups:
             _backup_host(site, pending, plan, progress)
         for name, address, conn, rounds in _targets(school, site):
             changes = _run_target(name, address, conn, rounds, plan, progress, sid, connected=pending.flush)
             found += changes if name == sid else [{**c, "what": f"{name}: {c['what']}"} for c in changes]
-        if school.backup is not None and site.backup_address and not plan:
+        if backups and not plan:
             _backup_repository(site, store)
         status = "planned" if plan else ("changed" if found else "unchanged")
         return Result(sid, status, found, seconds=time.monotonic() - start, skipped=list(site.skipped),

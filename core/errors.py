@@ -78,27 +78,23 @@ class ServerError(SchoolctlError):
     """A server cannot be reached, or refused a command."""
 
 
-class LabError(SchoolctlError):
+class _Usage(SchoolctlError):
+    """A failure that is bad input or set-up (`usage`: exit 2) or a runtime failure (exit 1)."""
+
+    def __init__(self, message: str, hint: str = "", *, usage: bool = False) -> None:
+        super().__init__(message, hint)
+        self.usage = usage
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        return INPUT if self.usage else RUNTIME
+
+
+class LabError(_Usage):
     """A lab failure. `usage` is True for bad input or missing prerequisites (exit 2), False for a
     runtime failure (exit 1)."""
 
-    def __init__(self, message: str, hint: str = "", *, usage: bool = False) -> None:
-        super().__init__(message, hint)
-        self.usage = usage
 
-    @property
-    def exit_code(self) -> int:  # type: ignore[override]
-        return INPUT if self.usage else RUNTIME
-
-
-class BackupError(SchoolctlError):
+class BackupError(_Usage):
     """A backup, restore or drill failed (exit 1), or was asked for what cannot be (`usage`: exit 2,
     e.g. no backup host in the fleet, an unknown archive, a server that already holds school data)."""
-
-    def __init__(self, message: str, hint: str = "", *, usage: bool = False) -> None:
-        super().__init__(message, hint)
-        self.usage = usage
-
-    @property
-    def exit_code(self) -> int:  # type: ignore[override]
-        return INPUT if self.usage else RUNTIME

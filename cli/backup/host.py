@@ -68,6 +68,13 @@ def ensure_repository(site: Site, store: SecretStore) -> bool:
     if not ok or "BORG_KEY" not in out:
         raise BackupError(f"cannot create the repository of {site.id} on the backup host: "
                           f"{(err or out).strip()[-300:]}")
+    with session(site) as s:  # an existing repository must open with this vault's passphrase
+        opened, _, why = s.run(backup.admin_borg(site, "--lock-wait 60 info"), stdin=passphrase.reveal() + "\n")
+    if not opened:
+        raise BackupError(f"the repository {backup.repository_path(site)} on the backup host does not open with "
+                          f"{site.id}'s passphrase: {why.strip()[-200:]}",
+                          "it was made with another vault (a lost or replaced one?): restore that vault, or move "
+                          "the repository aside on the backup host so a new one is made")
     store.put(site.id, "backup_repo_key", backup.repo_key_b64(out.strip() + "\n"))
     return True
 

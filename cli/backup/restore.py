@@ -70,8 +70,8 @@ def restore(school: EffectiveSchool, target: Server, store: SecretStore, archive
             force: bool = False, say: Say = lambda line: None) -> dict[str, Any]:
     """Restore `archive` (default: the newest) of `school` onto `target`; what was done, as data."""
     started = time.monotonic()
-    name = latest_archive(school, store, archive)
     moved = school.model_copy(update={"server": target})
+    name = latest_archive(moved, store, archive)  # the school's own server may be gone
     with Session(target, f"{school.id} (restore target)") as s:
         ok, out, err = s.run(HOLDS_DATA, timeout=60)
         found = out.strip().splitlines()[-1] if out.strip() else ""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import click
@@ -10,7 +9,9 @@ import typer
 from typer.core import TyperGroup
 
 from schoolctl.cli.context import get
-from schoolctl.cli.output import fail, say, warn
+from schoolctl.cli.json_out import emit
+from schoolctl.cli.options import All, Ids, Json, Limit, Yes
+from schoolctl.cli.output import confirm, fail, say, warn
 
 
 class _TakeByDefault(TyperGroup):
@@ -28,15 +29,11 @@ app = typer.Typer(cls=_TakeByDefault, no_args_is_help=True,
                        "takes one now.")
 verbs = typer.Typer()
 
-Ids = Annotated[list[str] | None, typer.Argument(help="School ids.", show_default=False)]
-All = Annotated[bool, typer.Option("--all", help="Every school of the fleet.")]
-Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _schools(ctx: typer.Context, ids: list[str] | None, all_: bool) -> list[Any]:
-    if not ids and not all_:
-        fail("name the schools to work on, or pass --all")
-    schools = get(ctx).config(ids).select(ids)
+def _schools(ctx: typer.Context, ids: list[str] | None, all_: bool, limit: list[str] | None = None) -> list[Any]:
+    """The schools named, or --all, narrowed by --limit; each must have a backup host."""
+    schools = get(ctx).chosen(ids, limit, all_)[1]
     missing = [s.id for s in schools if s.backup is None]
     if missing:
         fail(f"the fleet names no backup host for {', '.join(missing)}", 2)
@@ -81,7 +78,7 @@ def _finish(results: list[dict[str, Any]]) -> None:
 
 
 @app.command("now", hidden=True)
-def backup(ctx: typer.Context, ids: Ids = None, all_: All = False, as_json: Json = False) -> None:
+def backup(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit = None, as_json: Json = False) -> None:
     """Take an archive of each school now (the same program as its nightly timer), then note the
     repository's archives on the backup host; per school: archive, size, deduplicated size, time."""
     from schoolctl.cli.backup import host
@@ -90,7 +87,7 @@ def backup(ctx: typer.Context, ids: Ids = None, all_: All = False, as_json: Json
     from schoolctl.secrets import SecretStore
 
     store = SecretStore()
-    schools = _schools(ctx, ids, all_)
+    schools = _schools(ctx, ids, all_, limit)
 
     def take(school: Any) -> dict[str, Any]:
         result = program(school.server, school.id, "create")
@@ -99,7 +96,7 @@ def backup(ctx: typer.Context, ids: Ids = None, all_: All = False, as_json: Json
 
     results = _each(schools, take)
     if as_json:
-        say(json.dumps(results, indent=2))
+        emit("backup", {"schools": results})
     else:
         for r in results:
             if r.get("status") == "ok":
@@ -117,7 +114,7 @@ def list_(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="
     [school] = _schools(ctx, [school_id], False)
     found = program(school.server, school.id, "list")
     if as_json:
-        say(json.dumps(found, indent=2))
+        emit("backup-list", {"school": school.id, **found})
         return
     say(f"{school.id}: {found['repository']} (encryption {found['encryption']})")
     for a in found["archives"]:
@@ -126,7 +123,7 @@ def list_(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="
 
 
 @app.command()
-def prune(ctx: typer.Context, ids: Ids = None, all_: All = False, as_json: Json = False) -> None:
+def prune(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit = None, as_json: Json = False) -> None:
     """Thin each school's archives to its retention, on the backup host (never from the school).
     Refused for a school whose archives vanished without a prune (a deletion through its key)."""
     from schoolctl.cli.backup import host
@@ -134,10 +131,10 @@ def prune(ctx: typer.Context, ids: Ids = None, all_: All = False, as_json: Json 
     from schoolctl.secrets import SecretStore
 
     store = SecretStore()
-    results = _each(_schools(ctx, ids, all_),
+    results = _each(_schools(ctx, ids, all_, limit),
                     lambda s: {"status": "ok", **host.prune(build_site(s, store, readonly=True), store)})
     if as_json:
-        say(json.dumps(results, indent=2))
+        emit("backup-prune", {"schools": results})
     else:
         for r in results:
             if r.get("status") == "ok":
@@ -146,19 +143,19 @@ def prune(ctx: typer.Context, ids: Ids = None, all_: All = False, as_json: Json 
 
 
 @app.command()
-def verify(ctx: typer.Context, ids: Ids = None, all_: All = False, as_json: Json = False) -> None:
+def verify(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit = None, as_json: Json = False) -> None:
     """The restore drill: the newest archive restored onto a scratch lab host, logins, the manifest's
     counts and the audit checked there, the result recorded on the school's server, the host removed."""
     from schoolctl.cli.backup.drill import drill
     from schoolctl.secrets import SecretStore
 
     store = SecretStore()
-    schools = _schools(ctx, ids, all_)
+    schools = _schools(ctx, ids, all_, limit)
     results = []
     for school in schools:  # one scratch host at a time: a drill is a whole school's deploy
         results += _each([school], lambda s: drill(s, store, say=(lambda line: None) if as_json else say))
     if as_json:
-        say(json.dumps(results, indent=2))
+        emit("backup-verify", {"schools": results})
     else:
         for r in results:
             if r.get("status") == "ok":
@@ -174,7 +171,7 @@ def restore(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar
                                             "address or lab:NAME.")],
             archive: Annotated[str | None, typer.Option("--archive", help="An archive name (default: the "
                                                         "newest).")] = None,
-            yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+            yes: Yes = False,
             force: Annotated[bool, typer.Option("--force", help="Replace the data a server already holds "
                                                 "(moved aside, not deleted).")] = False,
             as_json: Json = False) -> None:
@@ -195,12 +192,11 @@ def restore(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar
         from schoolctl.lab import Lab
 
         Lab().up([target.lab_name])
-    if not yes and not typer.confirm(f"Restore {school_id} onto {to}?", err=True):
-        raise typer.Exit(1)
+    confirm(f"Restore {school_id} onto {to}?", yes)
     result = do_restore(school, target, SecretStore(), archive=archive, force=force,
                         say=(lambda line: None) if as_json else say)
     if as_json:
-        say(json.dumps(result, indent=2))
+        emit("restore", result)
         return
     counts = ", ".join(f"{k} {v}" for k, v in sorted(result["restored_counts"].items()))
     say(f"{school_id}: {result['archive']} restored onto {to} in {result['seconds']} s ({counts})")

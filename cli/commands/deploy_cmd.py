@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from schoolctl.cli.context import get
@@ -32,6 +33,8 @@ def _summary(results) -> None:
     for r in results:
         if r.error:
             err.print(f"[red]{r.school} failed[/]:", redact(r.error), markup=True, highlight=False)
+        for note in r.notes:  # e.g. the backup host: never a failure of the deploy, but said
+            err.print(f"[yellow]{escape(r.school)}:[/] {escape(redact(note))}", markup=True, highlight=False)
     _skipped(results)
 
 

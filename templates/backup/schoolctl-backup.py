@@ -305,6 +305,8 @@ def cmd_restore(cfg: dict, archive: str) -> dict:
     finally:
         for unit in cfg["start_units"]:
             subprocess.run(["systemctl", "start", unit], stderr=subprocess.DEVNULL)
+    if "nextcloud-config.php" in cfg["restore_configs"]:
+        occ(cfg, "maintenance:mode", "--off")  # the archive's config.php was taken in maintenance mode
     return {"status": "ok", "archive": archive, "seconds": round(time.time() - started, 1),
             "versions": manifest["versions"], "counts": manifest["counts"], "replaced": str(aside)}
 

@@ -100,10 +100,20 @@ def _audit(e: SchoolEnv, only: list[str] | None = None) -> dict[str, tuple[str, 
     return {r.control.id: (r.status, r.observed) for r in result.controls}
 
 
+def _documented(verb: str, text: str) -> Any:
+    """A --json output, checked against its JSON Schema in docs/schemas/."""
+    import jsonschema
+
+    data = json.loads(text)
+    schema = json.loads((Path(__file__).resolve().parents[2] / "docs" / "schemas" / f"{verb}.schema.json").read_text())
+    jsonschema.validate(data, schema)
+    return data
+
+
 def _backup(e: SchoolEnv, *more: str) -> dict[str, Any]:
     proc = e.cli("backup", SID, "--json", *more)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads(proc.stdout)[0]
+    return _documented("backup", proc.stdout)["schools"][0]
 
 
 CONTROLS = ["BACKUP-RECENT", "BACKUP-ENCRYPTED", "BACKUP-OFF-SERVER", "BACKUP-DRILL-RECENT", "BACKUP-RETENTION"]
@@ -141,7 +151,7 @@ def test_an_archive_holds_the_school_and_a_second_adds_almost_nothing(content: d
 def test_the_archives_are_listed_with_their_manifest(env: SchoolEnv, content: dict[str, Any]) -> None:
     proc = env.cli("backup", "list", SID, "--json")
     assert proc.returncode == 0, proc.stderr
-    listed = json.loads(proc.stdout)
+    listed = _documented("backup-list", proc.stdout)
     names = [a["name"] for a in listed["archives"]]
     assert content["first"]["archive"] in names and content["second"]["archive"] in names
     assert listed["archives"][-1]["versions"] == {"moodle": "5.0.6", "nextcloud": "34.0.1"}
@@ -203,7 +213,7 @@ def test_each_backup_control_passes_and_fails_when_broken(env: SchoolEnv, conten
         assert found[0] == "fail" and "archives" in found[1], found
         proc = env.cli("backup", "prune", SID, "--json")
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert json.loads(proc.stdout)[0]["kept"] == 1
+        assert _documented("backup-prune", proc.stdout)["schools"][0]["kept"] == 1
         assert _audit(env, ["BACKUP-RETENTION"])["BACKUP-RETENTION"][0] == "pass"
     finally:
         data.pop("backup")
@@ -240,7 +250,7 @@ def test_restore_onto_a_new_server_after_the_old_one_died(env: SchoolEnv, conten
     env.lab.down([SCHOOL])
     proc = env.cli("restore", SID, "--to", f"lab:{NEW}", "--yes", "--json", timeout=3000)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    done = json.loads(proc.stdout)
+    done = _documented("restore", proc.stdout)
     assert not done["differ"], done
     pupil = content["pupil"]
     code, body = _webdav(env, NEW, pupil["uid"], pupil["password"])
@@ -261,7 +271,7 @@ def test_restore_onto_a_new_server_after_the_old_one_died(env: SchoolEnv, conten
 def test_the_drill_passes_then_fails_on_a_corrupted_archive(env: SchoolEnv, content: dict[str, Any]) -> None:
     proc = env.cli("backup", "verify", SID, "--json", timeout=3000)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    [drill] = json.loads(proc.stdout)
+    [drill] = _documented("backup-verify", proc.stdout)["schools"]
     assert drill["logins"] == {"moodle": "ok", "nextcloud": "ok"} and drill["recorded"], drill
     assert drill["restored_counts"] == drill["counts"]
     assert _audit(env, ["BACKUP-DRILL-RECENT"])["BACKUP-DRILL-RECENT"][0] == "pass"

@@ -37,6 +37,7 @@ def _demo_copy(work: Path, host: str) -> Path:
     (schools / "demo.yaml").write_text(yaml.safe_dump(demo, allow_unicode=True))
     fleet = yaml.safe_load((schools / "fleet.yaml").read_text())
     fleet.update(dns=[], ntp=[])
+    fleet["backup"]["host"] = f"lab:{host}-bk"  # its own backup host (make demo boots DEMO_BACKUP_LAB)
     for spec in fleet["artifacts"].values():
         if spec:
             spec["url"], spec["urls"] = CLOSED, {}
@@ -47,9 +48,15 @@ def _demo_copy(work: Path, host: str) -> Path:
 def _make_demo(work: Path, host: str, mirror: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SCHOOLCTL_SCHOOLS_DIR": str(_demo_copy(work, host)), "SCHOOLCTL_MIRROR": mirror,
            "SCHOOLCTL_VAULT_KEY_FILE": str(work / "vault.key"), "SCHOOLCTL_SECRETS_DIR": str(work / "secrets"),
-           "DEMO_LAB": host}
+           "DEMO_LAB": host, "DEMO_BACKUP_LAB": f"{host}-bk"}
     env.pop("SCHOOLCTL_LAYERS", None)
-    return subprocess.run(["make", "-C", str(ROOT), "demo"], env=env, capture_output=True, text=True, timeout=3000)
+    try:
+        return subprocess.run(["make", "-C", str(ROOT), "demo"], env=env, capture_output=True, text=True,
+                              timeout=3000)
+    finally:
+        from schoolctl.lab import Lab
+
+        Lab().down([f"{host}-bk", "drill-demo"])
 
 
 @pytest.fixture
@@ -85,4 +92,6 @@ def test_demo_from_the_test_mirror_is_green_and_truthful(fresh, tmp_path) -> Non
     assert proc.returncode == 0, text[-5000:]
     assert "skipped" not in text and "unchanged" in text
     assert "accepted" in text  # the lab's Etherpad 3.3.1 is below 3.3.3: accepted, with its reason
+    assert "demo: demo-" in text and "new on the backup host" in text  # the first archive
+    assert "demo: drill passed for demo-" in text  # and the restore drill
     assert (tmp_path / "schools").is_dir()

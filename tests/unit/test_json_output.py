@@ -99,8 +99,9 @@ def test_audit(fleet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_every_documented_schema_is_a_valid_schema_with_an_id() -> None:
     names = sorted(p.name for p in SCHEMAS.glob("*.schema.json"))
-    assert names == sorted(f"{v}.schema.json" for v in ("audit", "deploy", "lab-status", "list", "log", "plan",
-                                                         "rollback", "users-import"))
+    assert names == sorted(f"{v}.schema.json" for v in (
+        "audit", "backup", "backup-list", "backup-prune", "backup-verify", "deploy", "lab-status", "list", "log",
+        "plan", "restore", "rollback", "users-import"))
     for name in names:
         schema = json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
         jsonschema.Draft202012Validator.check_schema(schema)

@@ -88,8 +88,8 @@ def main() -> None:
               f"{mib(first['deduplicated_size'])} stored (compressed, deduplicated)")
         print(f"unchanged backup: {again_s:6.1f} s  adds {mib(again['deduplicated_size'])} "
               f"({again['deduplicated_size'] / max(first['deduplicated_size'], 1):.2%} of the first)")
-        print(f"restore:          {restore_s:6.1f} s  onto a fresh host (deploy, data back, converge; "
-              f"data part {restored['seconds']} s in the restore's own count)")
+        print(f"restore:          {restore_s:6.1f} s  onto a fresh host (the config deployed, the data put back, "
+              f"converged; counts {'equal' if not restored['differ'] else restored['differ']})")
         print(f"verify (drill):   {verify_s:6.1f} s  scratch host, restore, logins, counts, audit, teardown")
         print(f"drill result: {drill['status']}, counts {drill['counts']}")
     finally:

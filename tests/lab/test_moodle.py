@@ -135,7 +135,7 @@ def test_privacy_settings_read_back_from_moodle(deployed: Env) -> None:
     got = {key: deployed.cfg(key[1], key[0]) for key in WANTED}
     assert got == WANTED
     lang = deployed.cfg("lang")
-    assert lang == "en", "no Catalan pack offline: the school's first language falls back to English"
+    assert lang == "ca", "the school's first language, from the mirror's pack (langpack/4.5/ca.zip)"
     forced = deployed.sh(f"{CFG} --name=disableupdatenotifications; {CFG} --name=site_is_public").stdout
     assert forced.split() == ["1", ""] or "1" in forced
     hubs = deployed.sh("runuser -u postgres -- psql -XAt -d moodle -c 'SELECT count(*) FROM mdl_registration_hubs "

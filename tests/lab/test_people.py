@@ -154,7 +154,12 @@ SETUPCHECK_EXCEPTIONS = {
 def cron_ran(deployed: Env) -> Env:
     """Each app's background jobs run once, as their timers do within minutes of a deploy (both apps'
     checks fail while cron has never run)."""
-    deployed.ok("systemctl start nextcloud-cron.service moodle-cron.service")
+    # a run that ends non-zero (e.g. one of Moodle's scheduled tasks failing on a fresh site) still ran:
+    # the checks below judge what it left
+    ran = deployed.sh("systemctl start nextcloud-cron.service; systemctl start moodle-cron.service; "
+                      "systemctl show -p ExecMainStartTimestampMonotonic nextcloud-cron.service moodle-cron.service")
+    assert ran.stdout.count("ExecMainStartTimestampMonotonic=") == 2 and "Monotonic=0\n" not in ran.stdout + "\n", \
+        ran.stdout + ran.stderr
     return deployed
 
 

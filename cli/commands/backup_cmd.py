@@ -50,19 +50,27 @@ def _size(n: int | None) -> str:
     return "?"
 
 
-def _each(schools: list[Any], work: Any) -> list[dict[str, Any]]:
-    """`work(school)` for every school at once (gevent); a school's failure never stops the others."""
+def _each(schools: list[Any], work: Any, verb: str) -> list[dict[str, Any]]:
+    """`work(school)` for every school at once (gevent); a school's failure never stops the others.
+    Each school's outcome goes into the run journal (`schoolctl log`)."""
+    import time
+
     import gevent
 
+    from schoolctl.cli.commands.log_cmd import journal
     from schoolctl.errors import SchoolctlError
     from schoolctl.secrets import redact
 
     def one(school: Any) -> dict[str, Any]:
+        start = time.monotonic()
         try:
-            return {"school": school.id, **work(school)}
+            result = {"school": school.id, **work(school)}
         except SchoolctlError as e:
-            return {"school": school.id, "status": "failed", "error": redact(e.message),
-                    "usage": e.exit_code == 2}
+            result = {"school": school.id, "status": "failed", "error": redact(e.message),
+                      "usage": e.exit_code == 2}
+        detail = {k: result[k] for k in ("archive", "error", "kept") if k in result}
+        journal(verb, school.id, result.get("status", "ok"), detail=detail, seconds=time.monotonic() - start)
+        return result
 
     jobs = [gevent.spawn(one, s) for s in schools]
     gevent.joinall(jobs)
@@ -94,7 +102,7 @@ def backup(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit 
         host.remember(build_site(school, store, readonly=True), store)
         return result
 
-    results = _each(schools, take)
+    results = _each(schools, take, "backup")
     if as_json:
         emit("backup", {"schools": results})
     else:
@@ -132,7 +140,8 @@ def prune(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit =
 
     store = SecretStore()
     results = _each(_schools(ctx, ids, all_, limit),
-                    lambda s: {"status": "ok", **host.prune(build_site(s, store, readonly=True), store)})
+                    lambda s: {"status": "ok", **host.prune(build_site(s, store, readonly=True), store)},
+                    "backup prune")
     if as_json:
         emit("backup-prune", {"schools": results})
     else:
@@ -153,7 +162,8 @@ def verify(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit 
     schools = _schools(ctx, ids, all_, limit)
     results = []
     for school in schools:  # one scratch host at a time: a drill is a whole school's deploy
-        results += _each([school], lambda s: drill(s, store, say=(lambda line: None) if as_json else say))
+        results += _each([school], lambda s: drill(s, store, say=(lambda line: None) if as_json else say),
+                         "backup verify")
     if as_json:
         emit("backup-verify", {"schools": results})
     else:
@@ -193,8 +203,16 @@ def restore(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar
 
         Lab().up([target.lab_name])
     confirm(f"Restore {school_id} onto {to}?", yes)
-    result = do_restore(school, target, SecretStore(), archive=archive, force=force,
-                        say=(lambda line: None) if as_json else say)
+    from schoolctl.cli.commands.log_cmd import journal
+    from schoolctl.errors import SchoolctlError
+
+    try:
+        result = do_restore(school, target, SecretStore(), archive=archive, force=force,
+                            say=(lambda line: None) if as_json else say)
+    except SchoolctlError as e:
+        journal("restore", school_id, "failed", detail={"to": to, "error": e.message})
+        raise
+    journal("restore", school_id, "ok", detail={"to": to, "archive": result["archive"]}, seconds=result["seconds"])
     if as_json:
         emit("restore", result)
         return

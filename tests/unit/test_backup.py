@@ -153,3 +153,20 @@ def test_archive_names_are_checked() -> None:
         with pytest.raises(BackupError) as e:
             checked_archive(bad)
         assert e.value.exit_code == 2
+
+
+def test_a_failed_backup_is_journaled_and_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from schoolctl import journal
+    from schoolctl.cli.backup import school as program_module
+    from schoolctl.cli.main import app
+    from schoolctl.errors import BackupError
+
+    def unreachable(*args: Any, **kw: Any) -> dict[str, Any]:
+        raise BackupError("demo: borg create failed: Connection refused")
+
+    monkeypatch.setattr(program_module, "program", unreachable)
+    r = CliRunner().invoke(app, ["--schools-dir", str(fleet_dir(tmp_path)), "backup", "demo", "--json"])
+    assert r.exit_code == 1, r.output
+    assert json.loads(r.stdout)["schools"][0]["error"].endswith("Connection refused")
+    [entry] = [e for e in journal.read("demo") if e["verb"] == "backup"][-1:]
+    assert entry["result"] == "failed" and "Connection refused" in entry["detail"]["error"]

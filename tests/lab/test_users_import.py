@@ -123,7 +123,7 @@ def deployed(env: Env) -> Env:
     proc = env.cli("deploy", SCHOOL, "--yes", "--json", timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     again = env.cli("deploy", SCHOOL, "--yes", "--json")
-    assert json.loads(again.stdout)[0]["status"] == "unchanged", again.stdout[-3000:]
+    assert json.loads(again.stdout)["schools"][0]["status"] == "unchanged", again.stdout[-3000:]
     return env
 
 

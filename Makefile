@@ -53,9 +53,12 @@ demo: setup prereqs
 	echo "the audit report: artifacts/demo-audit.html"; \
 	exit $$rc
 
+# the unit tests on both cores; the lab tests one module at a time (they share the lab's city services,
+# and some start its mirror daemon on a folder of their own)
 test: setup prereqs
 	$(BIN)/ruff check core cli deploy audit inventories tests bench
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not lab" -n 2 $(PYTEST_ARGS)
+	$(BIN)/pytest -m lab $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/pytest -m "not lab" -q $(PYTEST_ARGS)

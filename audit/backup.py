@@ -6,7 +6,9 @@ over the school's own key (one borg call, prefetched with the other evidence).""
 from __future__ import annotations
 
 import datetime
+import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from schoolctl.audit.catalogue import Context, Outcome, control, evidence, failed, verdict
@@ -77,10 +79,23 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _no_backup(ctx: Context) -> Outcome | None:
-    if ctx.school.backup is None:
-        return failed("fleet.yaml names no backup host: the school's data exists only on its server",
-                      "a `backup:` host in fleet.yaml (README, Backups)")
+def _needs_backup_host(check: Callable[[Context], Outcome]) -> Callable[[Context], Outcome]:
+    """`check`, failing first when the fleet names no backup host."""
+    @functools.wraps(check)
+    def guarded(ctx: Context) -> Outcome:
+        if ctx.school.backup is None:
+            return failed("fleet.yaml names no backup host: the school's data exists only on its server",
+                          "a `backup:` host in fleet.yaml (README, Backups)")
+        return check(ctx)
+    return guarded
+
+
+def _listing_failed(ctx: Context, wanted: str, expected: str) -> Outcome | None:
+    """A failure when the state has no repository listing with `wanted` in it."""
+    listed = _state(ctx).get("list") or {}
+    if listed.get("status") == "failed" or wanted not in listed:
+        why = listed.get("error") or _state(ctx).get("error") or "no program"
+        return failed(f"the repository could not be listed: {why}", expected)
     return None
 
 
@@ -95,10 +110,8 @@ def _always(school: Any) -> bool:
          applies=_always,
          titles={"ca": "L'última còpia bona de l'escola és recent",
                  "es": "La última copia buena de la escuela es reciente"})
+@_needs_backup_host
 def recent(ctx: Context) -> Outcome:
-    missing = _no_backup(ctx)
-    if missing:
-        return missing
     limit = ctx.school.backup.max_age_hours
     s = _state(ctx)
     expected = f"an archive younger than {limit} h, the nightly timer enabled and active"
@@ -119,16 +132,12 @@ def recent(ctx: Context) -> Outcome:
          "reveal nothing. borg's repository reports its encryption mode (repokey-blake2: authenticated "
          "encryption, the key in the school's vault).", LEGAL_BACKUP, "high", applies=_always,
          titles={"ca": "Les còpies estan xifrades", "es": "Las copias están cifradas"})
+@_needs_backup_host
 def encrypted(ctx: Context) -> Outcome:
-    missing = _no_backup(ctx)
-    if missing:
-        return missing
-    s = _state(ctx)
-    listed = s.get("list") or {}
+    listed = _state(ctx).get("list") or {}
     expected = f"encryption {' or '.join(ENCRYPTED)}"
-    if listed.get("status") == "failed" or "encryption" not in listed:
-        return failed(f"the repository could not be listed: {listed.get('error') or s.get('error') or 'no program'}",
-                      expected)
+    if broken := _listing_failed(ctx, "encryption", expected):
+        return broken
     mode = listed["encryption"] or "none"
     return verdict(mode in ENCRYPTED, f"{listed.get('repository')}: encryption {mode}", expected)
 
@@ -138,10 +147,8 @@ def encrypted(ctx: Context) -> Outcome:
          "host.", LEGAL_BACKUP, "high", applies=_always,
          titles={"ca": "Les còpies es guarden fora del servidor de l'escola",
                  "es": "Las copias se guardan fuera del servidor de la escuela"})
+@_needs_backup_host
 def off_server(ctx: Context) -> Outcome:
-    missing = _no_backup(ctx)
-    if missing:
-        return missing
     s = _state(ctx)
     repo, own = s.get("repository"), set(s.get("addresses") or [])
     expected = "a repository on another host than the school server"
@@ -161,10 +168,8 @@ def off_server(ctx: Context) -> Outcome:
          "backup.drill_max_age_days.", LEGAL_BACKUP, "medium", applies=_always,
          titles={"ca": "S'ha provat fa poc que la còpia de l'escola es pot restaurar",
                  "es": "Se ha probado hace poco que la copia de la escuela se puede restaurar"})
+@_needs_backup_host
 def drill_recent(ctx: Context) -> Outcome:
-    missing = _no_backup(ctx)
-    if missing:
-        return missing
     days = ctx.school.backup.drill_max_age_days
     s = _state(ctx)
     good, last = s.get("drill-success") or {}, s.get("drill") or {}
@@ -183,19 +188,15 @@ def drill_recent(ctx: Context) -> Outcome:
          "prunes to backup.retention (schoolctl backup prune).", ["5(1)(e)", "32"], "medium", applies=_always,
          titles={"ca": "Les còpies guardades no superen la política de conservació",
                  "es": "Las copias guardadas no superan la política de conservación"})
+@_needs_backup_host
 def retention(ctx: Context) -> Outcome:
-    missing = _no_backup(ctx)
-    if missing:
-        return missing
     r = ctx.school.backup.retention
-    s = _state(ctx)
-    listed = s.get("list") or {}
+    listed = _state(ctx).get("list") or {}
     most = r.daily + r.weekly + r.monthly
     expected = (f"at most {most} archives (daily {r.daily}, weekly {r.weekly}, monthly {r.monthly}), none older "
                 f"than {r.span_days} days")
-    if listed.get("status") == "failed" or "archives" not in listed:
-        return failed(f"the repository could not be listed: {listed.get('error') or s.get('error') or 'no program'}",
-                      expected)
+    if broken := _listing_failed(ctx, "archives", expected):
+        return broken
     found = [a for a in listed["archives"] if not a["name"].endswith(".checkpoint")]
     now = _now()
     ages = [h for a in found if (h := _age_hours((a.get("time") or "")[:19] + "Z", now)) is not None]

@@ -18,9 +18,10 @@ import re
 from typing import Any
 
 from schoolctl.audit.catalogue import NA, Context, Outcome, control, evidence, verdict
-from schoolctl.deploy.artifacts import SRV
 from schoolctl.releases import APPS, TITLES, Finding, findings, line_of
 
+# deploy/artifacts.py's SRV (tests/unit/test_startup.py checks): importing it would cost `validate` requests and jinja2
+SRV = "/srv"
 OS_RELEASE = "/etc/os-release"
 # where each app's version is written in its release tree, first match wins
 FILES: dict[str, tuple[str, ...]] = {

@@ -37,6 +37,9 @@ class Context:
         from schoolctl.config import selection
 
         found = selection.terms(limit)
+        if ids and all_:
+            fail(f"--all and the school ids {' '.join(ids)} ask for two selections; give one (--limit narrows "
+                 "either)")
         if not ids and not all_ and not found and not default_all:
             fail("name the schools to work on, pass --all, or choose with --limit (e.g. --limit district=NAME)")
         only = ids or (selection.plain_ids(found) if not all_ else None)
@@ -47,3 +50,37 @@ class Context:
 
 def get(ctx: typer.Context) -> Context:
     return ctx.find_root().obj
+
+
+def lab_problems(schools: list[EffectiveSchool]) -> list[str]:
+    """One line for each `lab:NAME` server whose lab host is not on this machine or not running."""
+    from schoolctl.errors import SchoolctlError
+
+    labs = [s for s in schools if s.server.lab_name]
+    if not labs:
+        return []
+    from schoolctl.lab import Lab
+
+    here = Lab()
+    problems = []
+    for s in labs:
+        name = s.server.lab_name
+        try:
+            state = here.host(name).state
+        except SchoolctlError:
+            state = None
+        if state != "running":
+            what = f"lab host {name} is {state}" if state else f"no lab host {name} on this machine"
+            problems.append(f"{s.source}: server lab:{name}: {what} (run `schoolctl lab up {name}` first)")
+    return problems
+
+
+def preflight(schools: list[EffectiveSchool]) -> None:
+    """What a verb that connects needs on this machine, checked before any connection, every problem
+    at once (PreflightError, exit 2, nothing changed): each `lab:NAME` server's lab host exists and
+    runs (an absent one would otherwise have the lab's city services started for nothing)."""
+    from schoolctl.errors import PreflightError
+
+    problems = lab_problems(schools)
+    if problems:
+        raise PreflightError(problems)

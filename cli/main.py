@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -53,8 +54,8 @@ app = typer.Typer(name="schoolctl", cls=_Root, no_args_is_help=True, add_complet
 
 @app.callback()
 def _root(ctx: typer.Context,
-          schools_dir: Annotated[Path | None, typer.Option("--schools-dir", envvar="SCHOOLCTL_SCHOOLS_DIR",
-                                                           show_default="./schools",
+          schools_dir: Annotated[str | None, typer.Option("--schools-dir", envvar="SCHOOLCTL_SCHOOLS_DIR",
+                                                          metavar="DIR", show_default="./schools",
                                                            help="Folder with fleet.yaml and <school>.yaml files.")]
           = None,
           verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
@@ -70,16 +71,46 @@ def _root(ctx: typer.Context,
         from schoolctl.cli.logs import setup
 
         setup(verbose, debug)
+    from schoolctl.errors import SettingError
+
+    if schools_dir is not None and not schools_dir.strip():  # Path("") would be the current folder
+        source = ctx.get_parameter_source("schools_dir")
+        env = getattr(source, "name", "") == "ENVIRONMENT"
+        raise SettingError(f"{'SCHOOLCTL_SCHOOLS_DIR is set but' if env else '--schools-dir is'} empty",
+                           "name the schools folder ('.' for the current folder)")
     # resolved here, inside the root's error handling: an empty SCHOOLCTL_SCHOOLS_DIR is exit 2
-    ctx.obj = Context(schools_dir=schools_dir or default_schools_dir())
+    ctx.obj = Context(schools_dir=Path(schools_dir) if schools_dir is not None else default_schools_dir())
     _check_settings()
 
 
+# settings that name a file or folder: set but empty is a mistake, never "the default" or "here"
+PATH_SETTINGS = {"SCHOOLCTL_JOURNAL": "the run journal's file", "SCHOOLCTL_LAB_DIR": "the lab's state folder",
+                 "SCHOOLCTL_LAB_SUBNET": "the lab's IPv4 subnet, e.g. 10.213.0.0/24",
+                 "SCHOOLCTL_LETTERS_FONT": "a TrueType font file"}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 def _check_settings() -> None:
-    """SCHOOLCTL_MIRROR and SCHOOLCTL_LAYERS, once, before any school is touched: exit 2 when bad."""
+    """The SCHOOLCTL_* settings, once, before any school is touched: exit 2 when bad."""
     from schoolctl.config.values import check_mirror
     from schoolctl.errors import SettingError
 
+    for var, what in PATH_SETTINGS.items():
+        value = os.environ.get(var)
+        if value is not None and not value.strip():
+            raise SettingError(f"{var} is set but empty", f"unset it for the default, or set it to {what}")
+    lab_dir = os.environ.get("SCHOOLCTL_LAB_DIR")
+    if lab_dir and Path(lab_dir).exists() and not Path(lab_dir).is_dir():
+        raise SettingError(f"SCHOOLCTL_LAB_DIR={lab_dir} is not a folder", "set it to the lab's state folder, or "
+                           "unset it for /var/lib/schoolctl/lab")
+    journal = os.environ.get("SCHOOLCTL_JOURNAL")
+    if journal and Path(journal).expanduser().is_dir():
+        raise SettingError(f"SCHOOLCTL_JOURNAL={journal} is a folder", "set it to a file, e.g. "
+                           f"{Path(journal) / 'journal.jsonl'}")
+    level = os.environ.get("SCHOOLCTL_LOG")
+    if level and not isinstance(logging.getLevelName(level.upper()), int):  # as cli/logs.py reads it
+        raise SettingError(f"SCHOOLCTL_LOG={level!r} is not a log level", f"use one of {', '.join(LOG_LEVELS)}, "
+                           "or unset it (WARNING)")
     mirror = os.environ.get("SCHOOLCTL_MIRROR")
     if mirror == "":
         raise SettingError("SCHOOLCTL_MIRROR is set but empty", "unset it for no mirror, or name a folder or URL")
@@ -88,7 +119,11 @@ def _check_settings() -> None:
             check_mirror(mirror)
         except ValueError as e:
             raise SettingError(f"SCHOOLCTL_MIRROR: {e}", "unset it, or name an existing folder or URL") from None
-    if os.environ.get("SCHOOLCTL_LAYERS"):
+    layers = os.environ.get("SCHOOLCTL_LAYERS")
+    if layers is not None and not layers.replace(",", "").strip():
+        raise SettingError(f"SCHOOLCTL_LAYERS={layers!r} names no layer",
+                           "unset it to deploy every layer, or name some, e.g. SCHOOLCTL_LAYERS=base,web")
+    if layers:
         from schoolctl.deploy.school import selected_layers  # pyinfra: only when the setting is there
 
         try:

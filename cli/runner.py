@@ -18,7 +18,7 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_ops
 
 from schoolctl.config.model import EffectiveSchool
-from schoolctl.connect import pyinfra_data
+from schoolctl.connect import no_delay, pyinfra_data
 from schoolctl.deploy import ops
 from schoolctl.deploy.school import school_deploy, school_rounds, selected_layers
 from schoolctl.deploy.sites import build_site
@@ -39,6 +39,7 @@ class Result:
     skipped: list[str] = field(default_factory=list)  # apps left out: no release to be had (one line each)
     rolled_back: str | None = None  # failed, and an app's upgrade went back to this version (deploy/upgrade.py)
     notes: list[str] = field(default_factory=list)  # what else the run has to say (e.g. the backup host)
+    exit_code: int = 0  # when failed: 2 for bad set-up found before the server was touched (e.g. its vault), else 1
 
     @property
     def status_text(self) -> str:
@@ -110,25 +111,45 @@ class _TargetFailed(Exception):
     """One host of a school could not be planned or deployed; the message says why."""
 
 
-def _refusals(host: Any, rounds: list) -> list[str]:
-    """The reasons of the upgrade guards (deploy/upgrade.py) that refuse this deploy, read from the
-    server in one command: a guard's apply only prints its reason and exits 1, it changes nothing."""
+def _read_ahead(host: Any, rounds: list) -> list[str]:
+    """One command right after connecting: the upgrade guards (deploy/upgrade.py: a guard's apply
+    only prints its reason and exits 1, it changes nothing) and every operation's fact, read ahead
+    so that a deploy with nothing to change costs one round trip (deploy/ops.py: prefetch). Answers
+    the reasons of the guards that refuse this deploy."""
+    import secrets
+
     from pyinfra.facts.server import Command
 
     from schoolctl.deploy.upgrade import is_guard
 
     guards = [s for r in rounds for s in r.pre_steps if is_guard(s)]
-    if not guards:
-        return []
-    script = "\n".join(f"( {ops.guarded(g)} ) 2>&1 </dev/null" for g in guards)
-    found = host.get_fact(Command, command=f"{script}\ntrue")
-    return [line for line in (found or "").splitlines() if line.strip()]
+    before = "\n".join(f"( {ops.guarded(g)} ) 2>&1 </dev/null" for g in guards)
+    commands = ops.fact_commands(rounds)
+    token = f"--schoolctl-fact-{secrets.token_hex(8)}"
+    lines = (host.get_fact(Command, command=ops.prefetch_script(before, commands, token)) or "").splitlines()
+    if not any(token in line for line in lines):  # no answer: every fact is read live, and a guard
+        return []  # that refuses still fails the deploy in its own operation (round 0's preparation)
+    found, outputs = ops.parse_prefetch(lines, commands, token)
+    ops.prime(host.name, outputs)
+    return [line for line in found if line.strip()]
+
+
+def _record(host: Any, school: str, result: str, changes: int, days: int, notes: list[str]) -> None:
+    """The deploy's line in the server's own run record (schoolctl.server_record), over the deploy's
+    connection; a record that cannot be written is a note, never a failed deploy."""
+    from schoolctl.server_record import entry, write_pyinfra
+
+    note = write_pyinfra(host, entry("deploy", school, result, changes), days)
+    if note:
+        notes.append(f"{host.name}: {note}")
 
 
 def _run_target(name: str, address: str, conn: dict[str, Any], rounds: list, plan: bool,
-                progress: Progress, school: str, connected: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
+                progress: Progress, school: str, connected: Callable[[], None] = lambda: None,
+                days: int | None = None, notes: list[str] | None = None) -> list[dict[str, Any]]:
     """Plan or deploy one host (the school server, or its BigBlueButton host) in its own State;
-    `connected()` runs once the host answered, before any operation."""
+    `connected()` runs once the host answered, before any operation. A deploy (not a plan) with
+    `days` leaves its line in the server's run record, kept `days` days."""
     log: list[str] = []
     ops.reset_changes(name)
     inventory = Inventory(([(name, conn)], {}))
@@ -142,9 +163,11 @@ def _run_target(name: str, address: str, conn: dict[str, Any], rounds: list, pla
         reason = next((line for line in log if line.startswith("cannot connect")), "cannot connect")
         raise _TargetFailed(f"{reason} ({address}); check the server is up and reachable over SSH with the "
                             "configured user and key")
+    no_delay(host)
+    failed = True
     try:
         connected()
-        refused = _refusals(host, rounds)
+        refused = _read_ahead(host, rounds)
         if refused:  # an upgrade path the app refuses: say so, before any operation (plan and deploy)
             raise _TargetFailed("\n".join(refused))
         add_deploy(state, school_deploy, rounds)
@@ -152,9 +175,15 @@ def _run_target(name: str, address: str, conn: dict[str, Any], rounds: list, pla
             _diffs(host, ops.changes(name))
         else:
             run_ops(state)
+        failed = host in state.failed_hosts
     except PyinfraError:
         pass
     finally:
+        ops.forget(name)
+        if not plan and days:
+            found = ops.changes(name)
+            _record(host, school, "failed" if failed else ("changed" if found else "unchanged"), len(found), days,
+                    notes if notes is not None else [])
         disconnect_all(state)
     if host in state.failed_hosts:
         op, lines = _failed_op(state, host)
@@ -216,7 +245,8 @@ def run_school(school: EffectiveSchool, store: SecretStore, plan: bool, progress
         if backups:
             _backup_host(site, pending, plan, progress)
         for name, address, conn, rounds in _targets(school, site):
-            changes = _run_target(name, address, conn, rounds, plan, progress, sid, connected=pending.flush)
+            changes = _run_target(name, address, conn, rounds, plan, progress, sid, connected=pending.flush,
+                                  days=school.privacy.log_retention_days, notes=site.notes)
             found += changes if name == sid else [{**c, "what": f"{name}: {c['what']}"} for c in changes]
         if backups and not plan:
             _backup_repository(site, store)
@@ -225,11 +255,13 @@ def run_school(school: EffectiveSchool, store: SecretStore, plan: bool, progress
                       notes=list(site.notes))
     except Exception as e:  # one school's failure never stops the others
         from schoolctl.deploy.upgrade import rolled_back
+        from schoolctl.errors import INPUT, RUNTIME, SchoolctlError
 
         error = str(e) if isinstance(e, _TargetFailed) else f"{type(e).__name__}: {e}"
         back = rolled_back(error) if isinstance(e, _TargetFailed) else None
+        setup = isinstance(e, SchoolctlError) and e.exit_code == INPUT and not found
         result = Result(sid, "failed", found + ops.changes(sid), error=redact(error), seconds=time.monotonic() - start,
-                        rolled_back=back[1] if back else None)
+                        rolled_back=back[1] if back else None, exit_code=INPUT if setup else RUNTIME)
     progress(sid, f"{result.status_text} in {result.seconds:.1f}s")  # the error itself: in the summary
     return result
 

@@ -18,6 +18,12 @@ CONNECT_TIMEOUT = 15  # seconds for pyinfra's SSH connect (deploy, roster import
 AUDIT_TIMEOUT = 5     # seconds for the audit's SSH connect (a fleet audit must not wait on one host)
 RETRIES = {"ssh_connect_retries": 1, "ssh_strict_host_key_checking": "accept-new"}
 _CONTROL_DIR = Path(tempfile.gettempdir()) / "schoolctl-audit-ssh"
+_reached: set[str] = set()  # the servers (addresses as configured) this process opened a connection to
+
+
+def reached(server: Server) -> bool:
+    """Whether this process connected to the server (a Session, or the audit's testinfra host)."""
+    return server.address in _reached
 
 
 def address(server: Server) -> str:
@@ -34,6 +40,21 @@ def address(server: Server) -> str:
         raise ServerError(f"lab host {server.lab_name} is {host.state}",
                           f"run `schoolctl lab up {server.lab_name}`")
     return host.address
+
+
+def no_delay(host: Any) -> None:
+    """Switch Nagle's algorithm off on a connected pyinfra host's SSH socket. Each command is a few
+    small packets each way; with Nagle on and the peer's delayed ACK, most commands wait ~40 ms for
+    nothing (measured on the lab: `true` 50 ms -> 9 ms). OpenSSH's own client does the same for
+    interactive sessions. Anything but paramiko's SSH connector is left as it is."""
+    import socket
+
+    client = getattr(getattr(host, "connector", None), "client", None)
+    transport = client.get_transport() if client is not None else None
+    sock = getattr(transport, "sock", None)
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def pyinfra_data(server: Server, strict: bool = True, retries: bool = False) -> dict[str, Any]:
@@ -77,6 +98,8 @@ class Session:
         self.host = inventory.get_host(self.name)
         if not self.state.activated_hosts or self.host in self.state.failed_hosts:
             raise ServerError(f"cannot connect to {self.name}'s server ({data['ssh_hostname']}) over SSH")
+        no_delay(self.host)
+        _reached.add(self.server.address)
         self.sudo = data.get("ssh_user", "root") != "root"
         return self
 
@@ -99,10 +122,30 @@ class Session:
         return ok, output.stdout, output.stderr
 
 
+def ssh_argv(server: Server) -> list[str]:
+    """OpenSSH's command line to run one command as root on a server, sharing the audit's
+    connection when it is still open (the lab's ssh_config, or the audit's ControlPath); the
+    command is appended by the caller. Raises ServerError when a lab host is not running."""
+    if server.lab_name:
+        from schoolctl.lab import Lab
+
+        address(server)  # raises ServerError when the lab host is not running
+        return ["ssh", "-F", str(Lab().ssh_config_path), server.lab_name]
+    data = pyinfra_data(server)
+    target = f"{data['ssh_user']}@{data['ssh_hostname']}:{data['ssh_port']}"
+    _CONTROL_DIR.mkdir(mode=0o700, exist_ok=True)
+    argv = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o",
+            f"ConnectTimeout={AUDIT_TIMEOUT}", "-o", "ControlMaster=auto", "-o", "ControlPersist=60s",
+            "-o", f"ControlPath={_CONTROL_DIR / hashlib.sha256(target.encode()).hexdigest()[:16]}",
+            "-p", str(data["ssh_port"]), f"{data['ssh_user']}@{data['ssh_hostname']}"]
+    return [*argv, "sudo", "-n"] if data["ssh_user"] != "root" else argv
+
+
 def testinfra_host(server: Server) -> Any:
     """A testinfra host over ssh with a persistent connection (the lab's ssh_config for lab hosts)."""
     import testinfra
 
+    _reached.add(server.address)
     if server.lab_name:
         from schoolctl.lab import Lab
 

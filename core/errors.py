@@ -56,6 +56,13 @@ class RosterError(_Problems):
     footer = "nothing was imported."
 
 
+class PreflightError(_Problems):
+    """What a verb that connects to servers needs on this machine is not there (a lab host, a usable
+    vault): found before any connection, every problem at once."""
+
+    what = "set-up problem"
+
+
 class SettingError(SchoolctlError):
     """A SCHOOLCTL_* environment setting is not valid (checked before any command runs)."""
 

@@ -11,10 +11,12 @@ import secrets as _random
 import tempfile
 import unicodedata
 from pathlib import Path
-
-import yaml
+from typing import TYPE_CHECKING
 
 from schoolctl.errors import SecretError
+
+if TYPE_CHECKING:  # PyYAML is imported on first use: every verb imports this module, few read a vault
+    import yaml
 
 MASK = "********"
 SCOPE_KEY = "_scope"  # reserved name in every vault: the school (or 'fleet') the file belongs to
@@ -121,6 +123,8 @@ _YAML_WORD = re.compile(r"'(<[a-z ]+>|[^\w\s]|\\[a-z0])'")
 def _yaml_problem(e: yaml.YAMLError, text: str) -> tuple[int | None, str]:
     """The line and a description of a YAML error, without the text of the file (yaml's own message
     quotes the offending line)."""
+    import yaml
+
     if isinstance(e, yaml.reader.ReaderError):
         return text[:e.position].count("\n") + 1, "a control character YAML does not allow"
     if not isinstance(e, yaml.MarkedYAMLError):
@@ -132,11 +136,15 @@ def _yaml_problem(e: yaml.YAMLError, text: str) -> tuple[int | None, str]:
 
 
 def _is_string(node: yaml.Node) -> bool:
+    import yaml
+
     return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str"
 
 
 def _mapping(plain: bytes) -> tuple[dict[str, str], tuple[int | None, str] | None]:
     """(the `name: value` strings of a decrypted vault, None), or ({}, (line, what is wrong))."""
+    import yaml
+
     try:
         text = plain.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -184,9 +192,17 @@ def generate(length: int = 32) -> str:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    """Write atomically, readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """Write atomically, readable by the owner only; a folder that cannot be made or written is a
+    SecretError (exit 2) naming it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if path.is_dir():
+            raise IsADirectoryError(21, "it is a folder", str(path))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as e:
+        raise SecretError(f"cannot write {path}: {e.strerror or e}",
+                          "check the path (SCHOOLCTL_VAULT_KEY_FILE, SCHOOLCTL_SECRETS_DIR): its folder must be "
+                          "one you can write to") from None
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -208,6 +224,9 @@ class SecretStore:
     def init_key(self) -> bool:
         """Create the vault key if there is none. Returns True when it was created."""
         if self.key_file.exists():
+            if not self.key_file.is_file():
+                raise SecretError(f"the vault key {self.key_file} is not a file",
+                                  "move it aside, or set SCHOOLCTL_VAULT_KEY_FILE to the key file's path")
             return False
         _write_private(self.key_file, generate(64).encode())
         return True
@@ -254,8 +273,14 @@ class SecretStore:
             return {}
         from ansible.parsing.vault import AnsibleVaultError
 
+        if not path.is_file():
+            raise SecretError(f"the vault {path} is not a file", f"move it aside; a vault is the file {scope}.vault")
         try:
-            plain = self._lib().decrypt(path.read_bytes())
+            data = path.read_bytes()
+        except OSError as e:
+            raise SecretError(f"cannot read the vault {path}: {e.strerror or e}") from None
+        try:
+            plain = self._lib().decrypt(data)
         except AnsibleVaultError:
             raise SecretError(f"cannot decrypt {path}: wrong vault key ({self.key_file})?") from None
         data = _parse(plain, path, self.key_file)
@@ -320,6 +345,8 @@ class SecretStore:
     def _save(self, scope: str, values: dict[str, Secret]) -> None:
         """Write the vault of `scope`, marked as its own (`_scope: ID`, see load)."""
         data = {SCOPE_KEY: scope, **{k: v.reveal() for k, v in sorted(values.items()) if k != SCOPE_KEY}}
+        import yaml
+
         text = yaml.safe_dump(data, sort_keys=False)
         _write_private(self._path(scope), self._lib().encrypt(text.encode()))
 

@@ -282,7 +282,7 @@ def _steps(site: Site, rel: artifacts.Release) -> list[Step]:
         apply="\n".join([
             f"old=$(readlink {CURRENT} || true)",
             f'if [ -n "$old" ] && [ "$old" != {path} ] && [ -f "$old/.schoolctl-built" ]; then',
-            UP, upgrade.rollback_function(APP),
+            UP, upgrade.rollback_function(APP), upgrade.maintenance_lock(APP),
             f"  echo \"etherpad: upgrading ${{old##*/}} -> {rel.version}\" >&2",
             f"  systemctl stop {UNIT}",
             f"  if ! {{ {upgrade.dump(APP)}; }} >&2; then systemctl start {UNIT}; "

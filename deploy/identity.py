@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import re
+import shlex
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,7 @@ LDAPI = "ldapi:///"
 CERT_SCRIPT = "/usr/local/sbin/schoolctl-ldap-cert"
 CONFIG_SCRIPT = "/usr/local/sbin/schoolctl-slapd-config"
 TEACHERS, STUDENTS, CLASS_PREFIX = "teachers", "students", "class-"
+MUST_CHANGE = "pwdReset"   # ppolicy's flag on a person whose password is still the initial one
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,8 @@ class LdapSettings:
     bind_password: Secret       # .reveal() for the value; never log it
     bind_password_file: str     # the same on the server (root only, no trailing newline)
     ca_file: str
+    moodle_dn: str = ""         # cn=moodle,<base>: Moodle's own bind (reads like cn=apps; may set a
+                                # person's password, never read one: Moodle's password change page)
     user_filter: str = "(objectClass=inetOrgPerson)"
     uid_attr: str = "uid"
     mail_attr: str = "mail"
@@ -120,7 +124,7 @@ def ldap_settings(site: Site) -> LdapSettings:
         uri=f"ldaps://{HOST}:{PORT}", host=HOST, port=PORT, base_dn=base,
         people_dn=f"ou=people,{base}", groups_dn=f"ou=groups,{base}", suspended_dn=f"ou=suspended,{base}",
         bind_dn=f"cn=apps,{base}", bind_password=site.secret("ldap_apps"), bind_password_file=APPS_PASSWORD_FILE,
-        ca_file=CA_FILE)
+        ca_file=CA_FILE, moodle_dn=f"cn=moodle,{base}")
 
 
 # --- LDIF and password hashes (shared with cli/users.py) -------------------------------------
@@ -176,6 +180,9 @@ def layer(site: Site) -> Layer:
     config_ldif, tree_ldif, apps_ldif = (f"{CONF_DIR}/slapd-config.ldif", f"{CONF_DIR}/tree.ldif",
                                          f"{CONF_DIR}/apps-password.ldif")
     config_marker, apps_marker = f"{STATE_DIR}/config.applied", f"{STATE_DIR}/apps-password.applied"
+    moodle_ldif, moodle_pw_ldif = f"{CONF_DIR}/moodle-account.ldif", f"{CONF_DIR}/moodle-password.ldif"
+    moodle_marker = f"{STATE_DIR}/moodle-account.applied"
+    moodle_hash = stable_hash(site.secret("ldap_moodle").reveal(), s.moodle_dn)
     cert_marker = f"{STATE_DIR}/cert.applied"
     ous = [(s.people_dn, "people"), (s.groups_dn, "groups"), (s.suspended_dn, "suspended")]
     dc = s.base_dn.split(",", 1)[0].split("=", 1)[1]
@@ -190,7 +197,12 @@ def layer(site: Site) -> Layer:
                                  admin_hash=admin_hash), "0600", secret=True),
         File(tree_ldif, render("identity/tree.ldif.j2", s=s, dc=dc, org_line=ldif_line("o", site.school.name),
                                ous=ous, apps_hash=apps_hash), "0600", secret=True),
-        File(apps_ldif, render("identity/apps-password.ldif.j2", s=s, apps_hash=apps_hash), "0600", secret=True),
+        File(apps_ldif, render("identity/apps-password.ldif.j2", s=s, dn=s.bind_dn, apps_hash=apps_hash), "0600",
+             secret=True),
+        File(moodle_ldif, render("identity/moodle-account.ldif.j2", s=s, moodle_hash=moodle_hash), "0600",
+             secret=True),
+        File(moodle_pw_ldif, render("identity/apps-password.ldif.j2", s=s, dn=s.moodle_dn, apps_hash=moodle_hash),
+             "0600", secret=True),
         File(APPS_PASSWORD_FILE, apps_password, "0600", secret=True),
         File(CERT_SCRIPT, render("identity/ldap-cert.sh.j2", dir=TLS_DIR, names=names, san=san, script=CERT_SCRIPT,
                                  marker=cert_marker,
@@ -218,5 +230,11 @@ def layer(site: Site) -> Layer:
                  apply="systemctl enable slapd && systemctl restart slapd"),
             Step("LDAP apps account password", check=_applied(apps_ldif, apps_marker),
                  apply=f"ldapmodify {ldapi} -f {apps_ldif} >/dev/null && sha256sum < {apps_ldif} > {apps_marker}"),
+            # the entry is added once; later its password is replaced (the LDIF's hash changes with the secret)
+            Step("LDAP account Moodle binds with (cn=moodle)", check=_applied(moodle_pw_ldif, moodle_marker),
+                 apply=(f"if ldapsearch {ldapi} -LLL -s base -b {shlex.quote(s.moodle_dn)} dn >/dev/null 2>&1; "
+                        f"then ldapmodify {ldapi} -f {moodle_pw_ldif} >/dev/null; "
+                        f"else ldapadd {ldapi} -f {moodle_ldif} >/dev/null; fi && "
+                        f"sha256sum < {moodle_pw_ldif} > {moodle_marker}")),
         ],
     )

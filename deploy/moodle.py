@@ -42,6 +42,8 @@ CONFIG = f"{CURRENT}/config.php"
 TOOLS = f"{HOME}/schoolctl"                      # our own CLI scripts (root-owned, readable by moodle)
 SETTINGS_SCRIPT = f"{TOOLS}/settings.php"
 DELETE_SCRIPT = f"{TOOLS}/delete_user.php"
+CLASSES_SCRIPT = f"{TOOLS}/classes.php"
+COHORT_PREFIX = "schoolctl-"                     # a class's cohort idnumber: schoolctl-class-3a
 VAR = "/var/lib/moodle"
 DATAROOT = f"{VAR}/data"
 LANGDIR = f"{DATAROOT}/lang"                     # language packs (root-owned: PHP cannot change them)
@@ -90,11 +92,15 @@ def ldap_config(site: Site) -> dict[str, Any]:
     s = ldap_settings(site)
     cfg: dict[str, Any] = {
         "host_url": s.uri, "ldap_version": 3, "start_tls": 0, "ldapencoding": "utf-8", "pagesize": 250,
-        "bind_dn": s.bind_dn, "bind_pw": s.bind_password.reveal(), "user_type": "default",
+        # Moodle's own account: reads like cn=apps, and may set a person's password (never read one)
+        "bind_dn": s.moodle_dn, "bind_pw": site.secret("ldap_moodle").reveal(), "user_type": "default",
         "contexts": s.people_dn, "search_sub": 0, "opt_deref": 0, "user_attribute": s.uid_attr,
         "objectclass": "inetOrgPerson", "suspended_attribute": "", "memberattribute": s.member_attr,
+        # the password change page writes the new password into the directory (in cleartext over LDAPS:
+        # slapd's ppolicy hashes it), after checking the old one; a new account must change it at once
+        # (`users import` marks each new person, and an account Moodle creates from the directory too)
         "memberattribute_isdn": 1, "passtype": "plaintext", "preventpassindb": 1, "changepasswordurl": "",
-        "stdchangepassword": 0, "forcechangepassword": 0, "expiration": 0, "gracelogins": 0,
+        "stdchangepassword": 1, "forcechangepassword": 1, "expiration": 0, "gracelogins": 0,
         "auth_user_create": 0, "create_context": "", "creators": "", "ntlmsso_enabled": 0,
         # role mapping: the directory's teachers are course creators (synced at login and by the sync task)
         "coursecreatorcontext": s.teachers_dn,
@@ -139,6 +145,9 @@ def settings(site: Site) -> dict[str, dict[str, Any]]:
             "timezone": site.school.fleet.timezone, "supportemail": support.email, "supportname": support.name,
         },
         "logstore_standard": {"loglifetime": days, "logguests": 0},
+        # a pupil who leaves a class's cohort (the school-year move) keeps their work in its courses: the
+        # enrolment is suspended and its roles removed, not deleted (ENROL_EXT_REMOVED_SUSPENDNOROLES)
+        "enrol_cohort": {"unenrolaction": 3},
         "tool_log": {"enabled_stores": "logstore_standard"},
         "tool_dataprivacy": {
             "contactdataprotectionofficer": 1,
@@ -292,6 +301,7 @@ def switch_step(rel: artifacts.Release) -> Step:
         f"old=$(readlink {CURRENT} || true)",
         f'if [ -n "$old" ] && [ -e {INSTALLED} ] && {has_config}; then',
         *(f"  {line}" for line in upgrade.rollback_function(APP_UPGRADE).splitlines()),
+        *(f"  {line}" for line in upgrade.maintenance_lock(APP_UPGRADE).splitlines()),
         f"  echo \"moodle: upgrading ${{old##*/}} -> {rel.version}\" >&2",
         f"  {_cli(shlex.quote(HOME) + '/' + chr(34) + '$old' + chr(34), 'maintenance.php --enable')} >/dev/null",
         f"  if ! {{ {upgrade.dump(APP_UPGRADE)}; }} >&2; then "
@@ -383,6 +393,14 @@ def delete_user_command(site: Site, uid: str) -> str:
             f"else echo 'moodle: not installed, nothing to delete'; fi")
 
 
+def classes_command() -> str:
+    """Shell (as root, the payload of cli/users/classes.py on stdin): the classes as cohorts, and the
+    forced password change of who is still on the letter's password; nothing when Moodle is not
+    installed yet (the next import does it)."""
+    return (f"if [ -e {INSTALLED} ] && [ -f {CLASSES_SCRIPT} ]; then {php_cli(APP, CLASSES_SCRIPT)}; "
+            "else echo '{\"changes\": [], \"notes\": [\"not installed yet (deploy the school)\"]}'; fi")
+
+
 def _units(version: str) -> list[File]:
     ctx = {"user": service_user(APP), "php_version": PHP_VERSION, "code": code_dir(version), "installed": INSTALLED}
     return [File(f"/etc/systemd/system/moodle-{name}.{kind}", render(f"moodle/{name}.{kind}.j2", **ctx))
@@ -412,6 +430,7 @@ def layer(site: Site) -> Layer | None:
         File(ADMIN_SECRET, site.secret("moodle_admin").reveal(), "0600", secret=True),
         File(SETTINGS_SCRIPT, settings_php, "0644"),
         File(DELETE_SCRIPT, render("moodle/delete_user.php.j2", php=php, config=CONFIG), "0644"),
+        File(CLASSES_SCRIPT, render("moodle/classes.php.j2", php=php, config=CONFIG, prefix=COHORT_PREFIX), "0644"),
         # schoolctl's own plugins, in the release's code (so each version gets them)
         *plugin_files,
         *_units(rel.version),

@@ -38,12 +38,12 @@ from typing import Any
 
 from schoolctl.deploy import artifacts, upgrade
 from schoolctl.deploy.database import credentials, secret_file
-from schoolctl.deploy.identity import checked_uid, ldap_settings
+from schoolctl.deploy.identity import MUST_CHANGE, checked_uid, ldap_settings
 from schoolctl.deploy.php import FPM, PHP_VERSION, REDIS_SOCKET, pool_socket, service_user
 from schoolctl.deploy.render import integer, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step
-from schoolctl.deploy.web import server_block
+from schoolctl.deploy.web import CERT, server_block
 
 USER = service_user("nextcloud")
 HOME = "/var/lib/nextcloud"
@@ -57,6 +57,8 @@ SECRET_JSON = "/etc/schoolctl/secrets/nextcloud-config.json"
 ADMIN_PASSWORD_FILE = "/etc/schoolctl/secrets/nextcloud_admin"
 STATE_DIR = "/var/lib/schoolctl/nextcloud"
 CONFIG_SCRIPT = "/usr/local/sbin/schoolctl-nextcloud-config"
+CLASSES_SCRIPT = "/usr/local/sbin/schoolctl-nextcloud-classes"
+CLASSES_FOLDER = "Classes"                 # the admin's folder holding one shared folder per class
 ADMIN = "admin"
 LDAP_PREFIX = "s01"
 PHP = f"/usr/bin/php{PHP_VERSION}"
@@ -96,7 +98,10 @@ def ldap_app_config(site: Site) -> dict[str, str]:
         "ldap_base_groups": s.groups_dn,
         "ldap_userfilter_objectclass": "inetOrgPerson", "ldap_user_filter_mode": "1",
         "ldap_userlist_filter": people_filter,
-        "ldap_login_filter_mode": "1", "ldap_login_filter": f"(&{people_filter}({s.uid_attr}=%uid))",
+        # nobody logs in while still on the letter's password (pwdReset): Moodle, the hub, makes them
+        # change it first
+        "ldap_login_filter_mode": "1",
+        "ldap_login_filter": f"(&{people_filter}(!({MUST_CHANGE}=TRUE))({s.uid_attr}=%uid))",
         "ldap_loginfilter_username": "1", "ldap_attributes_for_user_search": s.uid_attr,
         "ldap_group_filter_mode": "1", "ldap_group_filter": s.group_filter,
         "ldap_groupfilter_objectclass": "groupOfNames", "ldap_group_member_assoc_attribute": s.member_attr,
@@ -218,6 +223,13 @@ def delete_user_command(site: Site, uid: str) -> str:
             f"fi")
 
 
+def classes_command() -> str:
+    """Shell (as root, the payload of cli/users/classes.py on stdin): each class's folder shared to its
+    group; nothing when Nextcloud is not installed yet (the next import does it)."""
+    return (f"if [ -f {CURRENT}/config/config.php ] && [ -x {CLASSES_SCRIPT} ]; then {CLASSES_SCRIPT}; "
+            "else echo '{\"changes\": [], \"notes\": [\"not installed yet (deploy the school)\"]}'; fi")
+
+
 def _installed_check() -> str:
     return f"grep -Eq \"'installed' => true\" {CURRENT}/config/config.php"
 
@@ -247,6 +259,7 @@ def upgrade_script(rel: artifacts.Release) -> str:
     old = '"$old"'
     return "\n".join([
         upgrade.rollback_function(APP),
+        upgrade.maintenance_lock(APP),
         f"echo \"nextcloud: upgrading ${{old##*/}} -> {rel.version}\" >&2",
         f"{occ_in(old, 'maintenance:mode --on')} >/dev/null",
         f"if ! {{ {upgrade.dump(APP)}; }} >&2; then {occ_in(old, 'maintenance:mode --off')} >/dev/null; "
@@ -352,6 +365,8 @@ def layer(site: Site) -> Layer | None:
         File(CONFIG_SCRIPT, render("nextcloud/config.py.j2", wanted=WANTED, current=CURRENT, user=USER, php=PHP,
                                    disabled=list(DISABLED_APPS), enabled=list(ENABLED_APPS),
                                    arrays=array_config(site)), "0755"),
+        File(CLASSES_SCRIPT, render("nextcloud/classes.py.j2", base=f"https://{site.fqdn('nextcloud')}", admin=ADMIN,
+                                    password_file=ADMIN_PASSWORD_FILE, folder=CLASSES_FOLDER, cert=CERT), "0700"),
         File("/etc/systemd/system/nextcloud-cron.service",
              render("nextcloud/cron.service.j2", user=USER, php=PHP, current=CURRENT)),
         File("/etc/systemd/system/nextcloud-cron.timer", render("nextcloud/cron.timer.j2")),

@@ -25,6 +25,8 @@ APT = ("DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=300 
 PENDING = "/var/lib/schoolctl/pending"
 
 _changes: dict[str, list[dict[str, Any]]] = {}
+# fact outputs read ahead in one command (prefetch), per host: {fact command: stdout lines}
+_ahead: dict[str, dict[str, list[str]]] = {}
 
 
 def changes(name: str) -> list[dict[str, Any]]:
@@ -124,6 +126,92 @@ class StepChecks(FactBase):
         return []
 
 
+# --- reading every fact of a deploy in one command ----------------------------------------------
+
+def path_fact_paths(files: list[File], directories: list[Directory]) -> tuple[tuple[str, ...], str]:
+    """The paths `paths()` reads (its own, and the marker of handlers left pending), and the marker."""
+    all_paths = tuple(dict.fromkeys([d.path for d in directories] + [f.path for f in files]))
+    marker = f"{PENDING}/{hashlib.sha256(' '.join(all_paths).encode()).hexdigest()[:16]}"
+    return (*all_paths, marker), marker
+
+
+def fact_commands(rounds: list[Any]) -> list[str]:
+    """The fact command of every operation `school_deploy(rounds)` runs (deploy/school.py), in order."""
+    found: list[str] = []
+    for r in rounds:
+        if r.pre_files:
+            found.append(PathStates().command(paths=path_fact_paths(r.pre_files, [])[0]))
+        if r.pre_steps:
+            found.append(StepChecks().command(checks=tuple(s.check for s in r.pre_steps)))
+        if r.packages:
+            found.append(PackageStates().command(packages=tuple(r.packages)))
+        if r.files or r.directories:
+            found.append(PathStates().command(paths=path_fact_paths(r.files, r.directories)[0]))
+        if r.services:
+            found.append(UnitStates().command(units=tuple(unit_name(s.name) for s in r.services)))
+        if r.steps:
+            found.append(StepChecks().command(checks=tuple(s.check for s in r.steps)))
+    return found
+
+
+def prefetch_script(before: str, commands: list[str], token: str) -> str:
+    """One shell script: `before` (its output first), then each fact command with its output and
+    exit status after a `token` line; stdin closed and stderr dropped as pyinfra's facts do."""
+    parts = [f"{{\n{before}\n}} </dev/null", f"echo '{token} -'"] if before else []
+    for i, command in enumerate(commands):
+        parts.append(f"( {command}\n) </dev/null 2>/dev/null; echo \"{token} {i} $?\"")
+    return "\n".join(parts)
+
+
+def parse_prefetch(lines: list[str], commands: list[str], token: str) -> tuple[list[str], dict[str, list[str]]]:
+    """(the lines of `before`, {fact command: its stdout lines}) from `prefetch_script`'s output; a
+    fact that exited non-zero is left out (read live, with pyinfra's own handling)."""
+    before: list[str] = []
+    outputs: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in lines:
+        head, found, tail = line.partition(token)
+        if not found:
+            current.append(line)
+            continue
+        if head:  # output without a final newline: the token line was glued to it
+            current.append(head)
+        index, _, status = tail.strip().partition(" ")
+        if index == "-":
+            before = current
+        elif index.isdigit() and int(index) < len(commands) and status == "0":
+            outputs.setdefault(commands[int(index)], current)
+        current = []
+    return before, outputs
+
+
+def prime(name: str, outputs: dict[str, list[str]]) -> None:
+    """Let host `name`'s operations use these fact outputs until one of them changes something."""
+    _ahead[name] = dict(outputs)
+
+
+def forget(name: str) -> None:
+    _ahead.pop(name, None)
+
+
+def _fact(cls: type[FactBase], **kwargs: Any) -> Any:
+    """The fact read ahead for this host when nothing has changed since, else read live."""
+    ahead = _ahead.get(host.name)
+    if ahead is not None:
+        fact = cls()
+        lines = ahead.get(fact.command(**kwargs))
+        if lines is not None:
+            return fact.process(lines) if lines else fact.default()
+    return host.get_fact(cls, **kwargs)
+
+
+def _changing() -> None:
+    """An operation is about to change the server: what was read ahead may no longer hold. (A plan
+    runs no command: its read-ahead stays valid, and it is kept.)"""
+    if not host.state.check_for_changes:
+        forget(host.name)
+
+
 # --- operations ------------------------------------------------------------------------------
 
 UNIT_TYPES = (".service", ".socket", ".timer", ".target", ".path", ".mount", ".slice", ".scope")
@@ -138,8 +226,10 @@ def unit_name(name: str) -> str:
 def packages(names: list[str]) -> Iterator[Any]:
     """Install Debian packages (waiting up to 5 minutes for another apt's lock), repairing an
     interrupted dpkg first."""
-    state = host.get_fact(PackageStates, packages=tuple(names))
+    state = _fact(PackageStates, packages=tuple(names))
     missing = [n for n in names if n not in state["installed"]]
+    if state["interrupted"] or missing:
+        _changing()
     if state["interrupted"]:
         _record("repair", "dpkg", "finish an interrupted package installation")
         yield f"{APT} -f install || dpkg --configure -a"
@@ -187,10 +277,9 @@ def file_changes(files: list[File], dirs: list[Directory], states: dict[str, dic
 def paths(files: list[File], directories: list[Directory]) -> Iterator[Any]:
     """Directories and files with exact content, mode and owner, all checked in one command and
     written in one upload; then reload/restart the units whose files changed."""
-    all_paths = tuple(dict.fromkeys([d.path for d in directories] + [f.path for f in files]))
-    # handlers still owed by an earlier run that died or failed a check after writing its files
-    marker = f"{PENDING}/{hashlib.sha256(' '.join(all_paths).encode()).hexdigest()[:16]}"
-    states = host.get_fact(PathStates, paths=(*all_paths, marker))
+    # the marker: handlers still owed by an earlier run that died or failed a check after writing its files
+    read, marker = path_fact_paths(files, directories)
+    states = _fact(PathStates, paths=read)
     pending = marker in states
     fix_dirs, write, perms = file_changes(files, directories, states)
     remove = [f for f in write if f.absent]
@@ -210,6 +299,8 @@ def paths(files: list[File], directories: list[Directory]) -> Iterator[Any]:
         _record("handlers", "reloads and checks left pending by an earlier run", "run them again")
         touched = list(dict.fromkeys([*touched, *files]))
     handlers = any(f.check or f.then or f.reload or f.restart for f in touched)
+    if touched or fix_dirs:
+        _changing()
     if handlers and not pending:
         yield f"install -d -m 0700 {PENDING} && touch {marker}"
     if fix_dirs:
@@ -245,7 +336,7 @@ def paths(files: list[File], directories: list[Directory]) -> Iterator[Any]:
 @operation(is_idempotent=True)
 def services(units: list[Service]) -> Iterator[Any]:
     """Units enabled and running (or stopped and disabled), checked in one command."""
-    states = host.get_fact(UnitStates, units=tuple(unit_name(s.name) for s in units))
+    states = _fact(UnitStates, units=tuple(unit_name(s.name) for s in units))
     commands = []
     for s in units:
         name = unit_name(s.name)
@@ -261,6 +352,8 @@ def services(units: list[Service]) -> Iterator[Any]:
         elif not s.running and (enabled or active) and st.get("LoadState") == "loaded":
             _record("service", name, "stop and disable")
             commands.append(f"systemctl disable --now {shlex.quote(name)}")
+    if commands:
+        _changing()
     yield from commands
 
 
@@ -273,10 +366,12 @@ def guarded(step: Step) -> str:
 def steps(items: list[Step]) -> Iterator[Any]:
     """Guarded steps: every check runs in one command; each step still to do runs its `apply`,
     re-checking first (an earlier step may have satisfied it)."""
-    done = host.get_fact(StepChecks, checks=tuple(s.check for s in items))
+    done = _fact(StepChecks, checks=tuple(s.check for s in items))
     todo = [s for s, ok in zip(items, done + [False] * (len(items) - len(done)), strict=True) if not ok]
     for step in todo:
         _record("step", step.name)
+    if todo:
+        _changing()
     for step in todo:
         if step.upload:
             yield FileUploadCommand(step.upload[0], step.upload[1])

@@ -29,6 +29,10 @@ from schoolctl.deploy.render import plain_name
 from schoolctl.deploy.state import Step
 
 POINTS = "/var/lib/schoolctl/rollback"
+# held by every upgrade and by the backup program (templates/backup/schoolctl-backup.py) for as long as
+# an app may be in maintenance mode, so neither ends the other's maintenance nor archives a half-upgrade
+MAINTENANCE_LOCK = "/run/lock/schoolctl-maintenance.lock"
+MAINTENANCE_WAIT = 1800
 MARKER = "schoolctl-rolled-back:"
 GUARD = "upgrade path: "
 MARKER_LINE = re.compile(r"^" + re.escape(MARKER) + r" ([a-z]+) (\S+)\s*$", re.M)
@@ -107,6 +111,15 @@ def guard_step(app: App, target: str, school: str, one_major: bool = False) -> S
 
 def is_guard(step: Step) -> bool:
     return step.name.startswith(GUARD)
+
+
+def maintenance_lock(app: App, fail: str = "exit 1") -> str:
+    """Shell: take the maintenance lock for the rest of the script (fd 9), waiting for a running backup
+    up to MAINTENANCE_WAIT seconds, else `fail` with nothing changed."""
+    return (f"exec 9>{MAINTENANCE_LOCK}\n"
+            f"if ! flock -w {MAINTENANCE_WAIT} 9; then echo \"{app.name}: a backup of this server has held "
+            f"{MAINTENANCE_LOCK} for {MAINTENANCE_WAIT // 60} minutes; nothing changed, try again later\" >&2; "
+            f"{fail}; fi")
 
 
 def save_point(app: App, target: str) -> str:
@@ -193,7 +206,9 @@ def describe_command(app: App) -> str:
 def rollback_command(app: App) -> str:
     """Shell (root) for `schoolctl rollback`: the rollback, run; the result's code as the last line of
     stdout (`schoolctl-rc=<code>`), always exit 0."""
-    return f"set +e\n{rollback_function(app)}\nschoolctl_rollback; rc=$?\necho \"{RC}$rc\"; exit 0"
+    busy = f'echo "{RC}{FAILED}"; exit 0'
+    return (f"set +e\n{rollback_function(app)}\n{maintenance_lock(app, busy)}\n"
+            f"schoolctl_rollback; rc=$?\necho \"{RC}$rc\"; exit 0")
 
 
 def result_code(stdout: str) -> int | None:

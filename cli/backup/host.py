@@ -24,6 +24,21 @@ class Enrolment:
     changed: bool
 
 
+NO_PASSPHRASE = ("was it ever deployed with `backup:` in fleet.yaml? its vault holds the passphrase that "
+                 "opens its archives; deploy the school first")
+
+
+def passphrase(school_id: str, store: SecretStore, required: bool = True) -> str | None:
+    """The school's repository passphrase from its vault (BackupError, exit 2, when it has none and
+    it is `required`; None otherwise)."""
+    found = store.load(school_id).get("backup_passphrase")
+    if found is None:
+        if required:
+            raise BackupError(f"{school_id} has no backup passphrase in its vault", NO_PASSPHRASE, usage=True)
+        return None
+    return found.reveal()
+
+
 def session(site: Site) -> Session:
     b = site.school.backup
     assert b is not None
@@ -60,16 +75,14 @@ def ensure_repository(site: Site, store: SecretStore) -> bool:
     vault = store.load(site.id)
     if vault.get("backup_repo_key") is not None:
         return False
-    passphrase = vault.get("backup_passphrase")
-    if passphrase is None:
-        raise BackupError(f"{site.id} has no backup passphrase in its vault yet", "deploy the school first")
+    secret = passphrase(site.id, store)
     with session(site) as s:
-        ok, out, err = s.run(backup.init_command(site), stdin=passphrase.reveal() + "\n", timeout=300)
+        ok, out, err = s.run(backup.init_command(site), stdin=f"{secret}\n", timeout=300)
     if not ok or "BORG_KEY" not in out:
         raise BackupError(f"cannot create the repository of {site.id} on the backup host: "
                           f"{(err or out).strip()[-300:]}")
     with session(site) as s:  # an existing repository must open with this vault's passphrase
-        opened, _, why = s.run(backup.admin_borg(site, "--lock-wait 60 info"), stdin=passphrase.reveal() + "\n")
+        opened, _, why = s.run(backup.admin_borg(site, "--lock-wait 60 info"), stdin=f"{secret}\n")
     if not opened:
         raise BackupError(f"the repository {backup.repository_path(site)} on the backup host does not open with "
                           f"{site.id}'s passphrase: {why.strip()[-200:]}",
@@ -103,10 +116,7 @@ def prune(site: Site, store: SecretStore) -> dict:
     append-only key: nothing is compacted, so they can still be brought back; README, Backups)."""
     b = site.school.backup
     assert b is not None
-    passphrase = store.load(site.id).get("backup_passphrase")
-    if passphrase is None:
-        raise BackupError(f"{site.id} has no backup passphrase in its vault", "deploy the school first")
-    secret = passphrase.reveal()
+    secret = passphrase(site.id, store)
     r = b.retention
     with session(site) as s:
         now = archives(site, s, secret)
@@ -136,11 +146,11 @@ def prune(site: Site, store: SecretStore) -> dict:
 
 def remember(site: Site, store: SecretStore) -> None:
     """Add the repository's archives as they are now to the ledger (after an archive was taken)."""
-    passphrase = store.load(site.id).get("backup_passphrase")
-    if passphrase is None:
+    secret = passphrase(site.id, store, required=False)
+    if secret is None:
         return
     with session(site) as s:
-        now = archives(site, s, passphrase.reveal())
+        now = archives(site, s, secret)
         seen = _ledger(site, s)
         seen.update({a["id"]: a["name"] for a in now})
         s.run(f"umask 077 && cat > {shlex.quote(ledger_path(site))}", stdin=json.dumps({"archives": seen}))

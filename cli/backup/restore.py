@@ -16,11 +16,15 @@ from schoolctl.cli.backup import host
 from schoolctl.cli.backup.school import checked_archive, program
 from schoolctl.config.model import EffectiveSchool, Server
 from schoolctl.connect import Session
+from schoolctl.deploy.backup import SCRIPT
 from schoolctl.errors import BackupError
 from schoolctl.secrets import SecretStore
 
 MARKER = "/var/lib/schoolctl/restoring"
+BUSY = "busy:"
 HOLDS_DATA = (
+    # a restore an interrupted run left going on the server (its SSH session gone): let it finish first
+    f"if pgrep -f '{SCRIPT} [r]estore ' >/dev/null; then echo {BUSY}; exit 0; fi\n"
     f"if [ -s {MARKER} ]; then echo \"restoring $(cat {MARKER})\"; exit 0; fi\n"
     "d=''\n"
     "for p in /var/lib/moodle/data/filedir /var/lib/nextcloud/data; do "
@@ -38,12 +42,9 @@ def latest_archive(school: EffectiveSchool, store: SecretStore, wanted: str | No
     from schoolctl.deploy.sites import build_site
 
     site = build_site(school, store, readonly=True)
-    passphrase = store.load(school.id).get("backup_passphrase")
-    if passphrase is None:
-        raise BackupError(f"{school.id} has no backup passphrase in its vault", "was it ever deployed with "
-                          "`backup:` in fleet.yaml? the vault of the school is needed to read its archives", usage=True)
+    secret = host.passphrase(school.id, store)
     with host.session(site) as s:
-        names = [a["name"] for a in host.archives(site, s, passphrase.reveal())
+        names = [a["name"] for a in host.archives(site, s, secret)
                  if not a["name"].endswith(".checkpoint")]
     if wanted:
         if checked_archive(wanted) not in names:
@@ -77,6 +78,9 @@ def restore(school: EffectiveSchool, target: Server, store: SecretStore, archive
         found = out.strip().splitlines()[-1] if out.strip() else ""
         if not ok:
             raise BackupError(f"cannot inspect {target.address}: {(err or out).strip()[-300:]}")
+        if found == BUSY:
+            raise BackupError(f"{target.address}: a restore is still putting data back there (an earlier, "
+                              "interrupted run's)", "wait until it ends, then run the restore again")
         if found.startswith("data:") and found[5:].strip() and not force:
             raise BackupError(f"{target.address} already holds school data ({found[5:].strip()})",
                               "restore onto an empty server, or add --force to replace its data (what is there now "

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from schoolctl.cli.context import get
+from schoolctl.cli.context import get, preflight
 from schoolctl.cli.options import PARALLEL_DEFAULT as PARALLEL
 from schoolctl.cli.options import All, Limit, Parallel
 from schoolctl.cli.output import Board, err, fail, out, say
 from schoolctl.secrets import redact
+
+if TYPE_CHECKING:  # rich's table is imported by the verb: `--help`, `validate` and `list` load this module too
+    from rich.table import Table
 
 app = typer.Typer()
 
@@ -23,6 +24,9 @@ COLOURS = {"pass": "green", "fail": "red", "accepted": "magenta", "error": "yell
 
 
 def summary_table(audits) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
     t = Table("school", "status", "pass", "fail", "accepted", "error", "n/a", "time", "failing controls")
     for a in audits:
         c = a.counts()
@@ -36,6 +40,9 @@ def summary_table(audits) -> Table:
 def accepted_table(audits) -> Table | None:
     """The accepted risks (failing controls the fleet accepts until a date), with reason and date;
     None when there are none."""
+    from rich.markup import escape
+    from rich.table import Table
+
     t = Table("school", "accepted control", "until", "by", "reason", "observed")
     for a in audits:
         for r in a.controls:
@@ -87,6 +94,9 @@ def audit(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit =
     unknown = [c for c in control or [] if c not in controls]
     if unknown:
         fail(f"unknown control(s) {', '.join(unknown)}; known: {', '.join(sorted(controls))}")
+    if output is not None and fmt == "table":
+        fail(f"--output {output}: the table is printed on the terminal; give --format json, junit or html to "
+             "write a report file")
     if output is not None:  # a report that cannot be written is bad input: said before any server is asked
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +105,7 @@ def audit(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit =
         if output.is_dir():
             fail(f"--output {output} is a folder; give a file name, e.g. {output / 'audit.html'}")
     config, schools = get(ctx).chosen(ids, limit, all_)
+    preflight(schools)  # their lab hosts, before any connection
     err.print(f"auditing {len(schools)} school(s)...", highlight=False)
     with Board([s.id for s in schools]) as board:
         audits = audit_all(schools, progress=board, parallel=parallel, only=control or None)

@@ -8,10 +8,16 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from schoolctl.cli.context import get
-from schoolctl.cli.json_out import emit
+from schoolctl.cli.context import get, preflight
 from schoolctl.cli.options import All, Ids, Json, Limit, Yes
 from schoolctl.cli.output import confirm, fail, say, warn
+
+
+def emit(verb: str, payload: dict[str, Any]) -> None:
+    """schoolctl.cli.json_out.emit, imported on first use (importlib.metadata: `--help` starts fast)."""
+    from schoolctl.cli.json_out import emit as write
+
+    write(verb, payload)
 
 
 class _TakeByDefault(TyperGroup):
@@ -31,12 +37,16 @@ verbs = typer.Typer()
 
 
 
-def _schools(ctx: typer.Context, ids: list[str] | None, all_: bool, limit: list[str] | None = None) -> list[Any]:
-    """The schools named, or --all, narrowed by --limit; each must have a backup host."""
+def _schools(ctx: typer.Context, ids: list[str] | None, all_: bool, limit: list[str] | None = None,
+             servers: bool = True) -> list[Any]:
+    """The schools named, or --all, narrowed by --limit; each must have a backup host, and (with
+    `servers`) its lab host running when it is one (context.preflight; a restore needs neither)."""
     schools = get(ctx).chosen(ids, limit, all_)[1]
     missing = [s.id for s in schools if s.backup is None]
     if missing:
         fail(f"the fleet names no backup host for {', '.join(missing)}", 2)
+    if servers:
+        preflight(schools)  # their lab hosts, before any connection
     return schools
 
 
@@ -193,7 +203,7 @@ def restore(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar
     from schoolctl.config.model import Server
     from schoolctl.secrets import SecretStore
 
-    [school] = _schools(ctx, [school_id], False)
+    [school] = _schools(ctx, [school_id], False, servers=False)  # the school's own server may be gone
     try:
         target = Server(address=to)
     except ValidationError as e:

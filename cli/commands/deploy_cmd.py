@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from schoolctl.cli.context import get
-from schoolctl.cli.json_out import emit
+from schoolctl.cli.context import get, preflight
 from schoolctl.cli.options import PARALLEL_DEFAULT as PARALLEL
 from schoolctl.cli.options import All, Ids, Json, Limit, Parallel, Yes
 from schoolctl.cli.output import Board, confirm, err, out
-from schoolctl.cli.plan_view import releases_json, show_plan
 from schoolctl.secrets import redact
+
+# rich's table and markup, the JSON writer (importlib.metadata) and the plan view (difflib) are imported
+# by the verbs that use them: `--help`, `validate` and `list` load this module too
 
 app = typer.Typer()
 
@@ -23,7 +22,19 @@ def _schools(ctx: typer.Context, ids: list[str] | None, all_: bool, limit: list[
     return get(ctx).chosen(ids, limit, all_)[1]
 
 
+def exit_code(results) -> int:
+    """1 when a server failed or an app was left out; 2 when every failure was bad set-up found before
+    its server was touched (a vault that does not open, a wrong mirror file), as the README promises."""
+    failed = [r for r in results if r.status == "failed"]
+    if failed and all(r.exit_code == 2 for r in failed) and not any(r.skipped for r in results):
+        return 2
+    return 1
+
+
 def _summary(results) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     t = Table("school", "result", "changes", "time", "error")
     for r in results:
         colour = {"failed": "red", "changed": "yellow", "unchanged": "green"}.get(r.status, "")
@@ -67,10 +78,13 @@ def plan(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit = 
     """Show, per school, what a deploy would change (operations and file diffs, no secrets), and
     the releases it is configured to run that are past upstream's security support or have a
     known vulnerability (fleet.yaml `support:`; `accept:` marks the accepted ones)."""
+    from schoolctl.cli.json_out import emit
+    from schoolctl.cli.plan_view import releases_json, show_plan
     from schoolctl.cli.runner import run
     from schoolctl.releases import reviewed, today
 
     schools = _schools(ctx, ids, all_, limit)
+    preflight(schools)  # their lab hosts, before any connection
     found = {s.id: reviewed(s, today(s.fleet)) for s in schools}
     with Board([s.id for s in schools]) as board:
         results = run(schools, plan=True, progress=board, parallel=parallel)
@@ -82,17 +96,19 @@ def plan(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit = 
             show_plan(r, found.get(r.school, []))
         _skipped(results)
     if any(r.status == "failed" for r in results):
-        raise typer.Exit(1)
+        raise typer.Exit(exit_code(results))
 
 
 @app.command()
 def deploy(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit = None,
            parallel: Parallel = PARALLEL, yes: Yes = False, as_json: Json = False) -> None:
     """Apply the configuration to the schools' servers, concurrently; exit 1 if any school failed."""
+    from schoolctl.cli.json_out import emit
     from schoolctl.cli.runner import run
 
     schools = _schools(ctx, ids, all_, limit)
     confirm(f"Deploy {', '.join(s.id for s in schools)}?", yes, "pass --yes to deploy without asking")
+    preflight(schools)  # their lab hosts, before any connection
     with Board([s.id for s in schools]) as board:
         results = run(schools, plan=False, progress=board, parallel=parallel)
     _journal(results, all_)
@@ -101,4 +117,4 @@ def deploy(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit 
     else:
         _summary(results)
     if any(r.status == "failed" or r.skipped for r in results):
-        raise typer.Exit(1)
+        raise typer.Exit(exit_code(results))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import date
 from enum import StrEnum
@@ -162,17 +163,18 @@ def new(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="ID
     c = get(ctx)
     if not re.match(SCHOOL_ID, school_id):
         fail(f"'{school_id}' is not a valid school id: use lowercase letters, digits and '-' (2 to 40)")
-    for option, value in (("--name", name or ""), ("--district", district)):
-        if any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+    for option, value in (("--name", name), ("--district", district)):
+        if value is not None and not value.strip():
+            fail(f"{option} is empty; give the text, or leave {option} out for the default")
+        if any(0xD800 <= ord(ch) <= 0xDFFF for ch in value or ""):
             fail(f"{option} is not valid UTF-8 text")
     path = c.schools_dir / f"{school_id}.yaml"
     if path.exists() or (c.schools_dir / f"{school_id}.yml").exists() or f"{school_id}.yaml" in FLEET_FILES:
         fail(f"{shown_path(path)} already exists; edit it, or choose another id")
     if not any((c.schools_dir / f).exists() for f in FLEET_FILES):
         fleet = c.schools_dir / FLEET_FILES[0]
-        c.schools_dir.mkdir(parents=True, exist_ok=True)
-        fleet.write_text(starter_fleet((templates() / "starter" / "fleet.yaml").read_text(encoding="utf-8")),
-                         encoding="utf-8")
+        _write(fleet, starter_fleet((templates() / "starter" / "fleet.yaml").read_text(encoding="utf-8")),
+               mkdir=True)
         say(f"wrote {shown_path(fleet)}: the example city's settings; set your domain, technicians, TLS and "
             "artifact pins there before a real deploy")
     domain = load(c.schools_dir).fleet.domain
@@ -181,13 +183,38 @@ def new(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="ID
     text = STARTER.format(id=school_id, quoted_id=_quoted(school_id), lab=lab, name=_quoted(name),
                           district=_quoted(district), domain=domain,
                           title="".join(ch for ch in name if ch.isprintable()))
-    path.write_text(text, encoding="utf-8")
+    _write(path, text)
     try:
         load(c.schools_dir, [school_id])
     except ConfigError:
         path.unlink()
         raise
     say(f"wrote {shown_path(path)}; edit it, then `schoolctl validate {school_id}`")
+
+
+def _write(path: Path, text: str, mkdir: bool = False) -> None:
+    """Write a file the user asked for; a folder that cannot be made or written is exit 2 naming it."""
+    from schoolctl.config.loader import shown_path
+
+    try:
+        if mkdir:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        fail(f"cannot write {shown_path(path)}: {e.strerror or e} (choose a folder you can write to)")
+
+
+def writable_output(output: Path) -> None:
+    """Refuse (exit 2), before any work, an --output that names a folder or lies where no file can be
+    written; its missing parent folders are made."""
+    if output.is_dir():
+        fail(f"--output {output} is a folder; give a file name, e.g. {output / 'inventory.json'}")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"--output {output}: cannot make its folder: {e.strerror or e} (choose a folder you can write to)")
+    if not os.access(output.parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        fail(f"--output {output}: the file cannot be written here (choose a folder you can write to)")
 
 
 @app.command()
@@ -209,7 +236,8 @@ class InventoryFormat(StrEnum):
 
 @app.command()
 def inventory(ctx: typer.Context,
-              fmt: Annotated[InventoryFormat, typer.Option("--format", help="Output format.")] = InventoryFormat.json,
+              fmt_name: Annotated[str, typer.Option("--format", metavar="pyinfra|ansible|json",
+                                                    help="Output format.")] = InventoryFormat.json.value,
               as_json_: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
               limit: Limit = None,
               output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to a file.")] = None) -> None:
@@ -219,8 +247,13 @@ def inventory(ctx: typer.Context,
 
     from schoolctl.inventories.build import as_ansible, as_json, as_pyinfra
 
+    if fmt_name not in set(InventoryFormat):  # checked here: typer's own message for an enum is pydantic's
+        fail(f"unknown format {fmt_name!r}: use one of {', '.join(InventoryFormat)}")
+    fmt = InventoryFormat(fmt_name)
     if as_json_ and fmt is not InventoryFormat.json:
         fail(f"--json and --format {fmt.value} ask for two formats; give one")
+    if output:
+        writable_output(output)
     config, chosen = get(ctx).chosen(None, limit, default_all=True)
     notes: list[str] = []
     if fmt is InventoryFormat.pyinfra:
@@ -232,7 +265,7 @@ def inventory(ctx: typer.Context,
     for note in notes:
         warn(note)
     if output:
-        output.write_text(text, encoding="utf-8")
+        _write(output, text)
         say(f"wrote {output}")
     else:
         out.file.write(text)

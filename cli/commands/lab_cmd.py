@@ -55,7 +55,7 @@ def _table(rows: list[tuple[str, ...]]) -> str:
 @_errors
 def up(
     names: list[str] = typer.Argument(..., help="Host names (lowercase letters, digits, dashes)."),
-    timeout: float = typer.Option(90.0, help="Seconds to wait for each boot."),
+    timeout: float = typer.Option(90.0, min=1, help="Seconds to wait for each boot."),
 ) -> None:
     """Boot lab hosts (a running one is left alone) and wait until they answer over SSH."""
     lab = _lab()
@@ -68,6 +68,10 @@ def up(
 @_errors
 def down(names: list[str] = typer.Argument(None, help="Hosts to remove; all when none given.")) -> None:
     """Stop and remove lab hosts; with none left, the services and the bridge go too."""
+    from schoolctl.lab.names import validate_name
+
+    for name in names or []:  # a bad name is refused before the lab's state is touched (its lock made)
+        validate_name(name)
     removed = _lab().down(names or None)
     typer.echo(f"removed: {', '.join(removed)}" if removed else "nothing to remove")
 

@@ -23,7 +23,9 @@ def letters(ctx: typer.Context,
             passwords: Annotated[Path | None, typer.Option(
                 "--passwords", metavar="FILE.vault",
                 help="The import's encrypted passwords file (default: the school's newest).")] = None,
-            force: Annotated[bool, typer.Option("--force", help="Replace FILE.pdf when it exists.")] = False) -> None:
+            force: Annotated[bool, typer.Option("--force", help="Replace FILE.pdf when it exists.")] = False,
+            layout: Annotated[Literal["page", "slips"], typer.Option(
+                "--layout", help="A page per person, or four cut-out slips per page.")] = "page") -> None:
     """One letter per new person of a roster import (school, name, username, initial password, where
     to log in, what to do first), grouped by class, each class with its list of names first. Made
     from the import's encrypted passwords file; the PDF is written 0600 and holds the passwords:
@@ -46,7 +48,7 @@ def letters(ctx: typer.Context,
         Secret(a.password)  # registered with the redactor: masked wherever it might be printed
     classes = by_class(accounts, groups or ())
     language = lang or school.languages[0]
-    data = render(classes, school.name, f"https://{school.domain}/", language)
+    data = render(classes, school.name, f"https://{school.domain}/", language, layout)
     write_letters(output, data, force)
     for uid, chars in missing_letters(a for people in classes.values() for a in people).items():
         warn(f"note: the letter of {uid} lacks {chars!r} of the name (the font has no such letters): write it by "
@@ -54,4 +56,4 @@ def letters(ctx: typer.Context,
     n = sum(len(p) for p in classes.values())
     say(f"{school.id}: {n} letter(s) for {len(classes)} class(es) "
         f"({', '.join(g or '-' for g in classes)}) from {source.name} written to {output} (0600, language "
-        f"{language}); it holds initial passwords: give it to the school's secretary only")
+        f"{language}, {layout} layout); it holds initial passwords: give it to the school's secretary only")

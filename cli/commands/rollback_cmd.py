@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from schoolctl.cli.context import get
-from schoolctl.cli.json_out import emit
+from schoolctl.cli.context import get, preflight
 from schoolctl.cli.output import fail, say, warn
 
 app = typer.Typer()
@@ -38,6 +37,7 @@ def rollback(ctx: typer.Context,
     release, the dump taken just before the upgrade restored, services restarted, maintenance mode
     off. Refuses (exit 2) when there is no previous release or no dump. What was written in the app
     since the upgrade is lost (the database goes back to the dump)."""
+    from schoolctl.cli.json_out import emit
     from schoolctl.connect import Session
     from schoolctl.deploy import upgrade
 
@@ -46,6 +46,7 @@ def rollback(ctx: typer.Context,
     school = get(ctx).config([school_id]).select([school_id])[0]
     if not school.has(app_name):
         fail(f"{school_id} has no {app_name} (services.{app_name} in its school file)")
+    preflight([school])  # its lab host, before any connection
     spec = upgrade_app(app_name)
     with Session(school.server, school.id) as srv:
         ok, stdout, stderr = srv.run(upgrade.describe_command(spec), timeout=120)

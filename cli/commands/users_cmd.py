@@ -25,8 +25,12 @@ def _lines(result: Any) -> list[str]:
     grace = timedelta(days=result.grace_days)
     rows = [f"  + add      {uid:<24} {p.role}{' ' + p.group if p.group else ''}" for uid, p in plan.add]
     for c in plan.change:
-        what = ", ".join(f"{f} {old or '-'} -> {new or '-'}" for f, (old, new) in c.fields.items())
-        rows.append(f"  ~ change   {c.uid:<24} {what}")
+        what = ", ".join(f"{f} {old or '-'} -> {new or '-'}" for f, (old, new) in c.fields.items() if f != "group")
+        if "group" in c.fields:   # the school-year move: directory group, Moodle cohort, Nextcloud group
+            old, new = c.fields["group"]
+            rows.append(f"  > move     {c.uid:<24} class {old or '-'} -> {new or '-'}" + (f"; {what}" if what else ""))
+        else:
+            rows.append(f"  ~ change   {c.uid:<24} {what}")
     rows += [f"  ^ restore  {c.uid:<24} back in the roster" for c in plan.restore]
     rows += [f"  - suspend  {a.uid:<24} {SUSPENDED}{plan.suspended_on} (deleted after {plan.suspended_on + grace})"
              for a in plan.suspend]
@@ -46,7 +50,8 @@ def _lines(result: Any) -> list[str]:
 
 def _summary(result: Any) -> str:
     n = result.plan.counts()
-    return (f"{n['added']} added, {n['changed']} changed, {n['restored']} restored, {n['suspended']} suspended, "
+    moved = f"{len(result.plan.moves)} moved to another class, " if result.plan.moves else ""
+    return (f"{n['added']} added, {moved}{n['changed']} changed, {n['restored']} restored, {n['suspended']} suspended, "
             f"{n['deleted'] - len(result.kept)} deleted, {n['unchanged']} unchanged; "
             f"{n['groups_changed']} group(s) changed")
 
@@ -58,6 +63,8 @@ def _json(result: Any) -> dict[str, Any]:
         "added": [{"uid": uid, "role": p.role, "group": p.group} for uid, p in plan.add],
         "changed": [{"uid": c.uid, "fields": {k: list(v) for k, v in c.fields.items()}} for c in plan.change],
         "restored": [c.uid for c in plan.restore],
+        "moved": [{"uid": uid, "from": old, "to": new} for uid, old, new in plan.moves],
+        "classes": result.classes,
         "suspended": [a.uid for a in plan.suspend],
         "deleted": [{"uid": a.uid, "suspended": str(a.suspended), "apps": result.hooks.get(a.uid, {}),
                      "kept": a.uid in result.kept} for a in plan.delete],
@@ -137,10 +144,15 @@ def _report(result: Any, people: list[Any], roster: Path) -> None:
         f"{len(people) - teachers} students, {classes} classes)")
     for note in result.notes:
         say(f"  note: {note}")
+    from schoolctl.cli.users.classes import summary
+
+    apps = [f"  {summary(app, answer)}" for app, answer in result.classes.items()]
     if result.status == "unchanged":
         say(f"{result.school}: unchanged ({len(result.plan.unchanged)} people, nothing to do)")
+        for line in apps:
+            say(line)
         return
-    for line in _lines(result):
+    for line in _lines(result) + apps:
         say(line)
     say(("dry run, nothing changed: would be " if result.dry_run else "done: ") + _summary(result)
         + f" ({result.seconds:.1f}s)")

@@ -1,7 +1,8 @@
 """`schoolctl users import`: a school's roster (CSV) made true in its directory (OpenLDAP).
 
 Modules: `roster` (the CSV), `directory` (the directory as it is, the plan, the LDIF), `ldap`
-(reading and changing it on the server), `leavers` (the apps' delete commands), `importer` (one import).
+(reading and changing it on the server), `leavers` (the apps' delete commands), `classes` (each class
+as a Moodle cohort and a shared Nextcloud folder), `importer` (one import).
 
 Pure parts (no host): `parse_roster` (every row validated first, errors as `file:LINE: message`),
 `make_uid`, `parse_ldif`/`read_directory`, `diff` (the plan) and `to_ldif` (the change set).
@@ -20,4 +21,7 @@ Leavers: people missing from the roster are moved to `ou=suspended` at once (out
 group, invisible to the apps, unable to log in, `description: suspended YYYY-MM-DD`); a later
 import deletes them once `privacy.leaver_grace_days` have passed; a suspended person who is in
 the roster again is restored (same uid, same password).
+
+First login: every new person gets ppolicy's `pwdReset: TRUE`; Moodle (its own change page, bound as
+cn=moodle) replaces the letter's password and slapd removes the flag; until then Nextcloud refuses it.
 """

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from schoolctl.cli.users.roster import KEY_PREFIX, SUSPENDED, Person, make_uid
-from schoolctl.deploy.identity import CLASS_PREFIX, STUDENTS, TEACHERS, class_group_cn, ldif_line, ssha512
+from schoolctl.deploy.identity import CLASS_PREFIX, MUST_CHANGE, STUDENTS, TEACHERS, class_group_cn, ldif_line, ssha512
 
 # --- the directory as it is ------------------------------------------------------------------
 
@@ -60,6 +60,7 @@ class Account:
     email: str
     suspended: date | None = None       # set when under ou=suspended
     description: str = ""
+    must_change: bool = False           # pwdReset: still the initial password of the letter
 
 
 @dataclass
@@ -120,7 +121,8 @@ def read_directory(entries: list[dict[str, list[str]]], base_dn: str, today: dat
             description = _one(e, "description")
             suspended = _suspended_on(description, today) if dn.lower().endswith(suspended_suffix) else None
             d.accounts.append(Account(dn, uid, key, _one(e, "givenname"), _one(e, "sn"), _one(e, "employeetype"),
-                                      _one(e, "departmentnumber"), _one(e, "mail"), suspended, description))
+                                      _one(e, "departmentnumber"), _one(e, "mail"), suspended, description,
+                                      _one(e, MUST_CHANGE.lower()).upper() == "TRUE"))
     return d
 
 
@@ -150,11 +152,26 @@ class Plan:
     new_groups: dict[str, tuple[str, set[str]]] = field(default_factory=dict)   # cn -> (description, members)
     drop_groups: list[str] = field(default_factory=list)                # group DNs that end up empty
     suspended_on: date = field(default_factory=date.today)
+    roster: dict[str, Person] = field(default_factory=dict)             # uid -> person, everyone in the roster
+    must_change: set[str] = field(default_factory=set)                  # uids still on their initial password
 
     @property
     def empty(self) -> bool:
         return not (self.add or self.change or self.restore or self.suspend or self.delete or self.ous
                     or self.groups or self.new_groups or self.drop_groups)
+
+    @property
+    def moves(self) -> list[tuple[str, str, str]]:
+        """(uid, old class, new class) of everyone whose class changes (the school-year move)."""
+        return [(c.uid, *c.fields["group"]) for c in (*self.change, *self.restore) if "group" in c.fields]
+
+    def classes(self) -> dict[str, list[str]]:
+        """Class -> the uids of its members (teachers with a class too, as in the directory's group)."""
+        found: dict[str, list[str]] = {}
+        for uid, p in sorted(self.roster.items()):
+            if p.group:
+                found.setdefault(p.group, []).append(uid)
+        return found
 
     def counts(self) -> dict[str, int]:
         return {"added": len(self.add), "changed": len(self.change), "restored": len(self.restore),
@@ -202,6 +219,9 @@ def diff(people: list[Person], directory: Directory, today: date, grace_days: in
                 plan.change.append(Change(uid, p, fields))
             else:
                 plan.unchanged.append(uid)
+        plan.roster[uid] = p
+        if acc is None or acc.must_change:
+            plan.must_change.add(uid)
         for cn, desc in _groups_of(p):
             wanted.setdefault(cn, set()).add(f"uid={uid},ou=people,{base}".lower())
             descriptions[cn] = desc
@@ -276,7 +296,9 @@ def to_ldif(plan: Plan, passwords: dict[str, str], deleted: Iterable[Account] | 
         out += [f"dn: ou={name},{base}", "changetype: add", "objectClass: organizationalUnit", f"ou: {name}", ""]
     for uid, p in plan.add:
         hashed = ssha512(passwords[uid], salt if salt is not None else os.urandom(16))
-        out += [f"dn: uid={uid},{people}", "changetype: add", *_person_attrs(uid, p), f"userPassword: {hashed}", ""]
+        # pwdReset (ppolicy): the letter's password is to be changed at first login; the change removes it
+        out += [f"dn: uid={uid},{people}", "changetype: add", *_person_attrs(uid, p), f"userPassword: {hashed}",
+                f"{MUST_CHANGE}: TRUE", ""]
     for c in plan.restore:
         out += [f"dn: uid={c.uid},{suspended}", "changetype: modrdn", f"newrdn: uid={c.uid}", "deleteoldrdn: 1",
                 f"newsuperior: {people}", ""]

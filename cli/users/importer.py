@@ -7,8 +7,9 @@ import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from schoolctl.cli.users.classes import changed, class_hooks, sync_classes
 from schoolctl.cli.users.directory import Plan, diff, passwords_csv, passwords_path, to_ldif
 from schoolctl.cli.users.ldap import apply_ldif, fetch_directory
 from schoolctl.cli.users.leavers import delete_hooks, run_hooks
@@ -31,6 +32,7 @@ class ImportResult:
     notes: list[str] = field(default_factory=list)
     passwords_file: Path | None = None
     hooks: dict[str, dict[str, str]] = field(default_factory=dict)   # uid -> app -> ok | error
+    classes: dict[str, dict[str, Any]] = field(default_factory=dict)  # app -> its class sync's answer
     kept: list[str] = field(default_factory=list)                   # leavers not deleted (a hook failed)
     error: str | None = None
     seconds: float = 0.0
@@ -40,7 +42,7 @@ class ImportResult:
     def status(self) -> str:
         if self.error:
             return "failed"
-        if self.plan.empty:
+        if self.plan.empty and not any(changed(a) for a in self.classes.values()):
             return "unchanged"
         return "planned" if self.dry_run else "changed"
 
@@ -67,7 +69,7 @@ def import_roster(school: EffectiveSchool, people: list[Person], dry_run: bool, 
         result = ImportResult(school.id, plan, dry_run, grace_days=school.privacy.leaver_grace_days)
         if directory.unmanaged:
             result.notes.append(f"{directory.unmanaged} person entr(y/ies) without a schoolctl key left alone")
-        if dry_run or plan.empty:
+        if dry_run:
             result.seconds = time.monotonic() - start
             return result
         deleted = list(plan.delete)
@@ -85,8 +87,15 @@ def import_roster(school: EffectiveSchool, people: list[Person], dry_run: bool, 
             Secret(value)  # registered with the redactor: never printed, even by accident
         if plan.add:
             result.passwords_file = write_passwords(store, school.id, passwords_csv(plan, passwords), today)
-        apply_ldif(srv, to_ldif(plan, passwords, deleted))
+        if not plan.empty:
+            apply_ldif(srv, to_ldif(plan, passwords, deleted))
+        # every import (an unchanged one too: an app deployed since gets its classes) syncs the apps
+        result.classes = sync_classes(srv, plan, class_hooks(school))
+        failed = [app for app, answer in result.classes.items() if answer.get("error")]
+        if failed:
+            result.error = f"classes not synced in {', '.join(failed)} (run the import again)"
         if result.kept:
-            result.error = (f"not deleted (an app's delete command failed, still suspended): {', '.join(result.kept)}")
+            kept = f"not deleted (an app's delete command failed, still suspended): {', '.join(result.kept)}"
+            result.error = f"{result.error}; {kept}" if result.error else kept
     result.seconds = time.monotonic() - start
     return result

@@ -8,12 +8,13 @@ from datetime import date
 
 from schoolctl.cli.users.directory import Directory, parse_ldif, read_directory
 from schoolctl.connect import Session
+from schoolctl.deploy.identity import MUST_CHANGE
 from schoolctl.errors import ServerError
 
 # --- the school server -----------------------------------------------------------------------
 
 SEARCH_ATTRS = ("objectClass", "uid", "cn", "givenName", "sn", "mail", "employeeType", "employeeNumber",
-                "departmentNumber", "description", "member", "ou")
+                "departmentNumber", "description", "member", "ou", MUST_CHANGE)
 SEARCH_FILTER = "(|(objectClass=inetOrgPerson)(objectClass=groupOfNames)(objectClass=organizationalUnit))"
 LDAPI = "-Q -Y EXTERNAL -H ldapi:///"
 

@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 # --- leavers in the apps ---------------------------------------------------------------------
 
-def delete_hooks(school: EffectiveSchool) -> list[tuple[str, Callable[..., str]]]:
-    """(app, `deploy.<app>.delete_user_command`) for each enabled app whose module defines it."""
+def app_hooks(school: EffectiveSchool, name: str) -> list[tuple[str, Callable[..., str]]]:
+    """(app, `deploy.<app>.<name>`) for each enabled app whose module defines that function."""
     found = []
     for app in school.enabled:
         try:
@@ -25,10 +25,15 @@ def delete_hooks(school: EffectiveSchool) -> list[tuple[str, Callable[..., str]]
             if e.name == f"schoolctl.deploy.{app}":
                 continue
             raise
-        hook = getattr(module, "delete_user_command", None)
+        hook = getattr(module, name, None)
         if callable(hook):
             found.append((app, hook))
     return found
+
+
+def delete_hooks(school: EffectiveSchool) -> list[tuple[str, Callable[..., str]]]:
+    """(app, `deploy.<app>.delete_user_command`) for each enabled app whose module defines it."""
+    return app_hooks(school, "delete_user_command")
 
 
 def run_hooks(server: Session, site: Any, hooks: list[tuple[str, Callable[..., str]]], uids: list[str]) \

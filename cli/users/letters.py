@@ -33,9 +33,11 @@ TEXTS = {
         "password": "Contrasenya inicial", "where": "On entrar",
         "steps": ["Obre l'adreça de dalt al navegador: hi trobaràs el Moodle, el núvol (Nextcloud) i les altres "
                   "eines de l'escola.",
-                  "Entra amb el nom d'usuari i la contrasenya d'aquesta carta.",
-                  "Guarda aquesta carta en un lloc segur i no la deixis a ningú. Si la perds, demana'n una de "
-                  "nova a la secretaria de l'escola."],
+                  "Entra primer al Moodle amb el nom d'usuari i la contrasenya d'aquesta carta: et demanarà "
+                  "que en triïs una de nova, la teva a totes les eines. La d'aquesta carta deixarà de funcionar "
+                  "(el núvol no l'accepta).",
+                  "Fins llavors, guarda aquesta carta en un lloc segur i no la deixis a ningú. Si la perds, "
+                  "demana'n una de nova a la secretaria de l'escola."],
         "first": "El primer dia", "list": "Llista del grup (sense contrasenyes)", "letters": "cartes",
         "teacher": "docent", "student": "alumne/a",
     },
@@ -44,9 +46,11 @@ TEXTS = {
         "password": "Contraseña inicial", "where": "Dónde entrar",
         "steps": ["Abre la dirección de arriba en el navegador: allí están el Moodle, la nube (Nextcloud) y las "
                   "demás herramientas de la escuela.",
-                  "Entra con el nombre de usuario y la contraseña de esta carta.",
-                  "Guarda esta carta en un lugar seguro y no se la dejes a nadie. Si la pierdes, pide una nueva "
-                  "en la secretaría de la escuela."],
+                  "Entra primero en el Moodle con el nombre de usuario y la contraseña de esta carta: te pedirá "
+                  "que elijas una nueva, la tuya en todas las herramientas. La de esta carta dejará de funcionar "
+                  "(la nube no la acepta).",
+                  "Hasta entonces, guarda esta carta en un lugar seguro y no se la dejes a nadie. Si la pierdes, "
+                  "pide una nueva en la secretaría de la escuela."],
         "first": "El primer día", "list": "Lista del grupo (sin contraseñas)", "letters": "cartas",
         "teacher": "docente", "student": "alumno/a",
     },
@@ -55,9 +59,11 @@ TEXTS = {
         "password": "Initial password", "where": "Where to log in",
         "steps": ["Open the address above in a browser: Moodle, the cloud (Nextcloud) and the school's other "
                   "tools are there.",
-                  "Log in with the username and password in this letter.",
-                  "Keep this letter somewhere safe and lend it to nobody. If you lose it, ask the school's "
-                  "office for a new one."],
+                  "Log in to Moodle first, with the username and password in this letter: it asks you to choose "
+                  "a new password, yours in every tool. This letter's stops working (the cloud does not take "
+                  "it).",
+                  "Until then, keep this letter somewhere safe and lend it to nobody. If you lose it, ask the "
+                  "school's office for a new one."],
         "first": "On the first day", "list": "Class list (no passwords)", "letters": "letters",
         "teacher": "teacher", "student": "student",
     },
@@ -184,8 +190,14 @@ def missing_letters(accounts: Iterable[Account]) -> dict[str, str]:
     return found
 
 
-def render(accounts: dict[str, list[Account]], school_name: str, address: str, lang: str) -> bytes:
-    """The letters as PDF bytes: per class, a list of its names, then one letter per person."""
+LAYOUTS = ("page", "slips")
+SLIPS_PER_PAGE = 4
+
+
+def render(accounts: dict[str, list[Account]], school_name: str, address: str, lang: str,
+           layout: str = "page") -> bytes:
+    """The letters as PDF bytes: per class, a list of its names, then one letter per person: a page
+    each (`page`) or four cut-out slips per page, cut lines dashed (`slips`)."""
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.units import mm
     from reportlab.lib.utils import simpleSplit
@@ -223,6 +235,13 @@ def render(accounts: dict[str, list[Account]], school_name: str, address: str, l
             pdf.drawString(left + 100 * mm, y, f"{a.uid}  ({t.get(a.role, a.role)})")
             y -= 7 * mm
         pdf.showPage()
+        if layout == "slips":
+            for start in range(0, len(people), SLIPS_PER_PAGE):
+                for i, a in enumerate(people[start:start + SLIPS_PER_PAGE]):
+                    _slip(pdf, a, t, (regular, bold), school_name, group or NO_CLASS[lang], address,
+                          (left, right), height - i * height / SLIPS_PER_PAGE, height / SLIPS_PER_PAGE)
+                pdf.showPage()
+            continue
         for a in people:
             y = header(group)
             pdf.setFont(bold, 20)
@@ -249,6 +268,40 @@ def render(accounts: dict[str, list[Account]], school_name: str, address: str, l
             pdf.showPage()
     pdf.save()
     return buf.getvalue()
+
+
+def _slip(pdf, a: Account, t: dict, fonts: tuple[str, str], school: str, group: str, address: str,
+          margins: tuple[float, float], top: float, size: float) -> None:
+    """One cut-out slip of `size` points from `top` down: the same fields and steps as a letter, smaller."""
+    from reportlab.lib.units import mm
+    from reportlab.lib.utils import simpleSplit
+
+    regular, bold = fonts
+    left, right = margins
+    if top < pdf._pagesize[1]:          # the cut line above every slip but the page's first
+        pdf.saveState()
+        pdf.setDash(3, 3)
+        pdf.line(8 * mm, top, pdf._pagesize[0] - 8 * mm, top)
+        pdf.restoreState()
+    y = top - 9 * mm
+    pdf.setFont(bold, 10)
+    pdf.drawString(left, y, f"{school}: {t['title']}")
+    pdf.setFont(regular, 10)
+    pdf.drawRightString(right, y, f"{t['class']}: {group}")
+    y -= 8 * mm
+    for label, value, font_size in ((t["name"], a.name, 11), (t["username"], a.uid, 12),
+                                    (t["password"], a.password, 12), (t["where"], address, 10)):
+        pdf.setFont(regular, 8)
+        pdf.drawString(left, y, label)
+        pdf.setFont(bold, font_size)
+        pdf.drawString(left + 38 * mm, y, value)
+        y -= 6.5 * mm
+    pdf.setFont(regular, 7.5)
+    for n, step in enumerate(t["steps"], 1):
+        for i, line in enumerate(simpleSplit(step, regular, 7.5, right - left - 6 * mm)):
+            pdf.drawString(left, y, f"{n}." if i == 0 else "")
+            pdf.drawString(left + 6 * mm, y, line)
+            y -= 3.4 * mm
 
 
 def write_letters(path: Path, data: bytes, force: bool) -> None:

@@ -210,6 +210,8 @@ def problems_from(err: ValidationError, doc: Any, shown: str, model: type[BaseMo
             choices = [c.strip(" '") for c in expected.replace(" or ", ",").split(",") if c.strip(" '")]
             msg = f"{value!r} is not one of: {', '.join(choices)}"
             hint = _close(value, choices) or f"use one of: {', '.join(choices)}"
+        elif kind.startswith(("date_", "datetime_")):  # pydantic's own words name its parser, not the fix
+            msg, hint = f"expected a date, got {value!r}", "write it as YYYY-MM-DD, e.g. 2027-03-31"
         elif kind in TYPE_MESSAGES:
             msg, hint = f"{TYPE_MESSAGES[kind]}, got {value!r}", ""
         elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
@@ -373,7 +375,8 @@ def load(schools_dir: Path | None = None, only: list[str] | None = None) -> Conf
     schools_dir = Path(schools_dir or default_schools_dir())
     problems: list[Problem] = []
     if not schools_dir.is_dir():
-        raise ConfigError([Problem(shown_path(schools_dir), 1, 1, "no such schools folder",
+        what = "not a folder" if schools_dir.exists() else "no such schools folder"
+        raise ConfigError([Problem(shown_path(schools_dir), 1, 1, what,
                                    "pass --schools-dir DIR or set SCHOOLCTL_SCHOOLS_DIR")])
     fleet_path = next((schools_dir / n for n in FLEET_FILES if (schools_dir / n).exists()), None)
     fleet, fleet_doc, fleet_shown = None, None, shown_path(schools_dir / FLEET_FILES[0])

@@ -47,8 +47,19 @@ def district_group(district: str) -> str:
 
 
 def terms(limit: Iterable[str] | None) -> list[str]:
-    """The terms of `--limit` options (each may hold several, comma-separated), blanks dropped."""
-    return [t.strip() for value in limit or [] for t in value.split(",") if t.strip()]
+    """The terms of `--limit` options (each may hold several, comma-separated), blanks dropped; a
+    `--limit` with no term at all (`''`, `','`) or a bare `!` is a SelectionError, never "every school"."""
+    found = []
+    for value in limit or []:
+        here = [t.strip() for t in value.split(",") if t.strip()]
+        if not here:
+            raise SelectionError(f"--limit {value!r} names no school",
+                                 "give ids, globs, district=NAME or service=NAME; leave --limit out for every school")
+        bare = next((t for t in here if not t[1:].strip() and t.startswith("!")), None)
+        if bare is not None:
+            raise SelectionError(f"--limit {value}: '!' leaves out nothing", "write !TERM, e.g. !escola-pins")
+        found += here
+    return found
 
 
 def plain_ids(found: Sequence[str]) -> list[str] | None:

@@ -12,6 +12,13 @@ it is ever pasted into this program's text). Subcommands, each printing one JSON
   restore ARCHIVE    put an archive's data back on this server (after a deploy of the school's config)
   counts             what the manifest counts, read live (the drill compares the two)
   record-drill       store the drill result given on stdin (the audit reads it)
+  recover            after a run that was killed: Nextcloud's maintenance mode off, if that run set it
+
+Two locks: LOCK (one backup at a time) and MAINTENANCE_LOCK, which the apps' upgrade steps take too
+(deploy/upgrade.py), so a backup never archives a half-upgraded app and never switches an upgrade's
+maintenance mode off. A run that is killed (SIGTERM, SIGHUP, SIGINT) still switches maintenance off;
+one killed harder leaves MAINTENANCE_MARK behind, and the next run (or `recover`, the service's
+ExecStopPost) finishes that job. borg itself resumes from its checkpoints.
 """
 
 from __future__ import annotations
@@ -21,14 +28,19 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 CONFIG = Path("/etc/schoolctl/backup/config.json")
 STAGING_NAME = "staging"
 LOCK = "/run/lock/schoolctl-backup.lock"
+MAINTENANCE_LOCK = "/run/lock/schoolctl-maintenance.lock"   # the same path as deploy/upgrade.py's
+MAINTENANCE_WAIT = 3600       # seconds a backup waits for an upgrade to finish
+MAINTENANCE_MARK = "maintenance-by-backup"
 
 
 class Failure(Exception):
@@ -122,14 +134,69 @@ def occ(cfg: dict, *args: str) -> str:
     return run(["runuser", "-u", nc["user"], "--", nc["php"], "occ", *args], cwd=nc["current"])
 
 
+def _nextcloud(cfg: dict) -> bool:
+    return bool(cfg.get("nextcloud")) and os.path.exists(os.path.join(cfg["nextcloud"]["current"], "occ"))
+
+
 def maintenance_on(cfg: dict) -> bool:
-    """Nextcloud in maintenance mode (True when this run switched it on)."""
-    if not cfg.get("nextcloud") or not os.path.exists(os.path.join(cfg["nextcloud"]["current"], "occ")):
+    """Nextcloud in maintenance mode (True when this run owns it: it switched it on, or an earlier run
+    that was killed did and left its mark)."""
+    if not _nextcloud(cfg):
         return False
+    mark = Path(cfg["state"]) / MAINTENANCE_MARK
     if "enabled" in occ(cfg, "maintenance:mode"):
-        return False  # someone else (an upgrade) has it on: leave it to them
+        return mark.exists()  # else someone else has it on (an admin): leave it to them
+    mark.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mark.write_text(now() + "\n")
     occ(cfg, "maintenance:mode", "--on")
     return True
+
+
+def maintenance_off(cfg: dict) -> None:
+    occ(cfg, "maintenance:mode", "--off")
+    (Path(cfg["state"]) / MAINTENANCE_MARK).unlink(missing_ok=True)
+
+
+def cmd_recover(cfg: dict) -> dict:
+    """Maintenance off when a killed run left its mark and no backup runs now."""
+    mark = Path(cfg["state"]) / MAINTENANCE_MARK
+    if not mark.exists():
+        return {"status": "ok", "recovered": False}
+    with open(LOCK, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return {"status": "ok", "recovered": False, "note": "a backup is running"}
+        if _nextcloud(cfg):
+            maintenance_off(cfg)
+        else:
+            mark.unlink(missing_ok=True)
+    return {"status": "ok", "recovered": True}
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    """The first stop signal ends the run through its `finally`s; later ones may not cut them short."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    raise Failure(f"interrupted by signal {signal.Signals(signum).name}")
+
+
+def _wait_for(path: str, seconds: int) -> IO[str]:
+    """The exclusive lock of `path` (an open file holding it), waiting up to `seconds` for its holder."""
+    f = open(path, "w")  # noqa: SIM115 (returned: the caller's `with` closes it)
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                f.close()
+                raise Failure(f"an upgrade held the maintenance lock for over {seconds // 60} minutes") from None
+            time.sleep(5)
 
 
 def stage(cfg: dict, staging: Path) -> dict:
@@ -164,8 +231,10 @@ def create(cfg: dict) -> dict:
     staging = state / STAGING_NAME
     name = f"{cfg['school']}-{time.strftime('%Y-%m-%dT%H%M%SZ', time.gmtime())}"
     started = time.time()
-    switched = maintenance_on(cfg)
+    held = _wait_for(MAINTENANCE_LOCK, MAINTENANCE_WAIT)
+    switched = False
     try:
+        switched = maintenance_on(cfg)
         manifest = stage(cfg, staging)
         comment = json.dumps({k: manifest[k] for k in ("school", "schoolctl", "versions", "counts")},
                              sort_keys=True, separators=(",", ":"))
@@ -176,8 +245,11 @@ def create(cfg: dict) -> dict:
         paths = [str(staging)] + [p for p in cfg["paths"] if os.path.exists(p)]
         stats = json.loads(borg(cfg, *args, f"::{name}", *paths))
     finally:
-        if switched:
-            occ(cfg, "maintenance:mode", "--off")
+        try:
+            if switched:
+                maintenance_off(cfg)
+        finally:
+            held.close()
     a = stats["archive"]["stats"]
     return {"status": "ok", "archive": name, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "finished": now(), "seconds": round(time.time() - started, 1),
@@ -261,6 +333,11 @@ def _version_key(v: str) -> tuple:
 
 
 def cmd_restore(cfg: dict, archive: str) -> dict:
+    with _wait_for(MAINTENANCE_LOCK, MAINTENANCE_WAIT):
+        return restore(cfg, archive)
+
+
+def restore(cfg: dict, archive: str) -> dict:
     started = time.time()
     manifest = _extract_staging(cfg, archive)
     folder = Path(manifest.pop("_folder"))
@@ -312,16 +389,20 @@ def cmd_restore(cfg: dict, archive: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("create", "list", "check", "restore", "counts", "record-drill"):
+    if not argv or argv[0] not in ("create", "list", "check", "restore", "counts", "record-drill", "recover"):
         print(__doc__, file=sys.stderr)
         return 2
     os.umask(0o077)
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _interrupted)
     cfg = load_config()
     try:
         if argv[0] == "create":
             result = cmd_create(cfg)
         elif argv[0] == "list":
             result = cmd_list(cfg)
+        elif argv[0] == "recover":
+            result = cmd_recover(cfg)
         elif argv[0] == "counts":
             result = {"counts": counts(cfg), "versions": running_versions(cfg)}
         elif argv[0] == "record-drill":

@@ -9,6 +9,7 @@ import contextlib
 import csv
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -125,6 +126,19 @@ class SchoolEnv:
         body, _, code = proc.stdout.rpartition("\n@@")
         return int(code), body
 
+    def pad_api(self, method: str, host: str | None = None, **params: str) -> Any:
+        """Etherpad's HTTP API on lab host `host` (default: the school's) itself: the key read from its
+        file there, the form body on stdin; the answer's `data` (asserts code 0)."""
+        from urllib.parse import urlencode
+
+        command = (f"printf 'apikey=%s&%s' \"$(cat /etc/etherpad/APIKEY.txt)\" {shlex.quote(urlencode(params))} | "
+                   f"curl -fsS --noproxy '*' --max-time 30 --data @- http://127.0.0.1:9001/api/1.3.0/{method}")
+        proc = self.lab.run(host or self.host, command, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        answer = json.loads(proc.stdout)
+        assert answer["code"] == 0, (method, answer)
+        return answer["data"]
+
     def sh(self, command: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return self.lab.run(self.host, command, timeout=600, input=input)
 
@@ -133,7 +147,7 @@ class SchoolEnv:
         assert proc.returncode == 0, f"{command}: {proc.returncode} {proc.stdout[-1000:]} {proc.stderr[-1000:]}"
         return proc.stdout
 
-    def import_roster(self, rows: list[list[str]]) -> list[dict[str, str]]:
+    def import_roster(self, rows: list[list[str]], first_login_done: bool = True) -> list[dict[str, str]]:
         """`schoolctl users import` of rows (given, family, role, group, email); sets and returns
         `people`: each person's uid, names, role and initial password (from the import's vault file)."""
         roster = self.work / "roster.csv"
@@ -149,4 +163,20 @@ class SchoolEnv:
         table = csv.DictReader(VaultLib([("default", VaultSecret(key))]).decrypt(Path(vault).read_bytes())
                                .decode().splitlines())
         self.people = [dict(row, password=row["initial_password"]) for row in table]
+        if first_login_done:
+            self.first_login_done([p["uid"] for p in self.people])
         return self.people
+
+    def first_login_done(self, uids: list[str]) -> None:
+        """As if `uids` had had their first login and kept the letter's password as their own: the
+        directory's pwdReset removed (root, ldapi) and Moodle's forced change cleared, so tests about
+        other things log in with the initial password everywhere (tests/lab/test_classes.py tests the
+        first login itself)."""
+        if not uids:
+            return
+        base = self.school.ldap_base
+        ldif = "".join(f"dn: uid={u},ou=people,{base}\nchangetype: modify\ndelete: pwdReset\n-\n\n" for u in uids)
+        proc = self.sh("ldapmodify -c -Q -Y EXTERNAL -H ldapi:/// >/dev/null", input=ldif)
+        assert proc.returncode in (0, 16), proc.stderr   # 16: no such attribute (already done)
+        self.sh("if [ -e /var/lib/moodle/installed ]; then runuser -u postgres -- psql -XAtq -d moodle -c "
+                "\"DELETE FROM mdl_user_preferences WHERE name = 'auth_forcepasswordchange'\"; fi")

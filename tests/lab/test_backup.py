@@ -1,19 +1,24 @@
-"""Backups proven to restore, on real lab hosts: a school (Moodle, Nextcloud) on b-1, the city's
-backup host on b-bk (BorgBackup), a new server b-2 for the restore, and the drill's scratch host.
+"""Backups proven to restore, on real lab hosts: a school (Moodle, Nextcloud, Etherpad) on b-1, the
+city's backup host on b-bk (BorgBackup), a new server b-2 for the restore, and the drill's scratch host.
 
 Real content first (a roster, a Moodle course with a file through Moodle's own API, a file uploaded
-over WebDAV by a pupil), then: `schoolctl backup` (twice: the second adds almost nothing), each
-backup control made to fail, the school's key shown unable to delete, the school server destroyed,
-`schoolctl restore --to lab:b-2` (the pupil logs in and finds the same file, the course is there,
-the restored server audits clean), `schoolctl backup verify` passing, and failing on a corrupted
-archive. Host names are this module's own."""
+over WebDAV by a pupil, a pad written through Etherpad's API), then: `schoolctl backup` (twice: the
+second adds almost nothing), each backup control made to fail, the school's key shown unable to
+delete, a backup killed midway (the next one converges, Nextcloud leaves maintenance mode), the
+school server destroyed, `schoolctl restore --to lab:b-2` interrupted midway and run again (the
+pupil logs in and finds the same file, the course and the pad are there, the restored server audits
+clean), `schoolctl backup verify` passing, and failing on a corrupted archive. Host names are this
+module's own."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +28,12 @@ import yaml
 from .support import SchoolEnv, skip_reason
 
 SCHOOL, BACKUP, NEW, SID = "b-1", "b-bk", "b-2", "bk"
-LAYERS = "base,firewall,identity,database,php,web,moodle,nextcloud,backup"
+LAYERS = "base,firewall,identity,database,php,web,moodle,nextcloud,etherpad,backup"
 REPO = f"/srv/schoolctl-backups/{SID}"
+ARCHIVES = ("moodle-5.0.6.tgz", "nextcloud-34.0.1.tar.bz2", "etherpad-3.3.1.tar.gz", "node-v24.22.3-linux-x64.tar.xz")
+PAD, PAD_TEXT = "apunts-3a", "Apunts de 3A: la fotosíntesi\n"
 pytestmark = [pytest.mark.lab,
-              pytest.mark.skipif(bool(skip_reason(("moodle-5.0.6.tgz", "nextcloud-34.0.1.tar.bz2"))),
-                                 reason=skip_reason(("moodle-5.0.6.tgz", "nextcloud-34.0.1.tar.bz2")) or "")]
+              pytest.mark.skipif(bool(skip_reason(ARCHIVES)), reason=skip_reason(ARCHIVES) or "")]
 
 COURSE_PHP = r"""<?php
 define('CLI_SCRIPT', true);
@@ -61,7 +67,8 @@ def lab() -> Any:
 @pytest.fixture(scope="module")
 def env(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> SchoolEnv:
     e = SchoolEnv(lab, tmp_path_factory.mktemp("backup"), SCHOOL, SID, LAYERS,
-                  {"moodle": {"version": "5.0.6"}, "nextcloud": {"version": "34.0.1"}})
+                  {"moodle": {"version": "5.0.6"}, "nextcloud": {"version": "34.0.1"},
+                   "etherpad": {"version": "3.3.1"}})
     fleet = yaml.safe_load((e.schools / "fleet.yaml").read_text())
     fleet["backup"]["host"] = f"lab:{BACKUP}"
     for waiver in fleet["accept"]:  # the demo's lab-only waivers (Moodle 5.0.6, the frozen archive) for this school
@@ -130,6 +137,9 @@ def content(env: SchoolEnv) -> dict[str, Any]:
     code, _ = _webdav(env, SCHOOL, pupil["uid"], pupil["password"], "-T", str(env.work / "work.bin"))
     assert code in (201, 204), code
     assert _course(env, SCHOOL, "create") == {"course": "Backup drill", "file": "the lesson plan of 3A"}
+    author = env.pad_api("createAuthor", name="Marta Serra")["authorID"]
+    env.pad_api("createPad", padID=PAD, text="")
+    env.pad_api("setText", padID=PAD, text=PAD_TEXT, authorId=author)
     first = _backup(env)
     second = _backup(env)
     return {"pupil": pupil, "sha256": hashlib.sha256(data).hexdigest(), "first": first, "second": second}
@@ -144,6 +154,7 @@ def test_an_archive_holds_the_school_and_a_second_adds_almost_nothing(content: d
     first, second = content["first"], content["second"]
     assert first["encryption"] == "repokey-blake2"
     assert first["counts"]["moodle_courses"] == 1 and first["counts"]["directory_people"] >= 2
+    assert first["counts"]["pads"] == 1, first["counts"]
     assert first["original_size"] > 3 * 1024 * 1024
     assert second["deduplicated_size"] < max(first["deduplicated_size"] // 20, 2 * 1024 * 1024), (first, second)
 
@@ -154,7 +165,7 @@ def test_the_archives_are_listed_with_their_manifest(env: SchoolEnv, content: di
     listed = _documented("backup-list", proc.stdout)
     names = [a["name"] for a in listed["archives"]]
     assert content["first"]["archive"] in names and content["second"]["archive"] in names
-    assert listed["archives"][-1]["versions"] == {"moodle": "5.0.6", "nextcloud": "34.0.1"}
+    assert listed["archives"][-1]["versions"] == {"moodle": "5.0.6", "nextcloud": "34.0.1", "etherpad": "3.3.1"}
 
 
 def test_the_repository_key_and_passphrase_are_in_the_vault_and_nowhere_printed(env: SchoolEnv,
@@ -246,8 +257,84 @@ def test_the_schools_key_cannot_delete_nor_reach_beyond_its_repository(env: Scho
     assert segments.returncode == 0 and int(segments.stdout.strip()) >= 3
 
 
+def _maintenance(e: SchoolEnv) -> str:
+    return e.ok("cd /srv/nextcloud/current && runuser -u nextcloud -- php occ maintenance:mode").strip()
+
+
+def _archives(e: SchoolEnv) -> set[str]:
+    return {a["name"] for a in _documented("backup-list", e.cli("backup", "list", SID, "--json").stdout)["archives"]}
+
+
+# the [b]racket (and `$p`) keep pgrep/pkill from matching this script's own shell, whose command line holds it
+MARK = "/var/lib/schoolctl/backup/maintenance-by-backup"
+KILL_MIDWAY = f"""\
+{{start}}
+for i in $(seq 1200); do [ -f {MARK} ] && pgrep -f '[b]org create' >/dev/null && break; sleep 0.05; done
+pgrep -f '[b]org create' >/dev/null || {{{{ echo 'borg create never started'; exit 3; }}}}
+{{kill}}
+sleep 1
+"""
+
+
+def test_a_backup_killed_midway_converges_on_the_next_run(env: SchoolEnv, content: dict[str, Any]) -> None:
+    before = _archives(env)
+    # the nightly service stopped midway (SIGTERM to its whole cgroup, as at a shutdown): maintenance goes off
+    env.ok(KILL_MIDWAY.format(start="systemctl start --no-block schoolctl-backup.service",
+                              kill="systemctl stop schoolctl-backup.service"))
+    assert "disabled" in _maintenance(env)
+    last = json.loads(env.ok("cat /var/lib/schoolctl/backup/last.json"))
+    assert last["status"] == "failed" and "SIGTERM" in last["error"], last
+    # the program killed -9 with its borg: the mark stays, and the next run switches maintenance off
+    env.ok(KILL_MIDWAY.format(start="p=/usr/local/sbin/schoolctl-backup; $p create >/dev/null 2>&1 &",
+                              kill="pkill -9 -f 'schoolctl-backup [c]reate'; pkill -9 -x borg"))
+    assert "enabled" in _maintenance(env)
+    assert env.sh(f"test -f {MARK}").returncode == 0
+    again = _backup(env)
+    assert "disabled" in _maintenance(env)
+    assert env.sh(f"test -e {MARK}").returncode != 0
+    after = _archives(env)
+    assert again["archive"] in after and again["counts"] == content["first"]["counts"]
+    assert not {n for n in after - before if not n.endswith(".checkpoint")} - {again["archive"]}, after - before
+
+
+def _interrupted_restore(env: SchoolEnv) -> None:
+    """`schoolctl restore` to NEW, stopped by Ctrl-C (SIGINT) while the server puts the data back."""
+    cmd = [sys.executable, "-m", "schoolctl.cli", "--schools-dir", str(env.schools),
+           "restore", SID, "--to", f"lab:{NEW}", "--yes"]
+    proc = subprocess.Popen(cmd, env=env.env, cwd=Path(__file__).resolve().parents[2],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 1800
+        while time.monotonic() < deadline and proc.poll() is None:
+            if env.lab.run(NEW, "pgrep -f 'schoolctl-backup [r]estore '", timeout=30).returncode == 0:
+                time.sleep(2)
+                break
+            time.sleep(2)
+        assert proc.poll() is None, f"restore ended before its data phase: {proc.returncode} {proc.stderr.read()}"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert env.lab.run(NEW, "test -s /var/lib/schoolctl/restoring", timeout=30).returncode == 0
+    # the server's program may go on without its SSH session: a new run waits for it, then converges
+    running = "pgrep -f 'schoolctl-backup [r]estore '"
+    if env.lab.run(NEW, running, timeout=30).returncode == 0:
+        busy = env.cli("restore", SID, "--to", f"lab:{NEW}", "--yes")
+        assert busy.returncode == 1 and "still putting data back" in busy.stderr, busy.stderr
+    for _ in range(300):
+        if env.lab.run(NEW, running, timeout=30).returncode != 0:
+            break
+        time.sleep(2)
+
+
 def test_restore_onto_a_new_server_after_the_old_one_died(env: SchoolEnv, content: dict[str, Any]) -> None:
     env.lab.down([SCHOOL])
+    env.lab.up([NEW], timeout=240)
+    _interrupted_restore(env)
+    # run again after the interruption: accepted (the server's marker says a restore was under way), converges
     proc = env.cli("restore", SID, "--to", f"lab:{NEW}", "--yes", "--json", timeout=3000)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     done = _documented("restore", proc.stdout)
@@ -256,6 +343,11 @@ def test_restore_onto_a_new_server_after_the_old_one_died(env: SchoolEnv, conten
     code, body = _webdav(env, NEW, pupil["uid"], pupil["password"])
     assert code == 200 and hashlib.sha256(body).hexdigest() == content["sha256"]
     assert _course(env, NEW, "read") == {"course": "Backup drill", "file": "the lesson plan of 3A"}
+    # Etherpad (node) takes some seconds to listen again after the restore started it
+    up = env.lab.run(NEW, "for i in $(seq 90); do curl -fsS --noproxy '*' -o /dev/null http://127.0.0.1:9001/health "
+                          "&& exit 0; sleep 1; done; exit 1", timeout=150)
+    assert up.returncode == 0, "etherpad did not answer within 90 s of the restore"
+    assert env.pad_api("getText", host=NEW, padID=PAD)["text"] == PAD_TEXT
     again = env.cli("restore", SID, "--to", f"lab:{NEW}", "--yes")
     assert again.returncode == 2 and "already holds school data" in again.stderr
     # the restored server becomes the school's: it backs up, and everything audits clean but the drill
@@ -285,3 +377,22 @@ def test_the_drill_passes_then_fails_on_a_corrupted_archive(env: SchoolEnv, cont
     assert bad.returncode == 1 and "drill failed" in bad.stderr, bad.stdout + bad.stderr
     last = json.loads(env.ok("cat /var/lib/schoolctl/backup/drill.json"))
     assert last["status"] == "failed" and last["error"], last
+
+
+def test_a_wrong_passphrase_in_the_vault_is_named_and_changes_nothing(env: SchoolEnv, content: dict[str, Any]) -> None:
+    from schoolctl.secrets import SecretStore
+
+    vault = env.work / "secrets" / f"{SID}.vault"
+    kept = vault.read_bytes()
+    store = SecretStore(env.work / "secrets", Path(env.env["SCHOOLCTL_VAULT_KEY_FILE"]))
+    store.put(SID, "backup_passphrase", "not-the-passphrase-of-this-repository")
+    try:
+        before = env.lab.run(BACKUP, f"ls -l --time-style=+%s {REPO} {REPO}/data", timeout=60).stdout
+        for verb in (("backup", "prune", SID), ("restore", SID, "--to", f"lab:{NEW}", "--yes", "--force")):
+            proc = env.cli(*verb)
+            assert proc.returncode in (1, 2) and SID in proc.stderr and "passphrase" in proc.stderr.lower(), \
+                (verb, proc.returncode, proc.stderr)
+            assert "not-the-passphrase" not in proc.stdout + proc.stderr
+        assert env.lab.run(BACKUP, f"ls -l --time-style=+%s {REPO} {REPO}/data", timeout=60).stdout == before
+    finally:
+        vault.write_bytes(kept)

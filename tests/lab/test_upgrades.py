@@ -286,36 +286,24 @@ def pad(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                     ("etherpad-lite-2.5.3.tar.gz", "etherpad-3.3.1.tar.gz", "node-v24.22.3-linux-x64.tar.xz"))
 
 
-def _api(env: Env, method: str, **params: str) -> Any:
-    """Etherpad's HTTP API on the host itself (key from its file, form body on stdin)."""
-    from urllib.parse import urlencode
-
-    body = urlencode(params)
-    out = env.ok(f"printf 'apikey=%s&%s' \"$(cat /etc/etherpad/APIKEY.txt)\" {shlex.quote(body)} | "
-                 f"curl -fsS --noproxy '*' --max-time 30 --data @- http://127.0.0.1:9001/api/1.3.0/{method}")
-    answer = json.loads(out)
-    assert answer["code"] == 0, (method, answer)
-    return answer["data"]
-
-
 def _pads(env: Env, pads: dict[str, str]) -> dict[str, Any]:
-    return {p: {"text": _api(env, "getText", padID=p)["text"],
-                "authors": sorted(_api(env, "listAuthorsOfPad", padID=p)["authorIDs"]),
-                "names": sorted(_api(env, "getAuthorName", authorID=a) for a in
-                                _api(env, "listAuthorsOfPad", padID=p)["authorIDs"])} for p in pads}
+    return {p: {"text": env.pad_api("getText", padID=p)["text"],
+                "authors": sorted(env.pad_api("listAuthorsOfPad", padID=p)["authorIDs"]),
+                "names": sorted(env.pad_api("getAuthorName", authorID=a) for a in
+                                env.pad_api("listAuthorsOfPad", padID=p)["authorIDs"])} for p in pads}
 
 
 def test_etherpad_upgrade_keeps_pads_and_authors(pad: Env) -> None:
     first = pad.timed_deploy("etherpad 2.5.3 install (all layers)")
     assert first["status"] == "changed", first
     assert pad.ok("readlink /srv/etherpad/current").strip() == "/srv/etherpad/releases/2.5.3"
-    marta = _api(pad, "createAuthor", name="Marta Puig")["authorID"]
-    laia = _api(pad, "createAuthor", name="Laia Font")["authorID"]
+    marta = pad.pad_api("createAuthor", name="Marta Puig")["authorID"]
+    laia = pad.pad_api("createAuthor", name="Laia Font")["authorID"]
     pads = {"apunts-1a": "Apunts de ciències\n", "deures": "Deures de matemàtiques\n"}
     for name, text in pads.items():
-        _api(pad, "createPad", padID=name, text="")
-        _api(pad, "setText", padID=name, text=text, authorId=marta)
-    _api(pad, "appendText", padID="apunts-1a", text="Afegit per la Laia\n", authorId=laia)
+        pad.pad_api("createPad", padID=name, text="")
+        pad.pad_api("setText", padID=name, text=text, authorId=marta)
+    pad.pad_api("appendText", padID="apunts-1a", text="Afegit per la Laia\n", authorId=laia)
     before = _pads(pad, pads)
     assert before["apunts-1a"]["names"] == ["Laia Font", "Marta Puig"] and \
         before["apunts-1a"]["text"].startswith("Apunts de ciències") and "Afegit per la Laia" in \

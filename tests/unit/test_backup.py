@@ -165,7 +165,10 @@ def test_a_failed_backup_is_journaled_and_exits_1(tmp_path: Path, monkeypatch: p
         raise BackupError("demo: borg create failed: Connection refused")
 
     monkeypatch.setattr(program_module, "program", unreachable)
-    r = CliRunner().invoke(app, ["--schools-dir", str(fleet_dir(tmp_path)), "backup", "demo", "--json"])
+    folder = fleet_dir(tmp_path)
+    demo = folder / "demo.yaml"  # a server's failure: a lab:NAME without its lab host is refused first (exit 2)
+    demo.write_text(demo.read_text().replace("server: lab:demo", "server: 127.0.0.1"))
+    r = CliRunner().invoke(app, ["--schools-dir", str(folder), "backup", "demo", "--json"])
     assert r.exit_code == 1, r.output
     assert json.loads(r.stdout)["schools"][0]["error"].endswith("Connection refused")
     [entry] = [e for e in journal.read("demo") if e["verb"] == "backup"][-1:]

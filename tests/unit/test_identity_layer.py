@@ -14,7 +14,8 @@ from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import Layer, merge
 from schoolctl.secrets import Secret
 
-SECRETS = {"ldap_admin": "Adm1nSecretValue-xyz", "ldap_apps": "AppsSecretValue-abc123"}
+SECRETS = {"ldap_admin": "Adm1nSecretValue-xyz", "ldap_apps": "AppsSecretValue-abc123",
+           "ldap_moodle": "MoodleBind-0987xyz"}
 
 
 @pytest.fixture
@@ -59,11 +60,29 @@ def test_tls_only_and_certificate_checked(layer: Layer) -> None:
 def test_acls_hide_passwords_and_suspended_people(layer: Layer) -> None:
     config = files(layer)["/etc/schoolctl/identity/slapd-config.ldif"]
     base = "dc=demo,dc=escoles,dc=bcn,dc=example"
-    assert "olcAccess: {2}to attrs=userPassword by self =xw by anonymous auth by * none" in config
+    assert "olcAccess: {3}to attrs=userPassword by self =xw by anonymous auth by * none" in config
     assert f'olcAccess: {{1}}to dn.subtree="ou=suspended,{base}" by * none' in config
     assert f'to dn.subtree="ou=people,{base}" by dn.exact="cn=apps,{base}" read' in config
     assert "olcDisallows: bind_anon" in config and "olcRequires: authc" in config
-    assert "olcAccess: {6}to * by * none" in config
+    assert "olcAccess: {7}to * by * none" in config
+
+
+def test_moodle_may_set_but_never_read_a_persons_password(layer: Layer) -> None:
+    """cn=moodle writes (=w, no read, no auth) userPassword in ou=people only, before the general rule;
+    ppolicy hashes what it writes in cleartext; its account is added once, its password replaced."""
+    f = files(layer)
+    config = f["/etc/schoolctl/identity/slapd-config.ldif"]
+    base = "dc=demo,dc=escoles,dc=bcn,dc=example"
+    assert (f'olcAccess: {{2}}to dn.subtree="ou=people,{base}" attrs=userPassword by self =xw by '
+            f'dn.exact="cn=moodle,{base}" =w by anonymous auth by * none') in config
+    assert config.index("{2}to dn.subtree") < config.index("{3}to attrs=userPassword")
+    assert "olcModuleLoad: {4}ppolicy" in config and "olcPPolicyHashCleartext: TRUE" in config
+    assert "olcPPolicyDefault" not in config   # no policy: no lockout, no expiry
+    account = f["/etc/schoolctl/identity/moodle-account.ldif"]
+    assert account.startswith(f"dn: cn=moodle,{base}\n") and "userPassword: {SSHA512}" in account
+    assert SECRETS["ldap_moodle"] not in account
+    step = next(s for s in layer.steps if "cn=moodle" in s.name)
+    assert "ldapadd" in step.apply and "ldapmodify" in step.apply and "moodle-password.ldif" in step.check
 
 
 def test_no_secret_in_clear_and_hashes_are_stable(site: Site, layer: Layer) -> None:

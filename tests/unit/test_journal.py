@@ -157,6 +157,7 @@ def test_an_audit_through_the_cli_is_journaled(schools: Path, tmp_path: Path, mo
 
     monkeypatch.setattr(runner, "audit_all", lambda schools, **kw: [SchoolAudit(s.id, s.name, error="down")
                                                                     for s in schools])
+    monkeypatch.setattr("schoolctl.cli.context.lab_problems", lambda schools: [])  # no lab host: the audit is faked
     assert run_cli("--schools-dir", "schools", "audit", "demo", "escola-pins", "--format", "json").code == 1
     entries = journal.read()
     assert [(e["verb"], e["school"], e["result"]) for e in entries] == [("audit", "demo", "error"),

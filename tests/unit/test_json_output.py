@@ -42,8 +42,11 @@ def test_list(fleet: Path) -> None:
 
 
 def _fake_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import schoolctl.cli.context
     import schoolctl.cli.runner as runner
     from schoolctl.cli.runner import Result
+
+    monkeypatch.setattr(schoolctl.cli.context, "lab_problems", lambda schools: [])  # no lab host: the run is faked
 
     monkeypatch.setattr(runner, "run", lambda schools, plan, progress, **_: [
         Result(s.id, ("planned" if plan else "changed") if s.id == "escola-pins" else "unchanged", seconds=1.5,

@@ -132,3 +132,18 @@ def test_bad_input_is_refused_with_the_fix(imported, tmp_path: Path) -> None:
     run = run_cli("users", "letters", "demo", "-o", str(out))
     assert run.code == 2 and "no initial-passwords file of demo" in run.stderr and "users import" in run.stderr
     assert not out.exists()
+
+
+def test_cut_out_slips_four_to_a_page(imported, tmp_path: Path) -> None:
+    _, people = imported
+    out = tmp_path / "slips.pdf"
+    run = run_cli("users", "letters", "demo", "--layout", "slips", "-o", str(out))
+    assert run.code == 0, run.stderr
+    assert "slips layout" in run.stdout and not any(p["password"] in run.stdout + run.stderr for p in people)
+    pages = _text(out).split("\f")
+    # per class: its list, then its slips on one page (3A's two together), first-login steps on each
+    with_passwords = [[p["uid"] for p in people if p["password"] in page] for page in pages]
+    assert [sorted(uids) for uids in with_passwords if uids] == [["jordi.co", "nuria.perez"], ["wei.zhang"],
+                                                                ["marta.puig"]]
+    three_a = next(page for page in pages if "jordi.co" in page and "Contrasenya inicial" in page)
+    assert three_a.count("Contrasenya inicial") == 2 and three_a.count("Moodle") >= 2

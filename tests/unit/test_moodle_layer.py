@@ -95,7 +95,7 @@ def test_config_php_is_secret_and_complete(mirror: str) -> None:
                  "$CFG->disableupdatenotifications = true;", "$CFG->disableupdateautodeploy = true;",
                  "$CFG->site_is_public = false;", "$CFG->session_handler_class = '\\core\\session\\redis';",
                  "$CFG->session_redis_host = '/run/redis/redis-server.sock';",
-                 "$CFG->dbpass    = 's3cr3t-db_moodle-value';", "'bind_pw' => 's3cr3t-ldap_apps-value',",
+                 "$CFG->dbpass    = 's3cr3t-db_moodle-value';", "'bind_pw' => 's3cr3t-ldap_moodle-value',",
                  "'host_url' => 'ldaps://127.0.0.1:636',", "'removeuser' => 1,",
                  "'contexts' => 'ou=people,dc=demo,dc=escoles,dc=bcn,dc=example',"):
         assert line in text, line
@@ -308,3 +308,25 @@ def test_the_language_control_reads_moodles_own_setting() -> None:
     assert status("ca", ["ca", "en", "es"]) == "pass"
     assert status("en", ["en"]) == "fail"          # no pack: the fallback to English is caught
     assert status("ca", ["en"]) == "fail"
+
+
+def test_classes_and_the_first_login(mirror: str) -> None:
+    """Moodle binds as cn=moodle, forces a new password on new accounts and writes it to the directory
+    through its own change page; cohort leavers keep their work; the import's classes script is installed
+    and does nothing before Moodle is."""
+    site = make_site("demo", mirror=mirror)
+    ldap = moodle.ldap_config(site)
+    assert ldap["bind_dn"] == "cn=moodle,dc=demo,dc=escoles,dc=bcn,dc=example"
+    assert (ldap["stdchangepassword"], ldap["forcechangepassword"], ldap["passtype"]) == (1, 1, "plaintext")
+    config = files(site)["/srv/moodle/releases/5.0.6/config.php"].data.decode()
+    assert "$CFG->auth_ldap_forcechangepassword = true;" in config
+    assert config.index("auth_ldap_forcechangepassword") < config.index("require_once(__DIR__")
+    assert wanted(site)["config"]["enrol_cohort"] == {"unenrolaction": 3}   # ENROL_EXT_REMOVED_SUSPENDNOROLES
+    script = files(site)[moodle.CLASSES_SCRIPT]
+    text = script.data.decode()
+    assert script.mode == "0644" and not script.secret and "require '/srv/moodle/current/config.php';" in text
+    assert "cohort_add_member" in text and "cohort_remove_member" in text and "$prefix = 'schoolctl-';" in text
+    assert "cohort_delete_cohort" not in text   # a class gone from the roster leaves an empty cohort
+    command = moodle.classes_command()
+    assert command.startswith(f"if [ -e {moodle.INSTALLED} ] && [ -f {moodle.CLASSES_SCRIPT} ]; then runuser")
+    assert '"not installed yet (deploy the school)"' in command

@@ -99,7 +99,8 @@ def test_ldap_over_tls_with_uid_login(mirror):
     assert ldap["s01ldap_turn_off_cert_check"] == "0"
     assert ldap["s01ldap_dn"] == "cn=apps,dc=demo,dc=escoles,dc=bcn,dc=example"
     assert ldap["s01ldap_base_users"] == "ou=people,dc=demo,dc=escoles,dc=bcn,dc=example"
-    assert ldap["s01ldap_login_filter"] == "(&(objectClass=inetOrgPerson)(uid=%uid))"
+    # nobody logs in on the letter's password (pwdReset): Moodle makes them change it first
+    assert ldap["s01ldap_login_filter"] == "(&(objectClass=inetOrgPerson)(!(pwdReset=TRUE))(uid=%uid))"
     assert ldap["s01ldap_expert_username_attr"] == "uid"
     assert ldap["s01ldap_configuration_active"] == "1"
     assert not any("password" in k for k in ldap)
@@ -225,3 +226,18 @@ def test_after_install_the_admin_overview_is_clean(demo_mirror):
     assert 'add_header X-Frame-Options "SAMEORIGIN" always;' in conf
     assert 'add_header X-Permitted-Cross-Domain-Policies "none" always;' in conf
     assert "fastcgi_hide_header X-Frame-Options;" in conf   # one header, not Nextcloud's and nginx's both
+
+
+def test_class_folders_script(mirror):
+    """Installed root-only; talks to this server's own name, pinned to its own certificate, admin password
+    from its file (never in the script); nothing before Nextcloud is installed."""
+    from schoolctl.deploy.web import CERT
+
+    f = files(make_site("demo", mirror))[nextcloud.CLASSES_SCRIPT]
+    text = f.data.decode()
+    assert f.mode == "0700" and 'BASE = "https://cloud.demo.escoles.bcn.example"' in text
+    assert f"CERT = {json.dumps(CERT)}" in text and "VERIFY_X509_PARTIAL_CHAIN" in text
+    assert 'PASSWORD_FILE = "/etc/schoolctl/secrets/nextcloud_admin"' in text and 'FOLDER = "Classes"' in text
+    assert "ProxyHandler({})" in text and "PERMISSIONS = 15" in text
+    compile(text, nextcloud.CLASSES_SCRIPT, "exec")
+    assert nextcloud.classes_command().startswith("if [ -f /srv/nextcloud/current/config/config.php ]")

@@ -261,3 +261,52 @@ def test_app_delete_hooks_are_found_and_run(schools, monkeypatch: pytest.MonkeyP
     results = run_hooks(LocalShell(), None, hooks, ["a.a", "b.b"])  # type: ignore[arg-type]
     assert results == {"a.a": {"moodle": "ok", "nextcloud": "ok"},
                        "b.b": {"moodle": "ok", "nextcloud": "failed (exit 3): no such user"}}
+
+
+# --- classes in the apps and the first login ----------------------------------------------------------
+
+def test_new_people_must_change_the_letters_password() -> None:
+    """pwdReset on every new person; an account still carrying it stays on the list, one without does not."""
+    plan = diff([ONA], directory(), TODAY, 30)
+    ldif = to_ldif(plan, {"ona.sala": "s3cret-Passw0rd"})
+    assert "\npwdReset: TRUE\n" in ldif and plan.must_change == {"ona.sala"}
+    changed, waiting = account("pau.soler", PAU), account("marta.puig", MARTA)
+    waiting.must_change = True
+    plan = diff([MARTA, PAU], directory(changed, waiting), TODAY, 30)
+    assert plan.must_change == {"marta.puig"}
+    text = (f"dn: uid=marta.puig,ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: marta.puig\n"
+            f"employeeNumber: {MARTA.key}\npwdReset: TRUE\n\n"
+            f"dn: uid=pau.soler,ou=people,{BASE}\nobjectClass: inetOrgPerson\nuid: pau.soler\n"
+            f"employeeNumber: {PAU.key}\n")
+    assert [(a.uid, a.must_change) for a in read_directory(parse_ldif(text), BASE, TODAY).accounts] == [
+        ("marta.puig", True), ("pau.soler", False)]
+
+
+def test_the_school_year_move_and_the_classes_payload() -> None:
+    from schoolctl.cli.users.classes import payload
+
+    d = directory(account("pau.soler", PAU), account("ona.sala", ONA),
+                  groups={"students": {"pau.soler", "ona.sala"}, "class-1a": {"pau.soler", "ona.sala"}})
+    plan = diff([Person("Pau", "Soler", "student", "2A"), ONA], d, TODAY, 30)
+    assert plan.moves == [("pau.soler", "1A", "2A")] and not plan.suspend and not plan.add
+    assert plan.groups == {"class-1a": (set(), {f"uid=pau.soler,ou=people,{BASE}"})}
+    assert plan.new_groups["class-2a"] == ("Class 2A", {f"uid=pau.soler,ou=people,{BASE}"})
+    assert payload(plan) == {"classes": {"1A": {"group": "class-1a", "members": ["ona.sala"]},
+                                         "2A": {"group": "class-2a", "members": ["pau.soler"]}},
+                             "must_change": []}
+
+
+def test_the_apps_class_answers_are_read_per_app() -> None:
+    from schoolctl.cli.users.classes import changed, parse, script, summary
+
+    out = ('@@moodle {"changes": ["cohort 3A created"], "notes": []}\n'
+           "@@nextcloud-failed 1\n@@nextcloud-out nextcloud classes: GET /cloud/groups: HTTP 401\n")
+    found = parse(out, ["moodle", "nextcloud", "etherpad"])
+    assert found["moodle"] == {"changes": ["cohort 3A created"], "notes": []} and changed(found["moodle"])
+    assert found["nextcloud"] == {"error": "failed (exit 1): nextcloud classes: GET /cloud/groups: HTTP 401"}
+    assert found["etherpad"] == {"error": "no answer"}
+    assert summary("moodle", {"changes": [], "notes": []}) == "moodle: classes unchanged"
+    assert summary("moodle", found["moodle"]) == "moodle: classes cohort 3A created"
+    text = script([("moodle", lambda: "cat")], {"classes": {}, "must_change": []})
+    ok, stdout, _ = LocalShell().run("sh -s", stdin=text)
+    assert ok and parse(stdout, ["moodle"]) == {"moodle": {"classes": {}, "must_change": []}}

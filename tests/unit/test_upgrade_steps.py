@@ -459,6 +459,7 @@ def session(monkeypatch: pytest.MonkeyPatch) -> type[FakeSession]:
 
     FakeSession.answers, FakeSession.commands = [], []
     monkeypatch.setattr(schoolctl.connect, "Session", FakeSession)
+    monkeypatch.setattr("schoolctl.cli.context.lab_problems", lambda schools: [])  # no lab host: the session is faked
     return FakeSession
 
 

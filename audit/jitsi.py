@@ -181,6 +181,8 @@ def turn(ctx: Context) -> Outcome:
                  "es": "Jitsi Meet no graba, ni emite ni transcribe"})
 def no_recording(ctx: Context) -> Outcome:
     js = _config(ctx)
+    jicofo = code(ctx.run(CONFIGS).stdout.partition("@@file /etc/jitsi/jicofo/jicofo.conf")[2].split("@@file")[0])
+    jibri = re.search(r"jibri\s*\{[^}]*brewery-jid\s*=\s*\"([^\"]*)\"", jicofo)
     checks = {"recordingService.enabled": nested(js, "recordingService", "enabled"),
               "liveStreaming.enabled": nested(js, "liveStreaming", "enabled"),
               "transcription.enabled": nested(js, "transcription", "enabled"),
@@ -191,5 +193,81 @@ def no_recording(ctx: Context) -> Outcome:
     for legacy in ("fileRecordingsEnabled", "liveStreamingEnabled", "transcribingEnabled"):
         if js_key(js, legacy) == "true":
             bad.append(f"{legacy}: true")
+    if jibri and jibri.group(1):   # jicofo would hand recordings to a Jibri
+        bad.append(f"jicofo jibri.brewery-jid: {jibri.group(1)}")
     return verdict(not bad, "; ".join(bad) or "recording, streaming, transcription and local recording off",
                    ", ".join(f"{k}: {v}" for k, v in want.items()))
+
+
+# --- the running stack: jicofo and the videobridge, and every Jitsi configuration file ----------------
+
+def stack_cmd(school: Any) -> str:
+    """Whether jicofo and the videobridge run, and the XMPP sessions prosody holds (JIDs only)."""
+    return ("for u in jicofo jitsi-videobridge2; do echo \"@@unit $u $(systemctl is-active $u 2>/dev/null)\"; done; "
+            "timeout 20 prosodyctl shell \"c2s:show(nil, 'jid')\" 2>/dev/null "
+            "| grep -oE '[A-Za-z0-9._-]+@auth\\.[A-Za-z0-9.-]+' "
+            "| sort -u | sed 's/^/@@session /'")
+
+
+# every file of Jitsi's own services and the web client's config (never a secret: passwords are cut)
+CONFIGS = evidence("for f in /etc/jitsi/videobridge/jvb.conf /etc/jitsi/videobridge/sip-communicator.properties "
+                   "/etc/jitsi/videobridge/config /etc/jitsi/jicofo/jicofo.conf /etc/jitsi/jicofo/config "
+                   "/etc/jitsi/meet/*.js; do [ -f \"$f\" ] || continue; echo \"@@file $f\"; "
+                   "grep -viE '^[[:space:]]*(password|secret)[[:space:]]*[=:]' \"$f\"; done")
+evidence(lambda school, expect: [stack_cmd(school)] if school.has("jitsi") else [])
+_FILEISH = re.compile(r"\.(conf|properties|js|json|lua|log|jar|sh|html|pem|key|crt|txt)$", re.I)
+_HOST = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,}$", re.I)
+
+
+def config_hosts(text: str, domain: str) -> list[str]:
+    """Host names a Jitsi config names (URLs, STUN/TURN, quoted `host[:port]`, `key=host`) that are not
+    the school's own: Java property names, paths and file names are not hosts."""
+    found = set(foreign_hosts(text, domain))
+    body = code(text)
+    values = re.findall(r"['\"]([^'\"\s]+)['\"]", body) + re.findall(r"^[^=#\n]+=\s*([^\s\"'#]+)\s*$", body, re.M)
+    for value in values:
+        for token in re.split(r"[,\s]+", value):
+            if not token or token[0] in "-/$":
+                continue
+            host = re.sub(r"^[a-z]+:(//)?", "", token, flags=re.I).split("/")[0].rsplit("@", 1)[-1]
+            host = re.sub(r":\d+$", "", host)
+            if _HOST.fullmatch(host) and not _FILEISH.search(host) \
+                    and not (host == domain or host.endswith("." + domain)):
+                found.add(host.lower())
+    return sorted(found)
+
+
+@control("JITSI-STACK-RUNNING", "jitsi", "Jicofo and the videobridge run and are registered with prosody",
+         "Without jicofo (focus) and the school's videobridge logged in to prosody, a teacher's room never "
+         "opens, and the platform links a video service that does not work.",
+         ["32"], "medium",
+         titles={"ca": "Jicofo i el videobridge funcionen i estan registrats a prosody",
+                 "es": "Jicofo y el videobridge funcionan y están registrados en prosody"})
+def stack_running(ctx: Context) -> Outcome:
+    out = ctx.run(stack_cmd(ctx.school)).stdout.splitlines()
+    units = dict(x.split()[1:3] if len(x.split()) > 2 else (x.split()[1], "unknown")
+                 for x in out if x.startswith("@@unit "))
+    sessions = {x.split()[1] for x in out if x.startswith("@@session ")}
+    auth = f"auth.{meet(ctx.school)}"
+    bad = [f"{u} {state}" for u, state in units.items() if state != "active"]
+    bad += [f"{who}@{auth} not logged in to prosody" for who in ("focus", "jvb") if f"{who}@{auth}" not in sessions]
+    return verdict(not bad, "; ".join(bad) or f"jicofo and jitsi-videobridge2 active; focus and jvb on {auth} in",
+                   f"jicofo and jitsi-videobridge2 active, focus@{auth} and jvb@{auth} in prosody's sessions")
+
+
+@control("JITSI-CONFIG-NO-THIRD-PARTY", "jitsi", "No Jitsi configuration file names a third-party host",
+         "Upstream's packages write jitsi.net STUN servers into the videobridge's files and other hosts into "
+         "the web client's; any of them would learn who joins the school's classes, and from where.",
+         ["5(1)(c)", "44"], "high",
+         titles={"ca": "Cap fitxer de configuració de Jitsi no nomena un servidor de tercers",
+                 "es": "Ningún fichero de configuración de Jitsi nombra un servidor de terceros"})
+def config_no_third_party(ctx: Context) -> Outcome:
+    text = ctx.run(CONFIGS).stdout
+    parts = re.split(r"^@@file (\S+)$", text, flags=re.M)
+    files = dict(zip(parts[1::2], parts[2::2], strict=True))
+    if not files:
+        return verdict(False, "no Jitsi configuration file found under /etc/jitsi", "Jitsi's files in /etc/jitsi")
+    bad = [f"{path}: {', '.join(hosts)}" for path, body in files.items()
+           if (hosts := config_hosts(body, ctx.school.domain))]
+    return verdict(not bad, "; ".join(bad) or f"{len(files)} files, only the school's own hosts",
+                   "only the school's own host names in /etc/jitsi")

@@ -17,19 +17,21 @@
   on loopback.
 
 Packages: jicofo, jitsi-videobridge2, jitsi-meet-web and jitsi-meet-prosody (its prosody plugins:
-lobby, client_proxy, jitsi-anonymous) come from Jitsi's apt repository (fleet `apt_repos.jitsi`,
-key fingerprint pinned and checked before apt trusts it). With `apt_repos.jitsi: null` (a city that
-ships them another way, or the lab) only the Debian side is deployed: prosody with the secure
-domain and LDAP, coturn, the nginx site and the web config; `NOTE` says so in the plan.
+lobby, client_proxy, jitsi-anonymous) come from one of two sources, told apart in one place
+(deploy/jitsi_source.py): Jitsi's pinned apt repository (fleet `apt_repos.jitsi`, for a real school
+that reaches it), or the tarballs a city builds itself, in its mirror's `jitsi/` folder with their
+SHA256SUMS lines (the lab, or a city without that repository), installed to the same paths, users
+and units. With neither only the Debian side is deployed (prosody with the secure domain and
+LDAP, coturn, the nginx site and the web config); `NOTE` says so in the plan.
 """
 
 from __future__ import annotations
 
 import shlex
 
-from schoolctl.deploy.apt_repo import apt_conf_dir, apt_repo
 from schoolctl.deploy.identity import ldap_settings
-from schoolctl.deploy.render import integer, one_line, render
+from schoolctl.deploy.jitsi_source import source
+from schoolctl.deploy.render import integer, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step, running_current
 from schoolctl.deploy.turn import TURN_CONF, coturn_file
@@ -45,10 +47,9 @@ NOTE_FILE = "/etc/jitsi/meet/SCHOOLCTL-NOTE"
 WAIT_PROSODY = ("i=0; until ss -Hltn | grep -q '127.0.0.1:5222 '; do i=$((i+1)); [ $i -le 50 ] || "
                 "{ echo 'prosody does not listen on 127.0.0.1:5222' >&2; exit 1; }; sleep 0.2; done")
 DEBIAN_PACKAGES = ["prosody", "prosody-modules", "lua-ldap", "lua-unbound", "coturn"]
-JITSI_PACKAGES = ["jitsi-videobridge2", "jicofo", "jitsi-meet-web", "jitsi-meet-prosody"]
-NOTE = ("apt_repos.jitsi is null: only the Debian side of Jitsi Meet is deployed (prosody with the "
-        "secure domain and LDAP, coturn, nginx site, web config); jicofo, jitsi-videobridge2 and "
-        "jitsi-meet-web must come from the city's own packages")
+NOTE = ("neither Jitsi's apt repository (apt_repos.jitsi) nor Jitsi tarballs in the mirror's jitsi/ folder: only the "
+        "Debian side of Jitsi Meet is deployed (prosody with the secure domain and LDAP, coturn, nginx site, web "
+        "config); jicofo, jitsi-videobridge2 and jitsi-meet-web must come from the city's own packages")
 CSP_TEMPLATE = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval' 'wasm-unsafe-eval'; "
                 "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; media-src 'self' blob: data:; "
                 "font-src 'self' data:; worker-src 'self' blob:; connect-src 'self' wss://{host}; "
@@ -92,8 +93,9 @@ def web_config(site: Site) -> dict[str, str]:
             f"/etc/jitsi/meet/{meet}-interface_config.js": render("jitsi/interface_config.js.j2", **ctx)}
 
 
-def _accounts_step(meet: str) -> Step:
-    """focus and jvb accounts on auth.<meet>, passwords piped on stdin; re-registered when they change."""
+def _accounts_step(meet: str, full: bool) -> Step:
+    """focus and jvb accounts on auth.<meet>, passwords piped on stdin; re-registered when they change
+    (then jicofo and the videobridge, started before the accounts existed, log in again)."""
     auth = f"auth.{meet}"
     marker = f"{STATE}/accounts.applied"
     files = f"{SECRETS}/jitsi_focus {SECRETS}/jitsi_jvb"
@@ -105,7 +107,12 @@ def _accounts_step(meet: str) -> Step:
                 check=f'[ "$(cat {files} | sha256sum)" = "$(cat {marker} 2>/dev/null)" ] && '
                       f"systemctl is-active -q prosody",
                 apply=f"systemctl is-active -q prosody || systemctl restart prosody\n{WAIT_PROSODY}\n{register}"
-                      f"cat {files} | sha256sum > {marker}")
+                      # as jitsi-meet-prosody's postinst: focus.<meet> (client_proxy) gets focus's presence, or
+                      # every conference request answers service-unavailable
+                      + (f"prosodyctl mod_roster_command subscribe {shlex.quote('focus.' + meet)} "
+                         f"{shlex.quote('focus@' + auth)} >/dev/null\n" if full else "")
+                      + f"cat {files} | sha256sum > {marker}"
+                      + ("\nsystemctl try-restart jicofo jitsi-videobridge2" if full else ""))
 
 
 def layer(site: Site) -> Layer | None:
@@ -115,9 +122,8 @@ def layer(site: Site) -> Layer | None:
         return None
     privacy = school.privacy
     meet = site.fqdn("jitsi")
-    # in the lab upstream repositories are out of reach: deploy the Debian side only, as with null
-    repo = school.fleet.apt_repos.jitsi if site.upstream_apt else None
-    full = repo is not None
+    src = source(site, meet)
+    full = src.full
     s = ldap_settings(site)
     turn_secret = site.secret(TURN_SECRET)
     prosody_conf = render(
@@ -136,23 +142,19 @@ def layer(site: Site) -> Layer | None:
         coturn_file(site, meet, j.turn_port, _allowed_peers(site), secret_name=TURN_SECRET),
         *(File(path, text) for path, text in web_config(site).items()),
         server_block(site, "jitsi", nginx_body(site), csp(site), PERMISSIONS),
+        *src.files,
     ]
-    pre_files: list[File] = []
-    pre_steps: list[Step] = []
-    packages = list(DEBIAN_PACKAGES)
+    packages = [*DEBIAN_PACKAGES, *src.packages]
     services = [Service("prosody"), Service("coturn")]
     directories = [Directory("/etc/jitsi"), Directory("/etc/jitsi/meet"),
-                   Directory(PROSODY_SECRETS, "0750", "root", "prosody"), Directory(STATE, "0700")]
+                   Directory(PROSODY_SECRETS, "0750", "root", "prosody"), Directory(STATE, "0700"),
+                   *src.directories]
     if not full:
         files.append(File(NOTE_FILE, NOTE + "\n"))
     else:
-        assert repo is not None
-        repo_files, repo_steps = apt_repo(site, "jitsi", repo)
-        pre_files += repo_files
-        pre_steps += [*repo_steps, _preseed(meet)]
-        packages += JITSI_PACKAGES
         services += [Service("jicofo"), Service("jitsi-videobridge2")]
-        ctx = dict(meet=meet, focus=site.secret("jitsi_focus"), jvb=site.secret("jitsi_jvb"))
+        ctx = dict(meet=meet, focus=site.secret("jitsi_focus"), jvb=site.secret("jitsi_jvb"),
+                   jvb_port=integer(j.jvb_port, "jitsi.jvb_port"))
         files += [
             File("/etc/jitsi/jicofo/jicofo.conf", render("jitsi/jicofo.conf.j2", **ctx), "0640", "root", "jitsi",
                  secret=True, restart=("jicofo",)),
@@ -164,9 +166,9 @@ def layer(site: Site) -> Layer | None:
         ]
     return Layer(
         name="jitsi", round=APPS,
-        pre_files=[*pre_files], pre_steps=pre_steps,
+        pre_files=src.pre_files, pre_steps=src.pre_steps,
         packages=packages,
-        directories=[*([apt_conf_dir()] if full else []), *directories],
+        directories=directories,
         files=files,
         services=services,
         steps=[running_current("prosody", ["/etc/prosody/prosody.cfg.lua", f"{PROSODY_SECRETS}/ldap_password",
@@ -176,26 +178,6 @@ def layer(site: Site) -> Layer | None:
                   running_current("jitsi-videobridge2", ["/etc/jitsi/videobridge/jvb.conf",
                                                         "/etc/jitsi/videobridge/sip-communicator.properties"])]
                  if full else []),
-               _accounts_step(meet)],
+               _accounts_step(meet, full)],
     )
 
-
-def _preseed(meet: str) -> Step:
-    """Hostname and "own certificate" answers, so the packages neither prompt nor make certificates.
-    `meet` is one line (a newline could add an answer or end the here-document) and one shell word."""
-    one_line(meet, "the Jitsi host")
-    answers = [
-        f"jitsi-videobridge2 jitsi-videobridge/jvb-hostname string {meet}",
-        f"jitsi-meet-prosody jitsi-videobridge/jvb-hostname string {meet}",
-        f"jicofo jitsi-videobridge/jvb-hostname string {meet}",
-        "jitsi-meet-web-config jitsi-meet/cert-choice select I want to use my own certificate",
-        "jitsi-meet-web-config jitsi-meet/cert-path-crt string /etc/schoolctl/tls/fullchain.pem",
-        "jitsi-meet-web-config jitsi-meet/cert-path-key string /etc/schoolctl/tls/privkey.pem",
-        "jitsi-meet-web-config jitsi-meet/jaas-choice boolean false",
-    ]
-    text = "\n".join(answers)
-    hostname = shlex.quote(f"jvb-hostname: {meet}")
-    return Step(f"debconf answers for Jitsi Meet ({meet}, own certificate)",
-                check=f"debconf-show jitsi-videobridge2 2>/dev/null | grep -qF {hostname} && "
-                      "debconf-show jitsi-meet-web-config 2>/dev/null | grep -qF 'I want to use my own certificate'",
-                apply=f"debconf-set-selections <<'EOF'\n{text}\nEOF")

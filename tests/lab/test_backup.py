@@ -100,9 +100,12 @@ def _course(e: SchoolEnv, host: str, what: str) -> dict[str, Any]:
 
 
 def _audit(e: SchoolEnv, only: list[str] | None = None) -> dict[str, tuple[str, str]]:
+    from unittest import mock
+
     from schoolctl.audit.runner import audit_school
 
-    result = audit_school(e.school, only=only)
+    with mock.patch.dict(os.environ, {"SCHOOLCTL_MIRROR": e.env["SCHOOLCTL_MIRROR"]}):  # as the CLI sees it
+        result = audit_school(e.school, only=only)
     assert result.error is None, result.error
     return {r.control.id: (r.status, r.observed) for r in result.controls}
 

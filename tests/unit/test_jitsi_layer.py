@@ -28,7 +28,8 @@ from schoolctl.deploy.state import APPS, Layer, merge
 from schoolctl.secrets import Secret
 
 SECRETS = {"turn_secret": "TurnSecret-0123456789", "ldap_apps": "AppsSecret-abcdef", "jitsi_focus": "Focus-secret-1",
-           "jitsi_jvb": "Jvb-secret-22", "ldap_admin": "Admin-secret-333", "tls_internal_key": "x" * 64}
+           "jitsi_jvb": "Jvb-secret-22", "ldap_admin": "Admin-secret-333", "tls_internal_key": "x" * 64,
+           "ldap_moodle": "Moodle-secret-4444"}
 MEET = "meet.demo.escoles.bcn.example"
 
 
@@ -220,11 +221,15 @@ def test_jvb_and_jicofo_configs(schools: Path) -> None:
     jvb = by_path["/etc/jitsi/videobridge/jvb.conf"].data.decode()
     assert "stun { addresses = [ ] }" in jvb and "meet-jit-si" not in jvb.split("#")[0]
     assert not re.search(r"^[^#]*jitsi\.net", jvb, re.M)
-    assert 'host = "127.0.0.1"' in jvb and "rest { enabled = false }" in jvb
+    # both http servers on loopback: colibri-ws through nginx, the REST API (/colibri/stats) local only
+    assert jvb.count('host = "127.0.0.1"') == 2 and "rest { enabled = true }" in jvb
+    assert "sctp { enabled = false }" in jvb and "udp { port = 10000 }" in jvb
+    assert f'domains = [ "{MEET}:443" ]' in jvb and 'server-id = "default-id"' in jvb
     props = by_path["/etc/jitsi/videobridge/sip-communicator.properties"].data.decode()
     assert "STUN_MAPPING_HARVESTER_ADDRESSES" not in "".join(x for x in props.splitlines() if not x.startswith("#"))
     jicofo = by_path["/etc/jitsi/jicofo/jicofo.conf"].data.decode()
     assert f'login-url = "{MEET}"' in jicofo and "enabled = true" in jicofo
+    assert re.search(r"sctp \{\s+#[^\n]*\n\s+enabled = false", jicofo)
     for path in ("/etc/jitsi/videobridge/jvb.conf", "/etc/jitsi/jicofo/jicofo.conf"):
         assert by_path[path].secret and by_path[path].mode == "0640"
 
@@ -297,3 +302,124 @@ def test_whole_plan_merges_with_the_platform(schools: Path, privacy: dict) -> No
     assert any(s.startswith("apt repository jitsi") for s in steps)
     executed = " ".join(str(c) for c in host.connector.executed_commands)
     assert not any(v in executed for v in SECRETS.values())
+
+
+# --- the second source: the city's own tarballs in the mirror's jitsi/ folder --------------------------
+
+WEB = "1.0.8438-528-g566b3ba2d"
+TARBALLS = {"jitsi-videobridge2": "2.3-307-g4bb0aead1", "jicofo": "1.0-1189", "jitsi-meet-web": WEB,
+            "jitsi-meet-prosody": WEB, "jitsi-meet-web-config": WEB}
+
+
+def _mirror(tmp: Path, extra: str = "") -> Path:
+    mirror = tmp / "mirror"
+    (mirror / "jitsi").mkdir(parents=True)
+    lines = []
+    for i, (package, version) in enumerate(TARBALLS.items()):
+        (mirror / "jitsi" / f"{package}-{version}.tar.gz").write_bytes(b"x")
+        lines.append(f"{i:064x}  jitsi/{package}-{version}.tar.gz")
+    (mirror / "SHA256SUMS").write_text("\n".join(lines) + "\n" + extra)
+    return mirror
+
+
+def test_the_mirror_source_when_the_apt_repository_is_out_of_reach(schools: Path, tmp_path: Path) -> None:
+    site = _site(schools)
+    site.upstream_apt, site.mirror = False, str(_mirror(tmp_path))
+    layer = _layer(site)
+    assert layer.packages == ["prosody", "prosody-modules", "lua-ldap", "lua-unbound", "coturn",
+                              "openjdk-21-jre-headless", "libssl3t64", "procps", "uuid-runtime",
+                              "openssl", "lua-sec", "lua-basexx", "lua-luaossl", "lua-cjson", "lua-inspect"]
+    assert [s.name for s in layer.services] == ["prosody", "coturn", "jicofo", "jitsi-videobridge2"]
+    assert not layer.pre_files    # no apt repository, no debconf
+    users, *installs = layer.pre_steps
+    assert "useradd -r -g jitsi" in users.apply and "groupadd --system jitsi" in users.apply
+    assert [s.name.split(" from ")[0] for s in installs] == [
+        "jitsi-videobridge2 2.3-307-g4bb0aead1", "jicofo 1.0-1189", "jitsi-meet-web 1.0.8438-528-g566b3ba2d",
+        "jitsi-meet-prosody 1.0.8438-528-g566b3ba2d"]
+    jvb = installs[0]
+    assert jvb.upload and jvb.upload[0].endswith("/jitsi/jitsi-videobridge2-2.3-307-g4bb0aead1.tar.gz")
+    assert f"{0:064x}" in jvb.check and "sha256sum --check" in jvb.apply
+    assert "tar -xzf /root/.schoolctl-download-jitsi-videobridge2.tar.gz -C / --no-same-owner --no-overwrite-dir" \
+        in jvb.apply and "sysctl --system" in jvb.apply and "comm -23" in jvb.apply
+    got = files(layer)
+    assert "-Dconfig.file=/etc/jitsi/videobridge/jvb.conf " in got["/etc/jitsi/videobridge/config"]
+    assert "-Dconfig.file=/etc/jitsi/jicofo/jicofo.conf " in got["/etc/jitsi/jicofo/config"]
+    unit = got["/usr/lib/systemd/system/jicofo.service"]
+    assert "User=jicofo" in unit and "EnvironmentFile=/etc/jitsi/jicofo/config" in unit
+    assert 'plugin_paths = { "/usr/share/jitsi-meet/prosody-plugins/" }' in got["/etc/prosody/prosody.cfg.lua"]
+    assert "component_admins_as_room_owners = true" in got["/etc/prosody/prosody.cfg.lua"]
+    assert jitsi.NOTE_FILE not in got
+    dirs = {d.path: d for d in layer.directories}
+    assert (dirs["/var/log/jitsi"].mode, dirs["/var/log/jitsi"].owner) == ("0770", "jvb")
+
+
+def test_the_apt_repository_wins_where_it_is_reachable(schools: Path, tmp_path: Path) -> None:
+    site = _site(schools)
+    site.mirror = str(_mirror(tmp_path))
+    layer = _layer(site)
+    assert "jicofo" in layer.packages and "openjdk-21-jre-headless" not in layer.packages
+    assert "/usr/lib/systemd/system/jicofo.service" not in files(layer)
+
+
+def test_two_builds_in_the_mirror_are_refused(schools: Path, tmp_path: Path) -> None:
+    from schoolctl.errors import ArtifactError
+
+    site = _site(schools)
+    site.upstream_apt, site.mirror = False, str(_mirror(tmp_path, f"{'f' * 64}  jitsi/jicofo-1.0-1200.tar.gz\n"))
+    with pytest.raises(ArtifactError, match="a second jicofo"):
+        jitsi.layer(site)
+
+
+def test_an_incomplete_mirror_gives_the_debian_side_only(schools: Path, tmp_path: Path) -> None:
+    site = _site(schools)
+    mirror = _mirror(tmp_path)
+    (mirror / "SHA256SUMS").write_text("".join(x + "\n" for x in (mirror / "SHA256SUMS").read_text().splitlines()
+                                               if "jicofo" not in x))
+    site.upstream_apt, site.mirror = False, str(mirror)
+    assert jitsi.NOTE_FILE in files(_layer(site))
+
+
+def test_no_rendered_jitsi_file_names_a_third_party_host(schools: Path, tmp_path: Path) -> None:
+    from schoolctl.audit.jitsi import config_hosts
+
+    site = _site(schools)
+    site.upstream_apt, site.mirror = False, str(_mirror(tmp_path))
+    rendered = {p: t for p, t in files(_layer(site)).items() if p.startswith("/etc/jitsi/")}
+    assert len(rendered) == 7
+    assert {p: config_hosts(t, site.school.domain) for p, t in rendered.items()} == {p: [] for p in rendered}
+    assert config_hosts('stun { addresses = [ "meet-jit-si-turnrelay.jitsi.net:443" ] }', site.school.domain) \
+        == ["meet-jit-si-turnrelay.jitsi.net"]
+
+
+def test_the_mirror_step_merges_one_build_idempotently(tmp_path: Path) -> None:
+    import hashlib
+    import importlib.util
+
+    script = Path(__file__).parents[2] / "bench" / "jitsi_mirror.py"
+    spec = importlib.util.spec_from_file_location("jitsi_mirror", script)
+    assert spec and spec.loader
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    def build(folder: Path, version: str) -> Path:
+        folder.mkdir()
+        names = {f"jicofo-{version}.tar.gz": version.encode(), "jitsi-lab-build-info.txt": b"info " + version.encode()}
+        for name, data in names.items():
+            (folder / name).write_bytes(data)
+        (folder / "SHA256SUMS").write_text("".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in names.items()))
+        return folder
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "SHA256SUMS").write_text(f"{'a' * 64}  moodle-5.0.6.tgz\n")
+    assert tool.merge(build(tmp_path / "one", "1.0-1"), mirror) is True
+    assert tool.merge(tmp_path / "one", mirror) is False          # the second run changes nothing
+    assert tool.merge(build(tmp_path / "two", "1.0-2"), mirror) is True
+    assert sorted(p.name for p in (mirror / "jitsi").iterdir()) == ["jicofo-1.0-2.tar.gz", "jitsi-lab-build-info.txt"]
+    sums = (mirror / "SHA256SUMS").read_text().splitlines()
+    assert f"{'a' * 64}  moodle-5.0.6.tgz" in sums and len(sums) == 3
+    assert any(x.endswith("  jitsi/jicofo-1.0-2.tar.gz") for x in sums) and "1.0-1" not in "".join(sums)
+    (tmp_path / "two" / "jicofo-1.0-2.tar.gz").write_bytes(b"tampered")
+    with pytest.raises(SystemExit) as e:
+        tool.merge(tmp_path / "two", mirror)
+    assert e.value.code == 2

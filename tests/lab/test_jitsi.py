@@ -188,8 +188,15 @@ def sasl(address: str, user: str, password: str, mechanism: str = "PLAIN") -> tu
 
 def test_a_person_of_the_directory_logs_in_a_wrong_password_is_refused(deployed: Env, people: list[dict]) -> None:
     teacher = next(p for p in people if p["role"] == "teacher")
-    mechanisms, ok = sasl(deployed.address, teacher["uid"], teacher["initial_password"])
+    mechanisms, first = sasl(deployed.address, teacher["uid"], teacher["initial_password"])
     assert mechanisms == ["PLAIN"]           # over nginx's TLS only; no ANONYMOUS (privacy.guests: false)
+    # the letter's password opens no room until its first change (ppolicy's pwdReset, cleared by it)
+    assert "<failure" in first, first
+    dn = f"uid={teacher['uid']},ou=people,dc={SCHOOL},dc=escoles,dc=bcn,dc=example"
+    cleared = deployed.sh(f"printf 'dn: {dn}\\nchangetype: modify\\ndelete: pwdReset\\n-\\n' | "
+                "ldapmodify -Q -Y EXTERNAL -H ldapi:/// >/dev/null")
+    assert cleared.returncode == 0, cleared.stderr
+    _, ok = sasl(deployed.address, teacher["uid"], teacher["initial_password"])
     assert "<success" in ok, ok
     _, wrong = sasl(deployed.address, teacher["uid"], teacher["initial_password"] + "x")
     assert "<failure" in wrong and "not-authorized" in wrong

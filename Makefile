@@ -53,12 +53,14 @@ demo: setup prereqs
 	echo "the audit report: artifacts/demo-audit.html"; \
 	exit $$rc
 
-# the unit tests on both cores; the lab tests one module at a time (they share the lab's city services,
-# and some start its mirror daemon on a folder of their own)
+# the unit tests on both cores; test_lab.py alone (it serves the lab's mirror from a folder of its own
+# for a while); then the other lab modules on two workers, each module on one (tests/lab/conftest.py
+# orders them longest first), sharing the lab's city services
 test: setup prereqs
 	$(BIN)/ruff check core cli deploy audit inventories tests bench
 	$(BIN)/pytest -m "not lab" -n 2 $(PYTEST_ARGS)
-	$(BIN)/pytest -m lab $(PYTEST_ARGS)
+	$(BIN)/pytest -m lab tests/lab/test_lab.py $(PYTEST_ARGS)
+	$(BIN)/pytest -m lab -n 2 --dist loadfile --deselect tests/lab/test_lab.py $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/pytest -m "not lab" -q $(PYTEST_ARGS)

@@ -122,8 +122,7 @@ def _read_ahead(host: Any, rounds: list) -> list[str]:
 
     from schoolctl.deploy.upgrade import is_guard
 
-    guards = [s for r in rounds for s in r.pre_steps if is_guard(s)]
-    before = "\n".join(f"( {ops.guarded(g)} ) 2>&1 </dev/null" for g in guards)
+    before = ops.guard_script([s for r in rounds for s in r.pre_steps if is_guard(s)])
     commands = ops.fact_commands(rounds)
     token = f"--schoolctl-fact-{secrets.token_hex(8)}"
     lines = (host.get_fact(Command, command=ops.prefetch_script(before, commands, token)) or "").splitlines()

@@ -154,6 +154,12 @@ def fact_commands(rounds: list[Any]) -> list[str]:
     return found
 
 
+def guard_script(guards: list[Step]) -> str:
+    """Shell: each guard's apply where its check fails, its reason on stdout (`exec 2>&1`: dash
+    ignores a `2>&1` on this subshell for a nested function's output)."""
+    return "\n".join(f"( exec 2>&1\n{guarded(g)}\n) </dev/null || true" for g in guards)
+
+
 def prefetch_script(before: str, commands: list[str], token: str) -> str:
     """One shell script: `before` (its output first), then each fact command with its output and
     exit status after a `token` line; stdin closed and stderr dropped as pyinfra's facts do."""

@@ -8,11 +8,12 @@ import os
 
 from pyinfra.api import deploy
 
-from schoolctl.config.model import RELEASE_SERVICES
-from schoolctl.deploy import ops
+from schoolctl.config.model import RELEASE_SERVICES, SERVICE_HOSTS
+from schoolctl.deploy import jitsi_source, ops
 from schoolctl.deploy.obtain import unobtainable
 from schoolctl.deploy.site import Site
-from schoolctl.deploy.state import Layer, Round, merge
+from schoolctl.deploy.state import LAST, Layer, Round, merge
+from schoolctl.deploy.web import answering_step
 
 # The layers, in the order they stand on each other. Each module has `layer(site) -> Layer | None`.
 LAYERS = ("base", "firewall", "identity", "database", "php", "web", "moodle", "nextcloud", "etherpad", "jitsi",
@@ -35,13 +36,21 @@ def selected_layers() -> tuple[str, ...]:
 def school_layers(site: Site) -> list[Layer]:
     """Every selected layer's desired state. An app whose release cannot be obtained is left out,
     with its line in `site.skipped` (deploy/obtain.py); the rest of the school is still deployed."""
-    found = []
-    for name in selected_layers():
+    names = selected_layers()
+    unavailable = set()
+    for name in names:  # first, so that the landing page (web) never lists an app left out
         if name in RELEASE_SERVICES and site.school.has(name):
             why = unobtainable(site, name)
             if why:
                 site.skipped.append(why)
-                continue
+                unavailable.add(name)
+    site.left_out.update(unavailable, (s for s in SERVICE_HOSTS if s not in names))  # or not deployed by this run
+    if "jitsi" in names and site.school.has("jitsi") and not jitsi_source.source(site, site.fqdn("jitsi")).full:
+        site.left_out.add("jitsi")  # its Debian side only (deploy/jitsi.py: NOTE): no video calls to offer
+    found = []
+    for name in names:
+        if name in unavailable:
+            continue
         layer = importlib.import_module(f"schoolctl.deploy.{name}").layer(site)
         if layer is not None:
             found.append(layer)
@@ -49,8 +58,12 @@ def school_layers(site: Site) -> list[Layer]:
 
 
 def school_rounds(site: Site) -> list[Round]:
-    """Render every layer locally (templates, secrets) and merge them; raises on contradictions."""
-    return merge(school_layers(site))
+    """Render every layer locally (templates, secrets) and merge them; raises on contradictions. With
+    the web layer, a last round checks that every service the landing page lists answers."""
+    rounds = merge(school_layers(site))
+    if "web" in selected_layers():
+        rounds.append(Round(LAST, steps=[answering_step(site)]))
+    return rounds
 
 
 @deploy("school")

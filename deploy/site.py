@@ -49,6 +49,7 @@ class Site:
     debian_mirror: str | None = None
     debian_security: str | None = None
     skipped: list[str] = field(default_factory=list)  # apps left out: their release cannot be obtained (one line each)
+    left_out: set[str] = field(default_factory=set)   # those apps' names: not on the landing page
     mirror_note: str = ""      # why the configured mirror is not used (e.g. its folder does not exist)
     backup_address: str = ""   # the backup host as the school server reaches it (a lab host's address)
     backup_port: int = 22      # its SSH port (a lab backup host: the bridge's relay)
@@ -65,6 +66,10 @@ class Site:
         a host name (it goes into file paths, nginx, Lua, HOCON and commands), else ValueError."""
         domain = hostname(self.school.domain, "the school's domain")
         return domain if service is None else f"{SERVICE_HOSTS[service]}.{domain}"
+
+    def offered(self) -> list[str]:
+        """The web services the landing page lists: the school's, less those left out of this deploy."""
+        return [s for s in SERVICE_HOSTS if self.school.has(s) and s not in self.left_out]
 
     @property
     def names(self) -> list[str]:

@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 
 # Rounds run in order; within a round: packages -> directories -> files -> services -> steps.
-SYSTEM, APPS = 0, 1
+SYSTEM, APPS, LAST = 0, 1, 2   # LAST: the check that what the landing page lists answers
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from schoolctl.config.model import SERVICE_HOSTS, SERVICE_TITLES
+from schoolctl.config.model import SERVICE_TITLES
 from schoolctl.deploy.render import TEMPLATES, integer, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step
@@ -193,7 +193,7 @@ def landing_pages(site: Site) -> dict[str, str]:
     for lang in langs:
         t = texts[lang]
         services = [{"url": f"https://{site.fqdn(s)}/", "title": f"{t['services'][s][0]} ({SERVICE_TITLES[s]})",
-                     "text": t["services"][s][1]} for s in SERVICE_HOSTS if school.has(s)]
+                     "text": t["services"][s][1]} for s in site.offered()]
         html = render("web/landing.html.j2", lang=lang, t=t, languages=others, services=services, css=_css(),
                       school_name=school.name, district=school.district, dpo_name=school.contacts.dpo.name,
                       dpo_email=school.contacts.dpo.email, indexing=school.privacy.search_indexing)
@@ -217,6 +217,31 @@ def _landing(site: Site) -> list[File]:
     files.append(File(f"{LANDING_ROOT}/robots.txt", robots))
     files.append(_server(site, "landing", site.fqdn(), LANDING_BODY, landing_csp(), PERMISSIONS))
     return files
+
+
+# Where each listed service proves it answers: a page its app renders (not a static file of nginx's);
+# for Jitsi, prosody's BOSH behind the web client.
+ANSWERS = {"moodle": ("/login/index.php",), "nextcloud": ("/status.php",), "etherpad": ("/health",),
+           "jitsi": ("/", "/http-bind")}
+ANSWER_WAIT = 120  # seconds a service just (re)started may take
+
+
+def answering_step(site: Site) -> Step:
+    """The deploy's last step: the landing page and every service it lists answer over HTTPS on their
+    own names (this server's own, /etc/hosts): 2xx, 3xx, 401 or 403, all checked at once; a service
+    still starting gets ANSWER_WAIT seconds, then the deploy fails naming what did not answer."""
+    urls = [f"https://{site.fqdn()}/"] + [f"https://{site.fqdn(s)}{p}" for s in site.offered() for p in ANSWERS[s]]
+    probe = ("code=$(curl -sk --noproxy '*' -o /dev/null -w '%{http_code}' --max-time 10 \"$1\" || true); "
+             "case ${code:-000} in 2??|3??|401|403) ;; *) echo \"$1 answered ${code:-000}\"; exit 1;; esac")
+    words = " ".join(shlex.quote(u) for u in urls)
+    each = f"printf '%s\\n' {words} | xargs -P {len(urls)} -n 1 sh -c {shlex.quote(probe)} probe"
+    return Step(f"the landing page and the services it lists answer ({', '.join(site.offered()) or 'none'})",
+                check=f"{each} >/dev/null",
+                apply=(f"end=$(($(date +%s) + {ANSWER_WAIT}))\n"
+                       f"until out=$({each} 2>&1); do\n"
+                       f"  if [ $(date +%s) -ge $end ]; then echo \"not answering after {ANSWER_WAIT} s (the landing "
+                       f"page lists them):\"; echo \"$out\"; exit 1; fi\n"
+                       "  sleep 3\ndone"))
 
 
 # --- the layer ------------------------------------------------------------------------------

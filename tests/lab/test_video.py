@@ -124,16 +124,18 @@ class Browser:
         account; True once in the conference, False when still not in after `timeout`."""
         join, user = self.page.get_by_test_id("prejoin.joinMeeting"), self.page.locator("#login-dialog-username")
         risks = self.page.locator("input[type=checkbox]").first   # the pre-join screen's only checkbox
-        answered, end = False, time.monotonic() + timeout
+        answered, end = 0, time.monotonic() + timeout
         while time.monotonic() < end:
             if self.joined():
+                print(f"\n{uid or 'nobody'} in the conference after answering the login {answered} time(s)")
                 return True
             if user.is_visible():
-                if not answered and uid is not None:
+                # answered again only when the dialog came back empty (as a person would retype), at most 3 times
+                if answered < 3 and uid is not None and not user.input_value():
                     user.fill(uid)
                     self.page.locator("#login-dialog-password").fill(password)
                     self.page.locator("#modal-dialog-ok-button").click()
-                    answered = True
+                    answered += 1
             elif risks.count() and not risks.is_checked():
                 # config.js warns of guessable room names: a teacher reads it and ticks the box
                 risks.check(timeout=5_000, force=True)
@@ -158,7 +160,8 @@ class Browser:
 def test_teacher_opens_a_room_a_pupil_joins_media_through_the_school_videobridge(env: SchoolEnv) -> None:
     teacher = next(p for p in env.people if p["role"] == "teacher")
     pupil = next(p for p in env.people if p["role"] == "student")
-    assert stats(env)["conferences"] == 0
+    before = stats(env)
+    assert before["conferences"] == 0
     with _playwright()() as pw:
         a, b = Browser(pw, env), Browser(pw, env)
         try:
@@ -180,11 +183,17 @@ def test_teacher_opens_a_room_a_pupil_joins_media_through_the_school_videobridge
             s = wait_for("two endpoints sending through the videobridge", flowing, timeout=180)
             print(f"\nteacher's page to media through JVB: {time.monotonic() - start:.1f} s; stats: "
                   f"{ {k: s[k] for k in ('endpoints', 'bit_rate_download', 'bit_rate_upload')} }")
+            # the bridge channel is the colibri websocket (SCTP is off): the only address jvb.conf
+            # advertises is wss://meet.<domain>:443/colibri-ws/, the only name these browsers can reach.
+            # (Chromium reports no websocket event for it to playwright, so the videobridge counts it.)
+            ws, sctp = "total_colibri_web_socket_messages_received", "total_data_channel_messages_received"
+
+            def over_websocket() -> dict[str, Any] | None:
+                t = stats(env)
+                return t if t[ws] > before[ws] and t["num_eps_no_msg_transport_after_delay"] == 0 else None
+            channel = wait_for("the bridge channel over the colibri websocket", over_websocket, timeout=60)
+            assert channel[sctp] == before[sctp], channel
             for who in (a, b):
-                # jvb.conf advertises the colibri websocket as meet.<domain>:443
-                assert any(re.match(rf"wss://{re.escape(who.meet)}(:443)?/colibri-ws/default-id/", u)
-                           for u in who.requests), \
-                    "the bridge channel is not the school's colibri websocket"
                 assert any(u.startswith(f"wss://{who.meet}/xmpp-websocket") for u in who.requests)
                 assert who.foreign() == [], who.foreign()
         finally:

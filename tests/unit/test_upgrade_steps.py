@@ -170,6 +170,24 @@ def test_the_nextcloud_guard(box: Sandbox, running: str | None, wanted: str, mes
         assert check.returncode == 0, apply.stderr
 
 
+@pytest.mark.parametrize("count", [1, 2])
+def test_the_read_ahead_hears_a_refusing_guard_under_dash(box: Sandbox, count: int) -> None:
+    """The deploy's first command (cli/runner.py: _read_ahead) runs under `sh`: the guard's reason
+    must come back on stdout with the fact sections after it, else plan and deploy go ahead."""
+    from schoolctl.deploy import ops
+
+    guard = upgrade.guard_step(nextcloud.APP, "33.0.3", "demo", one_major=True)
+    box.release("nextcloud", "31.0.11")
+    box.current("nextcloud", "/srv/nextcloud/releases/31.0.11")
+    token = "--schoolctl-fact-0123456789abcdef"
+    script = box.move(ops.prefetch_script(ops.guard_script([guard] * count), ["echo fact"], token))
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)  # as pyinfra runs it
+    before, facts = ops.parse_prefetch(out.stdout.splitlines(), ["echo fact"], token)
+    assert before == ["Nextcloud 31.0.11 -> 33.0.3 skips 32; upgrade to 32.x first (Nextcloud upgrades one "
+                      "major version at a time: 31 -> 32 -> 33)"] * count, out
+    assert facts == {"echo fact": ["fact"]} and out.stderr == ""
+
+
 @pytest.mark.parametrize(("module", "app", "running", "wanted", "refused"), [
     (etherpad, "etherpad", "/srv/etherpad/releases/3.3.1", "2.5.3", True),
     (etherpad, "etherpad", "/srv/etherpad/releases/2.5.3", "3.3.1", False),

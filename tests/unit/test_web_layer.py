@@ -346,3 +346,42 @@ def test_the_school_resolves_its_own_names(tmp_path):
     assert lines[2].split()[:4] == ["127.0.0.1", "demo.escoles.bcn.example", "moodle.demo.escoles.bcn.example",
                                     "cloud.demo.escoles.bcn.example"]
     assert len(lines) == 3 and "old.example" not in hosts.read_text()
+
+
+def test_an_app_left_out_is_not_on_the_landing_page():
+    site, _ = make_site("escola-pins")
+    site.left_out.add("nextcloud")
+    page = web.landing_pages(site)["index.html"]
+    assert "https://moodle.escola-pins" in page and "cloud.escola-pins" not in page
+    assert site.offered() == ["moodle", "etherpad"]
+
+
+def _answering(tmp_path: Path, codes: dict[str, str], script: str) -> subprocess.CompletedProcess[str]:
+    """Run a script of the answering step with a curl that answers `codes` by host (000: no answer)."""
+    stub = tmp_path / "bin"
+    stub.mkdir(exist_ok=True)
+    cases = "".join(f'  *//{host}/*) echo -n {code};;\n' for host, code in codes.items())
+    (stub / "curl").write_text(f'#!/bin/sh\nfor a; do url=$a; done\ncase "$url" in\n{cases}  *) echo -n 200;;\nesac\n')
+    (stub / "curl").chmod(0o755)
+    (stub / "sleep").write_text("#!/bin/sh\n")
+    (stub / "sleep").chmod(0o755)
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=200,
+                          env={"PATH": f"{stub}:/usr/bin:/bin"})
+
+
+def test_the_deploy_ends_checking_every_listed_service_answers(tmp_path: Path):
+    site, _ = make_site("escola-pins")
+    step = web.answering_step(site)
+    assert "moodle, nextcloud, etherpad" in step.name
+    assert _answering(tmp_path, {}, step.check).returncode == 0
+    assert _answering(tmp_path, {"moodle.escola-pins.escoles.bcn.example": "302"}, step.check).returncode == 0
+    for code in ("502", "404", "000"):   # nginx without its app, nothing there, or nothing at all
+        down = {"cloud.escola-pins.escoles.bcn.example": code}
+        assert _answering(tmp_path, down, step.check).returncode != 0
+    monkey = step.apply.replace("date +%s", "echo 0")   # the wait runs out at once: stays down
+    failed = _answering(tmp_path, {"pad.escola-pins.escoles.bcn.example": "503"}, monkey.replace("-ge $end", "-ge 0"))
+    assert failed.returncode == 1
+    assert "https://pad.escola-pins.escoles.bcn.example/health answered 503" in failed.stdout, failed.stdout
+    assert "moodle" not in failed.stdout
+    site.left_out.add("etherpad")   # not deployed: not asked
+    assert "pad.escola-pins" not in web.answering_step(site).check

@@ -229,3 +229,28 @@ def learning_dashboard(ctx: Context) -> Outcome:
     if days == 0:
         return verdict(not on, observed, "off (privacy.learning_dashboard_retention_days: 0)")
     return verdict(not on or 0 < delay <= days * 1440, observed, f"off, or cleaned within {days * 1440} minutes")
+
+
+# --- the BBB host as a server of the school: the school server's own host and TLS controls -------------
+
+# (the BBB host's control, the school server's control it repeats there); the runner gives the BBB
+# host's checks its own expectations (audit/runner.py: bbb_expectations): its name, its ports
+SAME_AS_THE_SCHOOL_SERVER = {
+    "BBB-HOST-FIREWALL-INBOUND": "HOST-FIREWALL-INBOUND", "BBB-HOST-EGRESS-DENY": "HOST-EGRESS-DENY",
+    "BBB-TLS-PROTOCOLS": "WEB-TLS-PROTOCOLS", "BBB-TLS-CIPHERS": "WEB-TLS-CIPHERS",
+    "BBB-CERT-VALID": "WEB-CERT-VALID", "BBB-HSTS": "WEB-HSTS",
+}
+HOST_TITLES = {"en": "BigBlueButton host: ", "ca": "Servidor BigBlueButton: ", "es": "Servidor BigBlueButton: "}
+
+
+def _same_as_the_school_server() -> None:
+    from schoolctl.audit import firewall, web  # noqa: F401  (they register the originals)
+    from schoolctl.audit.catalogue import REGISTRY
+
+    for alias, original in SAME_AS_THE_SCHOOL_SERVER.items():
+        c = REGISTRY[original]
+        control(alias, "bigbluebutton", HOST_TITLES["en"] + c.title, c.why, c.legal, c.severity, applies=own_server,
+                titles={lang: HOST_TITLES[lang] + t for lang, t in c.titles.items()})(c.check)
+
+
+_same_as_the_school_server()

@@ -32,7 +32,7 @@ def firewall(ctx: Context, hook: str, allowed: set[tuple[str, str, int]]) -> tup
 def firewall_inbound(ctx: Context) -> Outcome:
     allowed = {(p, "*", port) for p, port in ctx.expect.inbound}
     ok, observed = firewall(ctx, "input", allowed)
-    ports = ", ".join(f"{p} {port}" for p, port in ctx.expect.inbound)
+    ports = ", ".join(f"{p} {nftables.port_text(port)}" for p, port in ctx.expect.inbound)
     return verdict(ok, f"nft -j list ruleset: {observed}", f"input policy drop; accept only {ports}")
 
 

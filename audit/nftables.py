@@ -9,20 +9,31 @@ from typing import Any
 
 
 def _values(right: Any) -> list[Any] | None:
-    """A match's right side as a list of single values; None when it is a prefix, range or map."""
+    """A match's right side as a list of single values, a range as a (first, last) tuple; None when
+    it is a prefix or a map."""
     if isinstance(right, dict) and "set" in right:
         right = right["set"]
     items = right if isinstance(right, list) else [right]
+    items = [tuple(i["range"]) if isinstance(i, dict) and list(i) == ["range"] else i for i in items]
     return None if any(isinstance(i, dict) for i in items) else items
 
 
-def _rule_scope(expr: list[dict[str, Any]], hook: str) -> str | list[tuple[str, str, int]] | None:
+def _port(value: Any) -> int | tuple[int, int]:
+    """A port, or a port range as (first, last): allowed only when the expected ports name that range."""
+    return (int(value[0]), int(value[1])) if isinstance(value, tuple) else int(value)
+
+
+def port_text(port: int | tuple[int, int]) -> str:
+    return f"{port[0]}-{port[1]}" if isinstance(port, tuple) else str(port)
+
+
+def _rule_scope(expr: list[dict[str, Any]], hook: str) -> str | list[tuple[str, str, Any]] | None:
     """What one accepting rule lets through. 'lo', 'ct', 'icmp' for the harmless ones; a list of
     (proto, address, port) (address '*' on input) when it is narrow; None when it is broad."""
     proto: list[str] = []
     addrs: list[str] | None = None
-    ports: list[int] | None = None
-    sports: list[tuple[str, int]] = []
+    ports: list[Any] | None = None
+    sports: list[tuple[str, Any]] = []
     for e in expr:
         m = e.get("match")
         if not m:
@@ -48,9 +59,9 @@ def _rule_scope(expr: list[dict[str, Any]], hook: str) -> str | list[tuple[str, 
             if vals is None:
                 return None
             proto = [payload.get("protocol", "tcp")]
-            ports = [int(v) for v in vals]
+            ports = [_port(v) for v in vals]
         if field == "sport" and vals is not None:
-            sports = [(payload.get("protocol", "tcp"), int(v)) for v in vals]
+            sports = [(payload.get("protocol", "tcp"), _port(v)) for v in vals]
     if hook == "output" and sports and ports is None and addrs is None:
         return [("reply", p, port) for p, port in sports]
     if ports is None or (hook == "output" and addrs is None):
@@ -113,12 +124,12 @@ def evaluate(rules: list[dict[str, Any]], hook: str, allowed: set[tuple[str, str
                 extra.append("a broad accept rule (no exact address and port)")
             elif isinstance(scope, list) and scope and scope[0][0] == "reply":
                 for _, p, port in scope:
-                    replies.append(f"{p} {port}")
+                    replies.append(f"{p} {port_text(port)}")
                     if (p, port) not in inbound:
-                        extra.append(f"anything from {p} port {port} (not a service of the school)")
+                        extra.append(f"anything from {p} port {port_text(port)} (not a service of the school)")
             elif isinstance(scope, list):
                 for p, a, port in scope:
-                    item = f"{p} {port}" if hook == "input" else f"{p} {a}:{port}"
+                    item = f"{p} {port_text(port)}" if hook == "input" else f"{p} {a}:{port_text(port)}"
                     opened.append(item)
                     if (p, a, port) not in allowed:
                         extra.append(item)

@@ -115,6 +115,21 @@ def expectations(school: EffectiveSchool, outbound: list[Any] | None = None) -> 
                   trust=tuple(trust_roots(school)))
 
 
+def bbb_expectations(school: EffectiveSchool, expect: Expect) -> Expect:
+    """The school's own BigBlueButton host: its name (certificate, pages), its ports (deploy/firewall.py:
+    bbb_inbound), the school server's egress allow-list and trust."""
+    from schoolctl.deploy.bigbluebutton import TURN_PORT, bbb_host
+    from schoolctl.deploy.firewall import bbb_inbound
+    from schoolctl.deploy.site import Site
+
+    bbb = school.services.bigbluebutton
+    assert bbb is not None and bbb.server is not None
+    name = bbb_host(Site(school=school, secret=lambda *a, **k: None))
+    inbound = [(r.proto, (r.port, r.last) if r.last else r.port) for r in bbb_inbound(bbb.server.ssh_port, TURN_PORT)]
+    return Expect(names=(name,), pages=(name,), trust=expect.trust, outbound=expect.outbound,
+                  inbound=tuple(inbound), outbound_note=expect.outbound_note)
+
+
 def trust_roots(school: EffectiveSchool) -> list[str]:
     """CA certificates a school's chain may end at besides the controller's store: the city CA
     (tls.mode internal) and, for a lab school, the lab ACME server's current root."""
@@ -178,8 +193,8 @@ def audit_school(school: EffectiveSchool, expect: Expect | None = None, host: An
                     continue
                 if bbb_ctx is None:  # BigBlueButton runs on its own host: its controls read that host
                     # (a host handed in by the caller, e.g. a test or the testinfra suite, is used as is)
-                    bbb_ctx = ctx if host is not None else Context(CachedHost(testinfra_host(bbb.server)), school,
-                                                                    expect, on)
+                    bbb_ctx = Context(cached if host is not None else CachedHost(testinfra_host(bbb.server)),
+                                      school, bbb_expectations(school, expect), on)
                 result.controls.append(waived(run_control(control, bbb_ctx), school, on))
                 continue
             result.controls.append(waived(run_control(control, ctx), school, on))

@@ -125,7 +125,7 @@ def _per_page(ctx: Context, header: str, good: Any, expected: str) -> Outcome:
 # --- TLS -------------------------------------------------------------------------------------------
 
 def _handshake(ctx: Context, option: str, ciphers: str) -> tuple[bool, str]:
-    out = ctx.run(tls_cmd(ctx.school.domain, option, ciphers)).stdout
+    out = ctx.run(tls_cmd(ctx.expect.names[0] if ctx.expect.names else ctx.school.domain, option, ciphers)).stdout
     m = re.search(r"^New, (\S+), Cipher is (\S+)", out, re.M)
     rc = re.search(r"rc=(\d+)", out)
     ok = bool(m and m.group(2) != "(NONE)" and rc and rc.group(1) == "0")

@@ -7,13 +7,15 @@ coarse operations (`deploy.school.school_deploy(rounds)`):
     if rounds:  inventory = Inventory(([(f"{sid}-bbb", connection(bbb_server))], {}))  ...
 
 Layers: the OS check first (round -1: nothing is touched on another OS), the base layer
-(technicians, SSH, unattended upgrades, retention of system logs, apt proxy, CAs), then BBB.
+(technicians, SSH, unattended upgrades, retention of system logs, apt proxy, CAs), the firewall (the
+school server's egress policy and allow-list; inbound SSH, HTTP, HTTPS, the media range and coturn),
+then BBB and its TLS (the school server's certificate modes and TLS settings, BBB's nginx site).
 """
 
 from __future__ import annotations
 
 from schoolctl.config.model import Server
-from schoolctl.deploy import base, bigbluebutton
+from schoolctl.deploy import base, bigbluebutton, firewall
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import Layer, Round, merge
 
@@ -29,7 +31,11 @@ def bbb_layers(site: Site) -> list[Layer]:
         return []
     layer = bigbluebutton.layer(site)
     assert layer is not None
-    return [bigbluebutton.preflight(), base.layer(site), layer]
+    server = bbb_server(site)
+    assert server is not None
+    rules = firewall.bbb_inbound(server.ssh_port, bigbluebutton.TURN_PORT)
+    return [bigbluebutton.preflight(), base.layer(site), firewall.layer(site, rules), layer,
+            bigbluebutton.tls_layer(site)]
 
 
 def bbb_rounds(site: Site) -> list[Round]:

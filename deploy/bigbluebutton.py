@@ -24,10 +24,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from schoolctl.deploy import web
 from schoolctl.deploy.apt_repo import apt_conf_dir, apt_repo
 from schoolctl.deploy.render import hostname, integer, render
 from schoolctl.deploy.site import Site
-from schoolctl.deploy.state import APPS, SYSTEM, File, Layer, Service, Step, running_current
+from schoolctl.deploy.state import APPS, SYSTEM, Directory, File, Layer, Service, Step, running_current
 from schoolctl.deploy.turn import TURN_CONF, coturn_file
 
 PREFLIGHT = SYSTEM - 1  # before anything else touches the BBB host
@@ -178,6 +179,27 @@ def preflight() -> Layer:
         check=OS_CHECK,
         apply=". /etc/os-release 2>/dev/null; echo \"refusing to install BigBlueButton 4.0: this host runs "
               "${PRETTY_NAME:-an unknown OS}, not Ubuntu 24.04\" >&2; exit 1")])
+
+
+NGINX_SITE = "/etc/nginx/sites-available/bigbluebutton"   # enabled by BigBlueButton's package
+
+
+def tls_layer(site: Site) -> Layer:
+    """The BBB host's TLS and nginx, as the school server's (deploy/web.py): a certificate for its
+    name per the fleet's tls.mode (ACME over HTTP-01 with a placeholder until then, the city CA, or
+    the provided one if it covers the name), the Mozilla intermediate TLS snippet, nginx.conf with
+    the school's logging policy, and BigBlueButton's site on 443 with HSTS."""
+    host = bbb_host(site)
+    pre_steps, tls_files, steps, packages, services = web.tls(site, [host], f"{site.id}-bbb")
+    site_conf = render("bigbluebutton/nginx-site.conf.j2", host=host, webroot=web.ACME_WEBROOT,
+                       access_log=web.access_log(site, "bigbluebutton"), http_log=web.access_log(site, "http"))
+    return Layer(
+        name="bigbluebutton-tls", round=APPS, pre_steps=pre_steps, packages=["openssl", *packages],
+        directories=[Directory("/etc/schoolctl"), Directory(web.TLS_DIR, "0700"), Directory(web.ACME_WEBROOT)],
+        files=[*tls_files, web.nginx_conf(site), web.tls_snippet(), web.nginx_logrotate(site),
+               File(f"{web.SITES}/default", "", absent=True, reload=("nginx",)),
+               File(NGINX_SITE, site_conf, check=web.NGINX_CHECK, reload=("nginx",))],
+        services=services, steps=steps)
 
 
 def layer(site: Site) -> Layer | None:

@@ -22,9 +22,16 @@ class Rule:
     why: str
     address: str = ""
     family: str = "ip"
+    last: int = 0   # a port range port..last (BigBlueButton's media)
 
     def __post_init__(self) -> None:
         integer(self.port, f"the port of {self.why}")
+        integer(self.last, f"the last port of {self.why}")
+
+    @property
+    def ports(self) -> str:
+        """nft's port expression: `443` or `16384-32768`."""
+        return f"{self.port}-{self.last}" if self.last else str(self.port)
 
 
 def inbound(site: Site) -> list[Rule]:
@@ -38,6 +45,18 @@ def inbound(site: Site) -> list[Rule]:
         rules += [Rule("udp", j.jvb_port, "jitsi videobridge media"),
                   Rule("udp", j.turn_port, "coturn (STUN/TURN)"), Rule("tcp", j.turn_port, "coturn (TURN over TCP)")]
     return rules
+
+
+# BigBlueButton's media (FreeSWITCH and the WebRTC SFU), as bbb-install's firewall opens it
+BBB_MEDIA = (16384, 32768)
+
+
+def bbb_inbound(ssh_port: int, turn_port: int) -> list[Rule]:
+    """The BigBlueButton host's own ports: SSH, HTTP (ACME), HTTPS, its media range and its coturn."""
+    return [Rule("tcp", ssh_port, "ssh (technicians, deploys)"),
+            Rule("tcp", 80, "http (ACME challenges, redirect to https)"), Rule("tcp", 443, "https"),
+            Rule("udp", BBB_MEDIA[0], "bigbluebutton media (FreeSWITCH, WebRTC SFU)", last=BBB_MEDIA[1]),
+            Rule("udp", turn_port, "coturn (STUN/TURN)"), Rule("tcp", turn_port, "coturn (TURN over TCP)")]
 
 
 class FirewallError(ValueError):
@@ -67,9 +86,12 @@ def allow(site: Site) -> list[Rule]:
     return rules
 
 
-def layer(site: Site) -> Layer:
+def layer(site: Site, rules: list[Rule] | None = None) -> Layer:
+    """The school server's firewall, or with `rules` another host's of the school (its BigBlueButton
+    host) with the same egress policy and allow-list."""
     outbound = site.school.privacy.outbound
-    conf = render("firewall/nftables.conf.j2", inbound=inbound(site), allow=allow(site), outbound=outbound)
+    conf = render("firewall/nftables.conf.j2", inbound=inbound(site) if rules is None else rules,
+                  allow=allow(site), outbound=outbound)
     # the live ruleset must be the configured one: a rule removed by hand shows in `plan`
     loaded = "nft -s list ruleset | sha256sum | cut -c1-64"  # -s: no counters, only rules
     return Layer(

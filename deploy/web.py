@@ -69,9 +69,12 @@ def _san_check(path: str, names: list[str]) -> str:
             f"for n in {wanted}; do printf '%s\\n' \"$san\" | grep -qxF \"DNS:$n\" || exit 1; done")
 
 
-def _acme(site: Site) -> tuple[list[Step], list[File], list[Step], list[Service]]:
-    """certbot over HTTP-01 (webroot), one certificate named after the school for all its names."""
-    sid, names, fleet_tls = site.id, site.names, site.school.fleet.tls
+def _acme(site: Site, names: list[str] | None = None, cert_name: str | None = None) \
+        -> tuple[list[Step], list[File], list[Step], list[Service]]:
+    """certbot over HTTP-01 (webroot), one certificate named after the school (or `cert_name`) for
+    all its names (or `names`: the BigBlueButton host's)."""
+    sid, fleet_tls = cert_name or site.id, site.school.fleet.tls
+    names = names or site.names
     live = f"/etc/letsencrypt/live/{sid}"
     chain, privkey = shlex.quote(f"{live}/fullchain.pem"), shlex.quote(f"{live}/privkey.pem")
     placeholder = Step(
@@ -79,7 +82,7 @@ def _acme(site: Site) -> tuple[list[Step], list[File], list[Step], list[Service]
         check=f"test -s {CERT} && test -s {KEY}",
         apply=(f"install -d -m 0700 {TLS_DIR} && cd {TLS_DIR} && "
                "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 "
-               f"-subj /CN={shlex.quote(site.fqdn())} -keyout placeholder.key -out placeholder.crt 2>/dev/null && "
+               f"-subj /CN={shlex.quote(names[0])} -keyout placeholder.key -out placeholder.crt 2>/dev/null && "
                f"ln -sfn placeholder.crt {CERT} && ln -sfn placeholder.key {KEY}"))
     files = [File("/etc/letsencrypt/renewal-hooks/deploy/schoolctl-nginx", render("web/certbot-hook.sh.j2"), "0755")]
     env = ""
@@ -114,7 +117,8 @@ def _provided(site: Site) -> list[File]:
     return [File(CERT, cert, reload=("nginx",)), File(KEY, key, "0600", secret=True, reload=("nginx",))]
 
 
-def internal_certificate(site: Site, now: dt.datetime | None = None) -> tuple[str, str]:
+def internal_certificate(site: Site, now: dt.datetime | None = None,
+                         names: list[str] | None = None) -> tuple[str, str]:
     """(certificate chain, key) PEMs issued by the city CA for the school's names. Deterministic for a
     given 60-day period (the key derives from a vault secret, the signature is deterministic), so a
     deploy changes nothing until the certificate is due: a new one every 60 days, valid 120."""
@@ -136,11 +140,11 @@ def internal_certificate(site: Site, now: dt.datetime | None = None) -> tuple[st
     epoch = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     now = now or dt.datetime.now(dt.UTC)
     start = epoch + period * ((now - epoch) // period)
-    names = site.names
+    names = names or site.names
     serial = int.from_bytes(hashlib.sha256(f"{seed.hex()}|{start.isoformat()}|{','.join(names)}".encode())
                             .digest()[:19], "big") >> 1
     builder = (x509.CertificateBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, site.fqdn())]))
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
                .issuer_name(ca.subject).public_key(key.public_key()).serial_number(serial or 1)
                .not_valid_before(start - dt.timedelta(hours=1)).not_valid_after(start + 2 * period)
                .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
@@ -160,9 +164,50 @@ def internal_certificate(site: Site, now: dt.datetime | None = None) -> tuple[st
     return chain, key_pem
 
 
-def _internal(site: Site) -> list[File]:
-    chain, key = internal_certificate(site)
+def _internal(site: Site, names: list[str] | None = None) -> list[File]:
+    chain, key = internal_certificate(site, names=names)
     return [File(CERT, chain, reload=("nginx",)), File(KEY, key, "0600", secret=True, reload=("nginx",))]
+
+
+def tls(site: Site, names: list[str] | None = None, cert_name: str | None = None) \
+        -> tuple[list[Step], list[File], list[Step], list[str], list[Service]]:
+    """The certificate of `names` (default: the school's) at CERT/KEY, per the fleet's tls.mode:
+    (pre-steps, files, steps, packages, services). A provided certificate must cover `names`
+    (wildcards count): a step checks it with openssl's own host matching."""
+    mode = site.school.fleet.tls.mode
+    if mode == "acme":
+        pre, files, steps, services = _acme(site, names, cert_name)
+        return pre, files, steps, ["certbot"], services
+    if mode == "internal":
+        return [], _internal(site, names), [], [], []
+    files, steps = _provided(site), []
+    if names:
+        hosts = " ".join(shlex.quote(n) for n in names)
+        steps.append(Step(f"the provided certificate covers {', '.join(names)}",
+                          check=f"for n in {hosts}; do openssl x509 -in {CERT} -noout -checkhost \"$n\" "
+                                f"| grep -q 'does match'; done",
+                          apply=f"echo 'the certificate of tls.cert_file does not cover {' '.join(names)}: issue one "
+                                "that does (a wildcard for the school domain counts)' >&2; exit 1"))
+    return [], files, steps, [], []
+
+
+def nginx_conf(site: Site) -> File:
+    """nginx.conf: privacy-aware access and error logs (the anonymised format), no version, no gzip."""
+    privacy = site.school.privacy
+    error_level = "error" if privacy.access_log == "full" else "crit"
+    conf = render("web/nginx.conf.j2", error_level=error_level, access_log=privacy.access_log,
+                  default_access_log=access_log(site, "other"))
+    return File("/etc/nginx/nginx.conf", conf, check=NGINX_CHECK, reload=("nginx",))
+
+
+def tls_snippet() -> File:
+    return File("/etc/nginx/snippets/schoolctl-tls.conf", render("web/tls.conf.j2", cert=CERT, key=KEY),
+                check=NGINX_CHECK, reload=("nginx",))
+
+
+def nginx_logrotate(site: Site) -> File:
+    days = integer(site.school.privacy.log_retention_days, "privacy.log_retention_days")
+    return File("/etc/logrotate.d/nginx", render("web/logrotate.j2", days=days))
 
 
 # --- the landing page -----------------------------------------------------------------------
@@ -263,38 +308,21 @@ def own_names_step(site: Site) -> Step:
 
 
 def layer(site: Site) -> Layer:
-    school = site.school
-    privacy = school.privacy
-    mode = school.fleet.tls.mode
-    pre_steps: list[Step] = []
-    steps: list[Step] = []
-    services = [Service("nginx")]
-    packages = ["nginx", "openssl"]
-    if mode == "acme":
-        pre_steps, tls_files, steps, more = _acme(site)
-        packages.append("certbot")
-        services += more
-    elif mode == "provided":
-        tls_files = _provided(site)
-    else:
-        tls_files = _internal(site)
-    error_level = "error" if privacy.access_log == "full" else "crit"
-    default_log = access_log(site, "other")
-    nginx_conf = render("web/nginx.conf.j2", error_level=error_level, access_log=privacy.access_log,
-                        default_access_log=default_log)
+    privacy = site.school.privacy
+    pre_steps, tls_files, steps, more_packages, more_services = tls(site)
+    services = [Service("nginx"), *more_services]
+    packages = ["nginx", "openssl", *more_packages]
     files = [
         *tls_files,
-        File("/etc/nginx/nginx.conf", nginx_conf, check=NGINX_CHECK, reload=("nginx",)),
-        File("/etc/nginx/snippets/schoolctl-tls.conf", render("web/tls.conf.j2", cert=CERT, key=KEY),
-             check=NGINX_CHECK, reload=("nginx",)),
+        nginx_conf(site),
+        tls_snippet(),
         File("/etc/nginx/snippets/schoolctl-headers.conf",
              render("web/headers.conf.j2", indexing=privacy.search_indexing), check=NGINX_CHECK, reload=("nginx",)),
         File(f"{SITES}/default", "", absent=True, reload=("nginx",)),
         File(f"{SITES}/schoolctl-http.conf",
              render("web/http.conf.j2", webroot=ACME_WEBROOT, access_log=access_log(site, "http")),
              check=NGINX_CHECK, reload=("nginx",)),
-        File("/etc/logrotate.d/nginx",
-             render("web/logrotate.j2", days=integer(privacy.log_retention_days, "privacy.log_retention_days"))),
+        nginx_logrotate(site),
         *_landing(site),
     ]
     return Layer(

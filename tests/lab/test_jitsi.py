@@ -29,6 +29,7 @@ import pytest
 import yaml
 from ansible.parsing.vault import VaultLib, VaultSecret
 
+from schoolctl.audit.bigbluebutton import SAME_AS_THE_SCHOOL_SERVER
 from schoolctl.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -39,6 +40,7 @@ DOMAIN = f"{SCHOOL}.escoles.bcn.example"
 MEET = f"meet.{DOMAIN}"
 REPO = Path(__file__).resolve().parents[2]
 LAYERS = "base,firewall,identity,web,jitsi"
+RELOAD_NGINX = "nginx -t -q && systemctl reload nginx && sleep 0.3"
 ROSTER = "given_name,family_name,role,group,email\nMarta,Puig Soler,teacher,1A,marta@escola.example\n" \
          "Joan,Vidal Roca,student,1A,\n"
 
@@ -414,9 +416,11 @@ def test_bbb_controls_read_the_files(deployed: Env, recordings: bool, days: int)
         (deployed.schools / f"{SCHOOL}.yaml").write_text(school_yaml(privacy, bbb=True), encoding="utf-8")
         _lay_bbb(deployed, recordings, days, violating=False)
         good = _audit(deployed, "BBB-", privacy, bbb=True)
+        for host_control in SAME_AS_THE_SCHOOL_SERVER:   # the BBB host's firewall and TLS: the test below
+            good.pop(host_control)
         assert len(good) == 6 and all(s == "pass" for s, _ in good.values()), good
         _lay_bbb(deployed, recordings, days, violating=True)
-        bad = _audit(deployed, "BBB-", privacy, bbb=True)
+        bad = {k: v for k, v in _audit(deployed, "BBB-", privacy, bbb=True).items() if k in good}
         assert {k: s for k, (s, _) in bad.items()} == {k: "fail" for k in good}, bad
         assert "30" in bad["BBB-RECORDING-RETENTION"][1] or "older than" in bad["BBB-RECORDING-RETENTION"][1]
         assert all(deployed.secret("bbb_secret") not in o and deployed.secret("bbb_turn_secret") not in o
@@ -424,6 +428,99 @@ def test_bbb_controls_read_the_files(deployed: Env, recordings: bool, days: int)
     finally:
         deployed.sh("rm -rf /etc/bigbluebutton /var/bigbluebutton /etc/default/bigbluebutton-cron-config "
                     "/etc/cron.daily/schoolctl-bbb-retention /etc/cron.daily/bigbluebutton")
+        (deployed.schools / f"{SCHOOL}.yaml").write_text(school_yaml({"recordings": False}), encoding="utf-8")
+
+
+BBB_SITE = "/etc/nginx/sites-enabled/zz-bbb-stand-in"
+BBB_TLS = "/etc/nginx/snippets/bbb-stand-in-tls.conf"
+SCHOOL_TLS = "/etc/nginx/snippets/schoolctl-tls.conf"
+
+
+def test_the_bbb_hosts_firewall_and_tls_controls_pass_then_fail(deployed: Env) -> None:
+    """The school server's firewall and TLS controls, run for the school's BigBlueButton host: this
+    Debian host stands in for it with what deploy/bbb_host.py would put there (the BBB ruleset, BBB's
+    nginx site with its own certificate from the lab's ACME server), then each is broken."""
+    from schoolctl.config.loader import load
+    from schoolctl.deploy import bigbluebutton, firewall, web
+    from schoolctl.deploy.site import Site
+    from schoolctl.secrets import Secret
+
+    os.environ.update({k: deployed.env[k] for k in ("SCHOOLCTL_VAULT_KEY_FILE", "SCHOOLCTL_SECRETS_DIR")})
+    privacy = {"recordings": False}
+    (deployed.schools / f"{SCHOOL}.yaml").write_text(school_yaml(privacy, bbb=True), encoding="utf-8")
+    school = load(deployed.schools).select([SCHOOL])[0]
+    site = Site(school=school, secret=lambda name, length=32: Secret(deployed.secret(name)),
+                acme_directory=deployed.lab.services_info().acme_directory or "",
+                acme_ca_pem="(on the host since the school's deploy)")
+    bbb = bigbluebutton.bbb_host(site)
+    layer = bigbluebutton.tls_layer(site)
+    conf = next(f.data.decode() for f in layer.files if f.path == bigbluebutton.NGINX_SITE)
+    rules = next(f.data.decode() for f in firewall.layer(site, firewall.bbb_inbound(22, bigbluebutton.TURN_PORT)).files
+                 if f.path == "/etc/nftables.conf")
+    live = f"/etc/letsencrypt/live/{SCHOOL}-bbb"
+    standin = "location @bbb-fe { default_type text/plain; return 200 'BigBlueButton stand-in'; }\n"
+    ids = sorted(SAME_AS_THE_SCHOOL_SERVER)
+
+    def lay(path: str, text: str) -> None:
+        deployed.lab.run(HOST, f"cat > {path}", input=text, check=True)
+
+    def audit() -> dict[str, tuple[str, str]]:
+        return {k: v for k, v in _audit(deployed, "BBB-", privacy, bbb=True).items() if k in ids}
+
+    deployed.lab.register_domain(bbb, deployed.address)
+    try:
+        # BBB's site as deployed, first with this host's certificate (the school's: it does not cover the BBB name)
+        deployed.sh("mkdir -p /etc/bigbluebutton/nginx /var/www/bigbluebutton-default/assets")
+        lay("/etc/bigbluebutton/nginx/stand-in.nginx", standin)
+        lay(BBB_SITE, conf)
+        assert deployed.sh(RELOAD_NGINX).returncode == 0
+        before = audit()
+        assert before["BBB-CERT-VALID"][0] == "fail" and f"SAN {DOMAIN}" in before["BBB-CERT-VALID"][1], before
+        # its own certificate, as its TLS layer's ACME step gets it (HTTP-01 on the BBB site's port 80)
+        issue = next(s for s in layer.steps if s.name.startswith("TLS certificate from ACME")).apply.split("\n")[0]
+        got = deployed.sh(issue.replace("--quiet ", ""))
+        assert got.returncode == 0, got.stdout + got.stderr
+        lay(BBB_TLS, web.render("web/tls.conf.j2", cert=f"{live}/fullchain.pem", key=f"{live}/privkey.pem"))
+        lay(BBB_SITE, conf.replace("/etc/nginx/snippets/schoolctl-tls.conf", BBB_TLS))
+        lay("/root/bbb-nftables.conf", rules)
+        assert deployed.sh(f"{RELOAD_NGINX} && nft -f /root/bbb-nftables.conf").returncode == 0
+        good = audit()
+        assert {k: s for k, (s, _) in good.items()} == {k: "pass" for k in ids}, good
+        assert "udp 16384-32768" in good["BBB-HOST-FIREWALL-INBOUND"][1]
+        breaks = {
+            "BBB-HOST-FIREWALL-INBOUND": ("nft add rule inet schoolctl input tcp dport 8080 accept", "tcp 8080"),
+            "BBB-HOST-EGRESS-DENY": ("nft insert rule inet schoolctl output ip daddr 10.213.0.1 tcp dport 9 accept",
+                                     "10.213.0.1:9"),
+            # nginx negotiates the protocol in the listen socket's default server (the school's): TLS 1.0 needs
+            # the http level, security level 0 and the snippets (as tests/lab/test_audit_host.py breaks it)
+            "BBB-TLS-PROTOCOLS": (
+                "sed -i 's/^    server_tokens off;/&\\n    ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;\\n"
+                "    ssl_ciphers HIGH:!aNULL:!MD5:@SECLEVEL=0;/' /etc/nginx/nginx.conf && "
+                "sed -i -e 's/^ssl_protocols .*/ssl_protocols TLSv1 TLSv1.1 TLSv1.2 TLSv1.3;/' "
+                "-e 's/^ssl_ciphers \\(.*\\);/ssl_ciphers \\1:ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0;/' "
+                f"{SCHOOL_TLS} {BBB_TLS} && {RELOAD_NGINX}", "TLS 1.0 TLSv1"),
+            "BBB-TLS-CIPHERS": (f"sed -i 's/^ssl_ciphers \\(.*\\);/ssl_ciphers \\1:ECDHE-ECDSA-NULL-SHA:@SECLEVEL=0;/' "
+                                f"{BBB_TLS} && {RELOAD_NGINX}", "ACCEPTED"),
+            "BBB-CERT-VALID": (f"sed -i 's|{live}/|/etc/schoolctl/tls/|' {BBB_TLS} && {RELOAD_NGINX}", "SAN"),
+            "BBB-HSTS": (f"sed -i '/Strict-Transport-Security/d' {BBB_SITE} && {RELOAD_NGINX}",
+                         "no strict-transport-security"),
+        }
+        kept = {"/etc/nginx/nginx.conf": "/root/bbb-nginx.bak", SCHOOL_TLS: "/root/bbb-school-tls.bak",
+                BBB_TLS: "/root/bbb-tls.bak", BBB_SITE: "/root/bbb-site.bak"}
+        saved = " && ".join(f"cp -p {path} {copy}" for path, copy in kept.items())
+        restore = " && ".join([*(f"cp -p {copy} {path}" for path, copy in kept.items()),
+                               "nft -f /root/bbb-nftables.conf", RELOAD_NGINX])
+        for cid, (command, shown) in breaks.items():
+            assert deployed.sh(f"{saved} && {command}").returncode == 0, cid
+            try:
+                found = audit()
+                assert found[cid][0] == "fail" and shown in found[cid][1], (cid, found[cid])
+            finally:
+                assert deployed.sh(restore).returncode == 0
+    finally:
+        deployed.sh(f"for b in /root/bbb-school-tls.bak; do [ -e $b ] && cp -p $b {SCHOOL_TLS}; done; "
+                    f"rm -f {BBB_SITE} {BBB_TLS} /root/bbb-*.bak /root/bbb-nftables.conf; "
+                    f"rm -rf /etc/bigbluebutton; nft -f /etc/nftables.conf; {RELOAD_NGINX}")
         (deployed.schools / f"{SCHOOL}.yaml").write_text(school_yaml({"recordings": False}), encoding="utf-8")
 
 

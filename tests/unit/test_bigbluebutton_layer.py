@@ -240,3 +240,62 @@ def test_whole_bbb_host_plan_on_a_fake_host(schools: Path, privacy: dict) -> Non
             bigbluebutton.CRON_CONFIG, bigbluebutton.RETENTION} <= paths
     executed = " ".join(str(c) for c in host.connector.executed_commands)
     assert not any(v in executed for v in SECRETS.values())
+
+
+def _bbb_files(site: Site) -> dict[str, str]:
+    return {f.path: f.data.decode() for r in bbb_host.bbb_rounds(site) for f in r.files if not f.absent}
+
+
+def test_the_bbb_host_has_the_school_servers_firewall_with_its_own_ports(schools: Path) -> None:
+    conf = _bbb_files(_site(schools))["/etc/nftables.conf"]
+    accepted = [line.strip() for line in conf.splitlines() if "dport" in line and "daddr" not in line]
+    assert [a.split(" accept")[0] for a in accepted] == [
+        "tcp dport 22", "tcp dport 80", "tcp dport 443", "udp dport 16384-32768", "udp dport 3478", "tcp dport 3478"]
+    assert "policy drop;" in conf.split("chain input")[1].split("}")[0]
+    assert "outbound denied by the privacy policy" in conf   # the egress policy of the school server
+    assert "5222" not in conf and "10000" not in conf   # nothing of the school server's Jitsi
+    check = subprocess.run(["nft", "-c", "-f", "-"], input=conf, capture_output=True, text=True)
+    if check.returncode != 0 and "Operation not permitted" in check.stderr:
+        pytest.skip("nft -c needs root")
+    assert check.returncode == 0, check.stderr
+
+
+def test_the_bbb_host_gets_its_certificate_and_tls_as_the_school_server(schools: Path) -> None:
+    site = _site(schools)
+    site.acme_directory = "https://acme.example.test/dir"
+    rounds = bbb_host.bbb_rounds(site)
+    steps = [s for r in rounds for s in (*r.pre_steps, *r.steps)]
+    issue = next(s for s in steps if s.name.startswith("TLS certificate from ACME"))
+    assert issue.name == f"TLS certificate from ACME for {BBB}"
+    assert f"--cert-name institut-mar-bbb --key-type ecdsa -d {BBB}" in issue.apply
+    placeholder = next(s for s in steps if s.name.startswith("TLS placeholder"))
+    assert f"/CN={BBB}" in placeholder.apply
+    assert [s.name for s in steps].index(placeholder.name) < [s.name for s in steps].index(issue.name)
+    fs = _bbb_files(site)
+    nginx = fs[bigbluebutton.NGINX_SITE]
+    assert "listen 443 ssl http2;" in nginx and f"server_name {BBB};" in nginx
+    assert "include /etc/nginx/snippets/schoolctl-tls.conf;" in nginx and "Strict-Transport-Security" in nginx
+    assert "include /etc/bigbluebutton/nginx/*.nginx;" in nginx and "root /var/www/acme;" in nginx
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in fs["/etc/nginx/snippets/schoolctl-tls.conf"]
+    assert "schoolctl_anon" in fs["/etc/nginx/nginx.conf"]           # the school's logging policy
+    packages = {p for r in rounds for p in r.packages}
+    assert "certbot" in packages and not packages & {"haproxy", "ufw"}
+
+
+def test_a_provided_certificate_must_cover_the_bbb_host(schools: Path, tmp_path: Path) -> None:
+    from schoolctl.deploy import web
+
+    site = _site(schools)
+    site.school = site.school.model_copy(update={"fleet": site.school.fleet.model_copy(
+        update={"tls": site.school.fleet.tls.model_copy(update={"mode": "provided"})})})
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    for pattern, ok in (("*.institutmar.escoles.bcn.example", True), ("institutmar.escoles.bcn.example", False)):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "2", "-subj", "/CN=x", "-addext", f"subjectAltName=DNS:{pattern}",
+                        "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+        site.school = site.school.model_copy(update={"tls": type("T", (), {"cert_file": str(cert),
+                                                                           "key_file": str(key)})()})
+        _, _, steps, _, _ = web.tls(site, [BBB])
+        [step] = steps
+        check = subprocess.run(["sh", "-c", step.check.replace(web.CERT, str(cert))], capture_output=True)
+        assert (check.returncode == 0) is ok, pattern

@@ -53,14 +53,16 @@ demo: setup prereqs
 	echo "the audit report: artifacts/demo-audit.html"; \
 	exit $$rc
 
-# the unit tests on both cores; test_lab.py alone (it serves the lab's mirror from a folder of its own
-# for a while); then the other lab modules on two workers, each module on one (tests/lab/conftest.py
-# orders them longest first), sharing the lab's city services
+# the unit tests on both cores; alone: test_lab.py (it serves the lab's mirror from a folder of its own
+# for a while) and test_video.py (two browsers in a call: no other load); then the other lab modules
+# on two workers, each module on one (tests/lab/conftest.py orders them longest first), sharing the
+# lab's city services
+LAB_ALONE := tests/lab/test_lab.py tests/lab/test_video.py
 test: setup prereqs
 	$(BIN)/ruff check core cli deploy audit inventories tests bench
 	$(BIN)/pytest -m "not lab" -n 2 $(PYTEST_ARGS)
-	$(BIN)/pytest -m lab tests/lab/test_lab.py $(PYTEST_ARGS)
-	$(BIN)/pytest -m lab -n 2 --dist loadfile --deselect tests/lab/test_lab.py $(PYTEST_ARGS)
+	$(BIN)/pytest -m lab $(LAB_ALONE) $(PYTEST_ARGS)
+	$(BIN)/pytest -m lab -n 2 --dist loadfile --no-loadscope-reorder $(addprefix --deselect ,$(LAB_ALONE)) $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/pytest -m "not lab" -q $(PYTEST_ARGS)

@@ -14,11 +14,11 @@ import pytest
 from schoolctl.errors import LabError
 from schoolctl.lab import Lab, LabHost, prereqs
 
-# The lab modules, longest first (minutes on this 2-core machine): `make test` runs them on two
-# workers, one module each at a time (pytest-xdist --dist loadfile), and a worker takes the next
-# module in this order; a module not listed comes after these. test_lab.py runs alone before them
-# (it serves the lab's mirror from a folder of its own for a while).
-LONGEST_FIRST = ("test_backup", "test_upgrades", "test_demo", "test_classes", "test_video", "test_people",
+# The lab modules, longest first: `make test` runs them on two workers, one module each at a time
+# (pytest-xdist --dist loadfile --no-loadscope-reorder), and a worker takes the next module in this
+# order; a module not listed comes after these. test_lab.py and test_video.py run alone before them
+# (Makefile: LAB_ALONE).
+LONGEST_FIRST = ("test_backup", "test_upgrades", "test_demo", "test_classes", "test_people",
                  "test_wiring", "test_moodle", "test_jitsi", "test_nextcloud_etherpad", "test_users_import",
                  "test_deploy", "test_platform_web", "test_audit_host", "test_packaging", "test_release_controls",
                  "test_updates", "test_run_record")

@@ -122,7 +122,8 @@ def test_ldap_teacher_authenticates_over_https(deployed: Env, people: dict[str, 
     code, body = deployed.curl("nextcloud", f"/remote.php/dav/files/{marta['uid']}/", "-X", "PROPFIND",
                                "-H", "Depth: 1", user=(marta["uid"], marta["initial_password"]))
     assert code == 207, body[-800:]
-    assert body.count("<d:response>") == 1, "the empty skeleton: a new user's folder holds nothing"
+    # the empty skeleton, and her class's folder shared to her (the import's class share, cli/users/classes.py)
+    assert body.count("<d:response>") == 2 and f"/remote.php/dav/files/{marta['uid']}/1A/" in body, body[-1500:]
     code, _ = deployed.curl("nextcloud", "/ocs/v1.php/cloud/user?format=json", "-H", "OCS-APIRequest: true",
                             user=(marta["uid"], "wrong-password-123"))
     assert code == 401

@@ -61,8 +61,9 @@ LAB_ALONE := tests/lab/test_lab.py tests/lab/test_video.py
 test: setup prereqs
 	$(BIN)/ruff check core cli deploy audit inventories tests bench
 	$(BIN)/pytest -m "not lab" -n 2 $(PYTEST_ARGS)
-	$(BIN)/pytest -m lab $(LAB_ALONE) $(PYTEST_ARGS)
-	$(BIN)/pytest -m lab -n 2 --dist loadfile --no-loadscope-reorder $(addprefix --deselect ,$(LAB_ALONE)) $(PYTEST_ARGS)
+	@rc=0; $(BIN)/pytest -m lab $(LAB_ALONE) $(PYTEST_ARGS) || rc=$$?; \
+	$(BIN)/pytest -m lab -n 2 --dist loadfile --no-loadscope-reorder $(addprefix --deselect ,$(LAB_ALONE)) \
+	  $(PYTEST_ARGS) || rc=$$?; exit $$rc
 
 test-fast: setup
 	$(BIN)/pytest -m "not lab" -q $(PYTEST_ARGS)

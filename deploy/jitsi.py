@@ -115,8 +115,10 @@ def _accounts_step(meet: str, full: bool) -> Step:
                       # as jitsi-meet-prosody's postinst: focus.<meet> (client_proxy) gets focus's presence, or
                       # every conference request answers service-unavailable. With jicofo stopped: prosody
                       # writes an online account's roster back from memory, over what prosodyctl wrote
+                      # (and prosody restarted after it: client_proxy asks for focus's presence as it starts)
                       + (f"systemctl stop jicofo\nprosodyctl mod_roster_command subscribe {proxy} "
-                         f"{shlex.quote('focus@' + auth)} >/dev/null\ngrep -qF {proxy} {roster}\n" if full else "")
+                         f"{shlex.quote('focus@' + auth)} >/dev/null\ngrep -qF {proxy} {roster}\n"
+                         f"systemctl restart prosody\n{WAIT_PROSODY}\n" if full else "")
                       + f"cat {files} | sha256sum > {marker}"
                       + ("\nsystemctl start jicofo && systemctl try-restart jitsi-videobridge2" if full else ""))
 

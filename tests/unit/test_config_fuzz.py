@@ -150,3 +150,13 @@ def test_odd_yaml(fuzz_dir: Path, text: str) -> None:
     fresh(fuzz_dir)
     (fuzz_dir / "demo.yaml").write_text(text, encoding="utf-8")
     check()
+
+
+def test_a_problem_on_line_100_is_not_an_emoji(fuzz_dir: Path) -> None:
+    """Found by the fuzz test above: rich read ":100:" in "fleet.yaml:100:3" as the emoji code for 💯."""
+    fresh(fuzz_dir)
+    fleet = fuzz_dir / "fleet.yaml"
+    fleet.write_text("#\n" * 99 + "not_a_fleet_key: 1\n" + fleet.read_text(encoding="utf-8"), encoding="utf-8")
+    run = run_cli("--schools-dir", "schools", "validate")
+    assert run.code == 2 and any(line.startswith("schools/fleet.yaml:100:1: ") for line in run.lines), run.lines
+    check()

@@ -174,7 +174,7 @@ class Lab:
         if h.state != "running":
             raise LabError(f"lab host {name} is {h.state}", f"run `schoolctl lab up {name}`")
         with self._locked():
-            return self.bridge, self._services.start_relay(name, h.address)
+            return self.bridge, self._services.start_relay(h.address)
 
     def register_domain(self, domain: str, address: str) -> None:
         """Make the lab's mock DNS (used by pebble) resolve ``domain`` to the lab ``address``."""
@@ -389,6 +389,7 @@ class Lab:
         hosts.unmount_root(hd)
         if rec is not None:
             network.remove_host_net(name, rec.veth, rec.address)
+            self._services.stop_relay(rec.address)
             sshconf.set_known_host(self.paths.known_hosts, name, rec.address, [])
         elif network.netns_path(name).exists():
             network.remove_host_net(name, "")

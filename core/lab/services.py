@@ -386,11 +386,20 @@ class Services:
         for pid_file in self.dir.glob("relay-*.pid"):
             stop_daemon(pid_file, "socat")
 
-    def start_relay(self, name: str, address: str, port: int = 22) -> int:
-        """A TCP relay on the bridge to lab host `name`'s `port` (lab hosts cannot reach each other:
-        bridge port isolation). For a lab backup host, which the school servers push to. Returns the
-        relay's port on the bridge."""
+    def _relay(self, address: str) -> Daemon:
+        """The relay to lab address `address`: named for its port, which the address decides, so a host
+        that takes over a removed host's address takes over its relay too."""
         listen = c.RELAY_BASE_PORT + int(address.rsplit(".", 1)[1])
-        self._start(Daemon(f"relay-{name}", "socat", self.bridge, listen),
-                    ["socat", f"TCP-LISTEN:{listen},bind={self.bridge},fork,reuseaddr", f"TCP:{address}:{port}"])
-        return listen
+        return Daemon(f"relay-{listen}", "socat", self.bridge, listen)
+
+    def start_relay(self, address: str, port: int = 22) -> int:
+        """A TCP relay on the bridge to lab address `address`'s `port` (lab hosts cannot reach each
+        other: bridge port isolation). For a lab backup host, which the school servers push to. Returns
+        the relay's port on the bridge."""
+        d = self._relay(address)
+        self._start(d, ["socat", f"TCP-LISTEN:{d.port},bind={self.bridge},fork,reuseaddr", f"TCP:{address}:{port}"])
+        return d.port
+
+    def stop_relay(self, address: str) -> None:
+        """Stop the relay to `address` (its host is gone)."""
+        stop_daemon(self._pid_file(self._relay(address).name), "socat")

@@ -5,10 +5,10 @@ the videobridge's CPU during a 2-person call.
 
 Boots lab host t-jit-bench, deploys a school with Jitsi from the mirror's `jitsi/` tarballs (as
 tests/lab/test_video.py), imports a teacher and a pupil, and drives two headless Chromium (fake
-camera and microphone). "join" is the pupil's click on "Join meeting" once the teacher's room is
-open (the pupil's login included); "media flowing" is the first /colibri/stats sample showing two
-endpoints sending audio with bitrate in and out. Then the JVB process's CPU (utime+stime from
-/proc, both cameras on) over --seconds, as % of one core. Talks only to the lab host.
+camera and microphone; cameras on as soon as both are in). "join" is the pupil's click on "Join
+meeting" once the teacher's room is open (the pupil's login included); "media flowing" is the first
+/colibri/stats sample showing two endpoints sending audio with bitrate in and out. Then the JVB
+process's CPU (utime+stime from /proc, both cameras on) over --seconds, as % of one core. Talks only to the lab host.
 """
 
 from __future__ import annotations
@@ -61,12 +61,12 @@ def main() -> None:
                 start = time.monotonic()
                 s.open("bench")
                 assert s.join(pupil["uid"], pupil["password"])
+                for b in (t, s):   # cameras start off (config.js): on, as in tests/lab/test_video.py
+                    b.page.keyboard.press("v")
                 wait_for("media through the videobridge", lambda: (
                     (x := stats(env))["endpoints_sending_audio"] == 2 and x["bit_rate_download"] > 0
                     and x["bit_rate_upload"] > 0), timeout=180, every=0.5)
                 flowing = time.monotonic() - start
-                for b in (t, s):
-                    b.page.keyboard.press("v")   # cameras on
                 time.sleep(5)
                 c0, hz = jvb_cpu_ticks(env)
                 w0 = time.monotonic()

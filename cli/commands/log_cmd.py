@@ -7,10 +7,7 @@ from collections.abc import Iterable
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from schoolctl import journal as runs
 from schoolctl.cli.output import fail, out, say, warn
 
 app = typer.Typer()
@@ -27,6 +24,8 @@ def journal(verb: str, school: str, result: str, changes: Iterable[str] = (),
     """Record one school's run in the controller's journal and on the school's server (started
     here, waited for when the verb ends: `server_records_done`); a journal or a record that cannot
     be written is a warning, never a failed run."""
+    from schoolctl import journal as runs
+
     changed = list(changes)
     try:
         runs.record(verb, school, result, changes=changed, detail=detail, seconds=seconds, count=count)
@@ -101,6 +100,11 @@ def log(school_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="On
         as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Show the run journal: every deploy, users import and audit, per school, with who ran it
     (the OS user and SUDO_USER), when (UTC), the result and the changes."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from schoolctl import journal as runs
+
     try:
         start = runs.parse_since(since) if since is not None else None
     except ValueError as e:

@@ -15,11 +15,12 @@ import pytest
 from .conftest import REPO, SHIPPED
 
 CONNECTING = ("pyinfra", "gevent", "paramiko", "jinja2", "requests", "ansible", "cryptography",
-              "schoolctl.deploy", "schoolctl.cli.runner", "schoolctl.connect", "schoolctl.lab")
+              "schoolctl.deploy", "schoolctl.cli.runner", "schoolctl.connect", "schoolctl.lab",
+              "markdown_it", "rich.markdown")  # (rich's Markdown: the help is click's plain one)
 # what each command may not load, besides CONNECTING: --help neither the model nor any YAML reader
 NOT_LOADED = {
     ("--help",): ("pydantic", "ruamel", "yaml", "schoolctl.config.model", "schoolctl.config.loader",
-                  "schoolctl.audit"),
+                  "schoolctl.audit", "schoolctl.journal"),
     ("validate", "demo"): (),
     ("list",): ("testinfra", "schoolctl.audit"),
 }

@@ -9,7 +9,7 @@ import json
 import sys
 from typing import Any
 
-from schoolctl import __version__
+import schoolctl
 from schoolctl.secrets import redact
 
 VERSION = 1
@@ -22,7 +22,7 @@ def schema_name(verb: str) -> str:
 
 def envelope(verb: str, payload: dict[str, Any]) -> dict[str, Any]:
     """The payload with the schema name and the tool's version in front."""
-    return {"schema": schema_name(verb), "schoolctl_version": __version__, **payload}
+    return {"schema": schema_name(verb), "schoolctl_version": schoolctl.__version__, **payload}
 
 
 def emit(verb: str, payload: dict[str, Any]) -> None:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from schoolctl.cli.context import Context
 from schoolctl.cli.output import warn
 from schoolctl.errors import SchoolctlError
+
+if TYPE_CHECKING:  # typer >= 0.2x carries its own click: importing the package costs start-up time
+    import click
 
 
 class _Root(TyperGroup):
@@ -183,6 +185,9 @@ def main() -> None:
     """Console entry point."""
     import sys
 
+    # no pydantic plugin sees the config (it holds the fleet's settings); and none is looked for
+    # among every installed package's entry points, which costs start-up time
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     if needs_gevent(sys.argv[1:]):
         # pyinfra is gevent based: patch before ssl is used; resolve names in-line (gevent's
         # thread-pool resolver prints a traceback for every name that does not resolve)

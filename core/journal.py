@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from schoolctl import __version__
+import schoolctl
 from schoolctl.secrets import redact
 
 ENV = "SCHOOLCTL_JOURNAL"
@@ -71,7 +71,7 @@ def record(verb: str, school: str, result: str, changes: Iterable[str] = (),
              "controller": socket.gethostname(), "verb": verb, "school": school, "result": result,
              "changes": len(changed) if count is None else count, "changed": changed[:MAX_CHANGED],
              "detail": detail or {},
-             "seconds": None if seconds is None else round(seconds, 2), "schoolctl_version": __version__}
+             "seconds": None if seconds is None else round(seconds, 2), "schoolctl_version": schoolctl.__version__}
     line = redact(json.dumps(entry, ensure_ascii=False))
     with _locked("a", fcntl.LOCK_EX) as f:
         f.write(line + "\n")

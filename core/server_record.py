@@ -19,7 +19,7 @@ import subprocess
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from schoolctl import __version__
+import schoolctl
 from schoolctl.secrets import redact
 
 DIR = "/var/log/schoolctl"
@@ -35,7 +35,7 @@ def entry(verb: str, school: str, result: str, changes: int = 0, at: datetime | 
 
     found = {"at": (at or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds"), "run": RUN, **who(),
              "controller": gethostname(), "verb": verb, "school": school, "result": result[:MAX_RESULT],
-             "changes": int(changes), "schoolctl_version": __version__}
+             "changes": int(changes), "schoolctl_version": schoolctl.__version__}
     return json.loads(redact(json.dumps(found, ensure_ascii=False)))
 
 

@@ -23,7 +23,7 @@ import hashlib
 import json
 import shlex
 
-from schoolctl import __version__
+import schoolctl
 from schoolctl.deploy import database, identity, moodle, nextcloud
 from schoolctl.deploy.php import FPM, PHP_VERSION
 from schoolctl.deploy.render import render
@@ -180,7 +180,7 @@ def config(site: Site) -> dict:
                            ("moodle", "moodle-cron.timer")) if school.has(s)]
     php = [FPM] if school.has("moodle") or school.has("nextcloud") else []
     return {
-        "school": site.id, "schoolctl_version": __version__, "repository": repository(site),
+        "school": site.id, "schoolctl_version": schoolctl.__version__, "repository": repository(site),
         "ssh_key": SSH_KEY, "known_hosts": KNOWN_HOSTS, "passphrase_file": PASSPHRASE,
         "state": STATE, "borg_base": BORG_BASE,
         "current": {s: f"/srv/{s}/current" for s in ("moodle", "nextcloud", "etherpad") if school.has(s)},

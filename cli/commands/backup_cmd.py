@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from schoolctl.cli.context import get, preflight
 from schoolctl.cli.options import All, Ids, Json, Limit, Yes
 from schoolctl.cli.output import confirm, fail, say, warn
+
+if TYPE_CHECKING:  # typer >= 0.2x carries its own click: importing the package costs start-up time
+    import click
 
 
 def emit(verb: str, payload: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from schoolctl import __version__
+import schoolctl
 from schoolctl.resources import templates
 from schoolctl.secrets import redact
 
@@ -158,7 +158,7 @@ def render(audits: list[Any], lang: str = "en", generated: dt.datetime | None = 
                    key=lambda s: (-s["high"], -s["counts"]["fail"], -s["counts"]["error"], s["id"]))[:WORST]
     catalogue = _catalogue(audits, schools, lang)
     page = _env().get_template("report.html.j2").render(
-        t=t, lang=lang, version=__version__, generated=generated.strftime("%Y-%m-%d %H:%M UTC"),
+        t=t, lang=lang, version=schoolctl.__version__, generated=generated.strftime("%Y-%m-%d %H:%M UTC"),
         tally=_tally(schools), high=[c for c in failing if c["severity"] == "high"],
         other=[c for c in failing if c["severity"] != "high"], worst=worst,
         unreachable=[s for s in schools if s["error"]], districts=_districts(schools, t), catalogue=catalogue,

@@ -8,7 +8,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from schoolctl import __version__
+import schoolctl
 from schoolctl.releases import accepted_as_json
 from schoolctl.secrets import redact
 
@@ -19,7 +19,7 @@ def as_data(audits: list[Any], generated: dt.datetime | None = None) -> dict[str
     generated = generated or dt.datetime.now(dt.UTC)
     return {
         "schema": SCHEMA,
-        "schoolctl_version": __version__,
+        "schoolctl_version": schoolctl.__version__,
         "generated": generated.isoformat(timespec="seconds"),
         "schools": [
             {"school": a.school, "name": a.name, "status": a.status, "error": redact(a.error) if a.error else None,

@@ -8,18 +8,12 @@ import typer
 from typer.core import TyperGroup
 
 from schoolctl.cli.context import get, preflight
+from schoolctl.cli.json_out import emit
 from schoolctl.cli.options import All, Ids, Json, Limit, Yes
 from schoolctl.cli.output import confirm, fail, say, warn
 
 if TYPE_CHECKING:  # typer >= 0.2x carries its own click: importing the package costs start-up time
     import click
-
-
-def emit(verb: str, payload: dict[str, Any]) -> None:
-    """schoolctl.cli.json_out.emit, imported on first use (importlib.metadata: `--help` starts fast)."""
-    from schoolctl.cli.json_out import emit as write
-
-    write(verb, payload)
 
 
 class _TakeByDefault(TyperGroup):

@@ -243,7 +243,7 @@ def _validate(model: type[BaseModel], path: Path) -> tuple[Any, Any, str, list[P
                                           "start from `schoolctl new ID`" if model is School
                                           else "see README.md for the fleet file")]
     if not isinstance(doc, dict):
-        kind = type(plain(doc)).__name__  # list, str, int...: not ruamel's CommentedSeq
+        kind = type(plain(doc)).__name__  # list, str, int...: not the reader's Sequence
         return None, doc, shown, [Problem(shown, 1, 1, f"expected a mapping of keys, found a {kind}",
                                           "a config file is `key: value` lines")]
     try:

@@ -94,7 +94,7 @@ SHA256 = r"^[0-9a-f]{64}$"
 class Strict(BaseModel):
     """Base of every config section: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, defer_build=True)
 
 
 # --- privacy: the fleet sets floors, a school may only be stricter ------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import os
 import re
 import string
 import unicodedata
@@ -311,6 +312,21 @@ def check_ssh_key(value: str) -> str:
     return value
 
 
+def _listed(name: str) -> bool:
+    """Whether zoneinfo.available_timezones() lists `name` (a name, never a path), by opening its
+    one file rather than every file of the database."""
+    if name == "posixrules" or name.split("/")[0] in ("right", "posix"):
+        return False
+    for root in zoneinfo.TZPATH:
+        try:
+            with open(os.path.join(root, name), "rb") as f:
+                if f.read(4) == b"TZif":
+                    return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 @cache
 def _zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
@@ -325,10 +341,10 @@ def check_timezone(value: str) -> str:
     if problem:
         raise ValueError(f"{shown_value(value)} is not valid: {problem} (use a name of the zoneinfo database such as "
                          "Europe/Madrid)")
+    if _listed(value):
+        return value
     zones = _zones()
     if zones:
-        if value in zones:
-            return value
         close = difflib.get_close_matches(value, sorted(zones), n=1) if len(value) <= 64 else []
         hint = f"did you mean {close[0]!r}?" if close else "use a name such as Europe/Madrid"
         raise ValueError(f"{shown_value(value)} is not a time zone of the zoneinfo database ({hint})")

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.composer import Composer
-from ruamel.yaml.constructor import DuplicateKeyError
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.events import AliasEvent
-from ruamel.yaml.nodes import MappingNode, SequenceNode
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.cyaml import CParser as Parser  # libyaml: scanning and parsing in C (PyYAML's wheels carry it)
+from yaml.error import MarkedYAMLError, YAMLError
+from yaml.events import AliasEvent
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from yaml.reader import ReaderError
+from yaml.resolver import BaseResolver
 
 from schoolctl.config.problems import Problem
 
@@ -95,27 +97,64 @@ class DocumentTooBig(YAMLError):
         self.mark, self.message, self.hint = mark, message, hint
 
 
-class BoundedComposer(Composer):
-    """ruamel's composer, counting as it goes: every node, every alias as all it stands for (an alias
-    bomb of a few lines stands for a billion values), and the depth of nesting, aliases included. It
-    stops at the first node past a limit, before the document is built."""
+class Refused(YAMLError):
+    """A value the reader does not build: a YAML tag other than the core ones, a list as a key, a
+    repeated key, a merge key (`<<`) that is not given mappings."""
 
-    def __init__(self, loader: Any = None) -> None:
-        super().__init__(loader)
-        self.nodes = 0
+    def __init__(self, mark: Any, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.mark, self.message, self.hint = mark, message, hint
+
+
+class _Core(BaseResolver):
+    """YAML 1.2's core schema (what the files mean in any current YAML tool): `yes`, `on` and `no`
+    are words, `0755` is 755; dates and merge keys (`<<`) as YAML 1.1 had them."""
+
+
+for _tag, _regexp, _first in (
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("float", r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", "-+0123456789."),
+    ("int", r"^(?:[-+]?0b[0-1_]+|[-+]?0o?[0-7_]+|[-+]?[0-9_]+|[-+]?0x[0-9a-fA-F_]+)$", "-+0123456789"),
+    ("merge", r"^(?:<<)$", "<"),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("timestamp", r"""^(?:[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]
+                      |[0-9][0-9][0-9][0-9]-[0-9][0-9]?-[0-9][0-9]?(?:[Tt]|[ \t]+)[0-9][0-9]?:[0-9][0-9]
+                       :[0-9][0-9](?:\.[0-9]*)?(?:[ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?)$""", "0123456789"),
+):
+    _Core.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_regexp, re.X), list(_first))
+
+
+class _Reader(Composer, Parser, _Core):
+    """PyYAML's composer over libyaml's parser (C), counting as it goes: every node, every alias as
+    all it stands for (an alias bomb of a few lines stands for a billion values), and the depth of
+    nesting, aliases included. It stops at the first node past a limit, before the document is built."""
+
+    def __init__(self, text: str) -> None:
+        Parser.__init__(self, text)
+        Composer.__init__(self)
+        _Core.__init__(self)
+        self.nodes = self.depth = 0
         self.sizes: dict[int, tuple[Any, int, int]] = {}   # id(node) -> (node, values it stands for, depth)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.parser.peek_event()
+        event = self.peek_event()
         if isinstance(event, AliasEvent):
             target = self.anchors.get(event.anchor)
-            if target is not None:     # an undefined alias is ruamel's to report
+            if target is not None:     # an undefined alias is the composer's to report
                 self._alias(event, target)
             return super().compose_node(parent, index)
         if self.depth + 1 > MAX_DEPTH:
             raise DocumentTooBig(event.start_mark, f"the document nests deeper than {MAX_DEPTH} levels", DEPTH_HINT)
         self._count(1, event.start_mark)
-        node = super().compose_node(parent, index)
+        self.anchors.pop(event.anchor, None)    # YAML lets an anchor be set again: later aliases mean the new one
+        self.depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
         if isinstance(node, MappingNode):
             children = [c for pair in node.value for c in pair]
         elif isinstance(node, SequenceNode):
@@ -151,6 +190,116 @@ class BoundedComposer(Composer):
 DEPTH_HINT = "a config file needs fewer than ten; check the indentation and the brackets"
 
 
+# --- building the values, with where each stands ---------------------------------------------------
+
+class Mapping(dict):
+    """A mapping as read, with where each key and value starts (line, column; from 0)."""
+
+    __slots__ = ("keys_at", "values_at")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys_at: dict[Any, tuple[int, int]] = {}
+        self.values_at: dict[Any, tuple[int, int]] = {}
+
+
+class Sequence(list):
+    """A list as read, with where each item starts (line, column; from 0)."""
+
+    __slots__ = ("items_at",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items_at: list[tuple[int, int]] = []
+
+
+CORE = "tag:yaml.org,2002:"
+TAG_HINT = "schoolctl's files use plain YAML values: remove the tag"
+
+
+def _at(node: Any) -> tuple[int, int]:
+    return node.start_mark.line, node.start_mark.column
+
+
+def _scalar(node: ScalarNode) -> Any:
+    tag, text = node.tag.removeprefix(CORE), node.value
+    try:
+        if tag == "str":
+            return text
+        if tag == "null" and text in ("", "~", "null", "Null", "NULL"):
+            return None
+        if tag == "bool" and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if tag == "int":
+            digits = text.replace("_", "")
+            sign, digits = (-1, digits[1:]) if digits[:1] == "-" else (1, digits.removeprefix("+"))
+            base = {"0b": 2, "0o": 8, "0x": 16}.get(digits[:2].lower(), 10)
+            return sign * int(digits[2:] if base != 10 else digits, base)
+        if tag == "float":
+            special = {".inf": "inf", "+.inf": "inf", "-.inf": "-inf", ".nan": "nan"}
+            return float(special.get(text.lower(), text.replace("_", "")))
+        if tag == "timestamp":
+            return SafeConstructor.construct_yaml_timestamp(_TIMESTAMPS, node)
+        if tag == "merge":
+            return text
+    except (ValueError, TypeError, AttributeError):
+        raise Refused(node.start_mark, f"'{text}' is not a valid !!{tag}", TAG_HINT) from None
+    raise Refused(node.start_mark, f"the YAML tag {node.tag} is not used here", TAG_HINT)
+
+
+_TIMESTAMPS = SafeConstructor()
+
+
+def _build(node: Any, memo: dict[int, Any]) -> Any:
+    """The value of `node`; an alias's value is built once (`memo`)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    if isinstance(node, ScalarNode):
+        value = _scalar(node)
+    elif isinstance(node, SequenceNode):
+        if node.tag != CORE + "seq":
+            raise Refused(node.start_mark, f"the YAML tag {node.tag} is not used here", TAG_HINT)
+        value = Sequence()
+        for item in node.value:
+            value.append(_build(item, memo))
+            value.items_at.append(_at(item))
+    else:
+        value = _mapping(node, memo)
+    memo[id(node)] = value
+    return value
+
+
+def _mapping(node: MappingNode, memo: dict[int, Any]) -> Mapping:
+    if node.tag != CORE + "map":
+        raise Refused(node.start_mark, f"the YAML tag {node.tag} is not used here", TAG_HINT)
+    value, merged = Mapping(), Mapping()
+    for k, v in node.value:
+        if k.tag == CORE + "merge":
+            sources = v.value if isinstance(v, SequenceNode) else [v]
+            if not all(isinstance(s, MappingNode) for s in sources):
+                raise Refused(k.start_mark, "a merge key (<<) takes a mapping or a list of mappings",
+                              "write `<<: *name` with an anchored mapping, or the keys themselves")
+            for source in reversed(sources):      # the first mapping listed wins, as in YAML 1.1
+                built = _build(source, memo)
+                merged.update(built)
+                merged.keys_at.update(built.keys_at)
+                merged.values_at.update(built.values_at)
+            continue
+        key = _build(k, memo)
+        if isinstance(key, (dict, list)):
+            raise Refused(k.start_mark, "a key must be a single value, not a list or a mapping",
+                          "write the key as a plain word")
+        if key in value:
+            raise Refused(k.start_mark, f"duplicate key '{key}'",
+                          "a key may appear only once in a mapping; remove or merge the repeats")
+        value[key] = _build(v, memo)
+        value.keys_at[key], value.values_at[key] = _at(k), _at(v)
+    for key in merged.keys() - value.keys():
+        value[key] = merged[key]
+        value.keys_at[key], value.values_at[key] = merged.keys_at[key], merged.values_at[key]
+    return value
+
+
 def read_yaml(path: Path, shown: str, max_bytes: int = MAX_BYTES,
               what: str = "a config file") -> tuple[Any, list[Problem]]:
     """Parse `path`; return (document, problems). `shown` is the path as errors print it; a file over
@@ -173,30 +322,34 @@ def read_yaml(path: Path, shown: str, max_bytes: int = MAX_BYTES,
         line = raw[: e.start].count(b"\n") + 1
         col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
         return None, [Problem(shown, line, col, "the file is not valid UTF-8 text", "save it as UTF-8")]
-    yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
-    yaml.Composer = BoundedComposer
+    reader = None
     try:
-        doc = yaml.load(text)
-    except DocumentTooBig as e:
+        reader = _Reader(text)
+        root = reader.get_single_node()
+        doc = None if root is None else _build(root, {})
+    except (DocumentTooBig, Refused) as e:
         line, col = (e.mark.line + 1, e.mark.column + 1) if e.mark else (1, 1)
         return None, [Problem(shown, line, col, e.message, e.hint)]
-    except DuplicateKeyError as e:
-        mark = e.problem_mark
-        key = (e.problem or "").split('"')[1] if '"' in (e.problem or "") else "?"
-        return None, [Problem(shown, mark.line + 1, mark.column + 1, f"duplicate key '{key}'",
-                              "a key may appear only once in a mapping; remove or merge the repeats")]
+    except ReaderError as e:     # a control character: libyaml refuses the text before parsing it
+        at = raw[: e.position].decode("utf-8", "ignore")   # libyaml counts bytes
+        line, col = at.count("\n") + 1, len(at) - (at.rfind("\n") + 1) + 1
+        return None, [Problem(shown, line, col, f"the file contains a character YAML does not allow "
+                              f"(#x{e.character if isinstance(e.character, int) else ord(e.character):04x})",
+                              "remove it; a config file is plain text")]
     except MarkedYAMLError as e:
         at_end = "end of stream" in (e.problem or "") and e.context_mark is not None
         mark = e.context_mark if at_end else (e.problem_mark or e.context_mark)
         what = (f"{e.context}: {e.problem}" if at_end else (e.problem or e.context or "invalid YAML")).strip()
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        hint = ("YAML indents with spaces, never tabs" if "\\t" in what or "\t" in what
+        hint = ("YAML indents with spaces, never tabs" if "tab" in what or "\\t" in what or "\t" in what
                 else "check indentation, colons and quotes on this line and the one before")
         return None, [Problem(shown, line, col, f"YAML syntax error: {what}", hint)]
     except (YAMLError, ValueError, RecursionError) as e:
         return None, [Problem(shown, 1, 1, f"YAML error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
                               "check the file's syntax")]
+    finally:
+        if reader is not None:
+            reader.dispose()
     return doc, []
 
 
@@ -207,16 +360,15 @@ def locate(doc: Any, loc: tuple[Any, ...], on_key: bool = False) -> tuple[int, i
     node = doc
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
-        if isinstance(node, CommentedMap) and part in node:
-            kl, kc = node.lc.key(part)
+        if isinstance(node, Mapping) and part in node:
+            kl, kc = node.keys_at[part]
             if last and on_key:
                 return kl + 1, kc + 1
-            vl, vc = node.lc.value(part)
-            line, col = (vl + 1, vc + 1) if not isinstance(node[part], (CommentedMap, CommentedSeq)) \
-                else (kl + 1, kc + 1)
+            vl, vc = node.values_at[part]
+            line, col = (vl + 1, vc + 1) if not isinstance(node[part], (Mapping, Sequence)) else (kl + 1, kc + 1)
             node = node[part]
-        elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
-            il, ic = node.lc.item(part)
+        elif isinstance(node, Sequence) and isinstance(part, int) and 0 <= part < len(node):
+            il, ic = node.items_at[part]
             line, col = il + 1, ic + 1
             node = node[part]
         else:
@@ -225,17 +377,9 @@ def locate(doc: Any, loc: tuple[Any, ...], on_key: bool = False) -> tuple[int, i
 
 
 def plain(node: Any) -> Any:
-    """The document as plain dicts, lists and scalars."""
+    """The document as plain dicts and lists (an alias's value copied where it is used)."""
     if isinstance(node, dict):
-        return {plain(k): plain(v) for k, v in node.items()}
+        return {k: plain(v) for k, v in node.items()}
     if isinstance(node, list):
         return [plain(v) for v in node]
-    if isinstance(node, str):
-        return str(node)
-    if isinstance(node, bool):
-        return bool(node)
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
     return node

@@ -55,15 +55,15 @@ def yaml_colon_in_plain_value(s: Path) -> Expect:
     p = s / "demo.yaml"
     edit(p, "name: Escola Demo", "name: Escola: Demo")
     return Expect([f"schools/demo.yaml:{at(p, '^name:', ': Demo')}: YAML syntax error: mapping values are not "
-                   "allowed here (check indentation, colons and quotes on this line and the one before)"])
+                   "allowed in this context (check indentation, colons and quotes on this line and the one before)"])
 
 
 @case
 def yaml_unclosed_flow_mapping(s: Path) -> Expect:
     p = s / "demo.yaml"
     edit(p, "  jitsi: {}", "  jitsi: {")
-    return Expect([f"schools/demo.yaml:{at(p, '^  dpo:', ':')}: YAML syntax error: expected ',' or '}}', but got "
-                   "':' (check indentation, colons and quotes on this line and the one before)"])
+    return Expect([f"schools/demo.yaml:{at(p, '^  dpo:', ':')}: YAML syntax error: did not find expected ',' "
+                   "or '}' (check indentation, colons and quotes on this line and the one before)"])
 
 
 @case
@@ -80,9 +80,8 @@ def yaml_unclosed_quote(s: Path) -> Expect:
 def yaml_bad_indentation(s: Path) -> Expect:
     p = s / "demo.yaml"
     edit(p, "    default_quota: 2 GB", "      default_quota: 2 GB")
-    return Expect([f"schools/demo.yaml:{at(p, 'default_quota', 'default_quota')}: YAML syntax error: expected "
-                   "<block end>, but found '<block mapping start>' (check indentation, colons and quotes on this "
-                   "line and the one before)"])
+    return Expect([f"schools/demo.yaml:{at(p, 'default_quota', 'default_quota')}: YAML syntax error: did not "
+                   "find expected key (check indentation, colons and quotes on this line and the one before)"])
 
 
 @case
@@ -97,8 +96,8 @@ def yaml_two_documents(s: Path) -> Expect:
 def tab_indentation(s: Path) -> Expect:
     p = s / "demo.yaml"
     edit(p, "server: lab:demo", "server: lab:demo\n\tssh_port: 22")
-    return Expect([f"schools/demo.yaml:{line_of(p, chr(9))}:1: YAML syntax error: found character '\\t' that "
-                   "cannot start any token (YAML indents with spaces, never tabs)"])
+    return Expect([f"schools/demo.yaml:{line_of(p, chr(9))}:1: YAML syntax error: found a tab "
+                   "character that violates indentation (YAML indents with spaces, never tabs)"])
 
 
 @case

@@ -61,11 +61,11 @@ def main() -> None:
                 start = time.monotonic()
                 s.open("bench")
                 assert s.join(pupil["uid"], pupil["password"])
-                for b in (t, s):   # cameras start off (config.js): on, as in tests/lab/test_video.py
-                    b.page.keyboard.press("v")
-                wait_for("media through the videobridge", lambda: (
-                    (x := stats(env))["endpoints_sending_audio"] == 2 and x["bit_rate_download"] > 0
-                    and x["bit_rate_upload"] > 0), timeout=180, every=0.5)
+                for b in (t, s):   # cameras start off (config.js): each turns hers on
+                    b.camera_on()
+                wait_for("audio and video through the videobridge", lambda: (
+                    (x := stats(env))["endpoints_sending_audio"] == 2 and x["endpoints_sending_video"] == 2
+                    and x["bit_rate_download"] > 0 and x["bit_rate_upload"] > 0), timeout=180, every=0.5)
                 flowing = time.monotonic() - start
                 time.sleep(5)
                 c0, hz = jvb_cpu_ticks(env)

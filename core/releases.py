@@ -17,6 +17,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
 from schoolctl.config.model import Acceptance, AppSupport, EffectiveSchool, Fleet, ReleaseLine
+from schoolctl.config.problems import few
 
 Kind = Literal["unsupported", "vulnerable", "unlisted"]
 TITLES = {"moodle": "Moodle", "nextcloud": "Nextcloud", "etherpad": "Etherpad", "debian": "Debian"}
@@ -176,5 +177,5 @@ def accept_problems(fleet: Fleet, controls: Iterable[str], schools: Iterable[str
             close = difflib.get_close_matches(a.school, schools, n=1, cutoff=0.6)
             out.append((i, "school", f"accept[{i}].school: no school {a.school!r} in the folder",
                         f"did you mean '{close[0]}'?" if close else
-                        f"known schools: {', '.join(schools) or 'none'}; or * for every school"))
+                        f"known schools: {few(schools)}; or * for every school"))
     return out

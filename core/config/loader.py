@@ -30,7 +30,7 @@ from schoolctl.config.model import (
     School,
     is_laxer,
 )
-from schoolctl.config.problems import Problem
+from schoolctl.config.problems import Problem, few
 from schoolctl.config.values import ADDRESS, SSH_KEY
 from schoolctl.config.yamlfile import locate, plain, read_yaml
 from schoolctl.errors import ConfigError
@@ -121,7 +121,7 @@ class Config:
 
 def unknown_school(schools_dir: Path, school_id: str, known: list[str]) -> Problem:
     close = difflib.get_close_matches(school_id, known, n=1)
-    hint = f"did you mean '{close[0]}'?" if close else f"known schools: {', '.join(sorted(known)) or 'none'}"
+    hint = f"did you mean '{close[0]}'?" if close else f"known schools: {few(sorted(known))}"
     return Problem(shown_path(schools_dir / f"{school_id}.yaml"), 1, 1, f"no school '{school_id}' in "
                    f"{shown_path(schools_dir)}/", hint)
 

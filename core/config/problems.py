@@ -20,3 +20,11 @@ class Problem:
         return f"{text} ({self.hint})" if self.hint else text
 
 
+
+
+def few(names: list[str], most: int = 8) -> str:
+    """`a, b, c` for a hint; past `most` names, the first ones and how many more (a fleet has hundreds)."""
+    if not names:
+        return "none"
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown} and {len(names) - most} more"

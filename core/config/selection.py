@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from schoolctl.config.model import SERVICES
+from schoolctl.config.problems import few
 from schoolctl.errors import INPUT, SchoolctlError
 
 KEYS = ("district", "service")
@@ -96,7 +97,7 @@ def _matcher(term: str, schools: Sequence[Any]) -> Any:
     if term not in ids:
         close = difflib.get_close_matches(term, ids, n=1)
         raise SelectionError(f"--limit {term}: no school '{term}' in the fleet",
-                             f"did you mean '{close[0]}'?" if close else f"known schools: {', '.join(ids) or 'none'}")
+                             f"did you mean '{close[0]}'?" if close else f"known schools: {few(ids)}")
     return lambda s: s.id == term
 
 
@@ -116,6 +117,6 @@ def select(schools: Iterable[Any], limit: Iterable[str] | None, fleet: Iterable[
     if not chosen:
         districts = sorted({s.district for s in every})
         raise SelectionError(f"--limit {','.join(found)} matches no school{' of those named' if fleet else ''}",
-                             f"known schools: {', '.join(s.id for s in every) or 'none'}; districts: "
-                             f"{', '.join(districts) or 'none'}; services: {', '.join(SERVICES)}")
+                             f"known schools: {few([s.id for s in every])}; districts: "
+                             f"{few(districts)}; services: {', '.join(SERVICES)}")
     return chosen

@@ -5,7 +5,7 @@ the mirror's `jitsi/` tarballs (bench/jitsi_mirror.py puts a build of
 ../shared/tools/build-jitsi-lab.sh there). Two headless Debian Chromium (fake camera and microphone,
 driven by Playwright, every name but the school's own mapped to nowhere) play a teacher, who logs
 in with her directory account and opens a room, and a pupil who joins. With peer-to-peer off, the
-videobridge's /colibri/stats shows the conference with two endpoints sending, and bitrate in and
+videobridge's /colibri/stats shows the conference with two endpoints sending audio and video, and bitrate in and
 out; every request both browsers made went to the school's own origin. Without a login nobody
 opens a room. Then the audit's Jitsi stack controls pass, and each fails when broken.
 
@@ -146,6 +146,11 @@ class Browser:
         print(f"\nnot in the conference after {timeout:.0f} s: {self.profile.name}.png")
         return False
 
+    def camera_on(self) -> None:
+        """Unmute the camera through jitsi-meet's own API (what its camera button calls); the "v"
+        shortcut needs the keyboard focus, which a headless page need not have."""
+        self.page.evaluate("() => APP.conference.muteVideo(false)")
+
     def foreign(self) -> list[str]:
         """Requests to anything but https/wss://meet.<domain> (data: and blob: are the page's own)."""
         return sorted({u for u in self.requests if urlsplit(u).scheme not in ("data", "blob")
@@ -171,16 +176,16 @@ def test_teacher_opens_a_room_a_pupil_joins_media_through_the_school_videobridge
             # (jicofo asks the videobridge for a conference once a second participant is there)
             b.open("classe-1a")
             assert b.join(pupil["uid"], pupil["password"]), "the pupil is not in the room"
-            for page in (a.page, b.page):   # cameras start off (config.js): turn them on
-                page.keyboard.press("v")
+            for who in (a, b):   # cameras start off (config.js): each turns hers on
+                who.camera_on()
 
             def flowing() -> dict[str, Any] | None:
                 s = stats(env)
                 ok = (s["conferences"] == 1 and s["endpoints"] == 2 and s["p2p_conferences"] == 0
                       and s["bit_rate_download"] > 0 and s["bit_rate_upload"] > 0
-                      and s["endpoints_sending_audio"] == 2)
+                      and s["endpoints_sending_audio"] == 2 and s["endpoints_sending_video"] == 2)
                 return s if ok else None
-            s = wait_for("two endpoints sending through the videobridge", flowing, timeout=180)
+            s = wait_for("two endpoints sending audio and video through the videobridge", flowing, timeout=180)
             print(f"\nteacher's page to media through JVB: {time.monotonic() - start:.1f} s; stats: "
                   f"{ {k: s[k] for k in ('endpoints', 'bit_rate_download', 'bit_rate_upload')} }")
             # the bridge channel is the colibri websocket (SCTP is off): the only address jvb.conf

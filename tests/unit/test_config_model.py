@@ -284,3 +284,10 @@ def test_lab_addresses_agree_with_the_lab(name: str) -> None:
     except ValidationError:
         model_ok = False
     assert model_ok == lab_ok
+
+
+def test_hints_name_a_few_schools_of_a_large_fleet() -> None:
+    from schoolctl.config.problems import few
+
+    assert few([]) == "none" and few(["a", "b"]) == "a, b"
+    assert few([f"s{i:03}" for i in range(300)]) == "s000, s001, s002, s003, s004, s005, s006, s007 and 292 more"

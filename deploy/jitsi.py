@@ -96,7 +96,7 @@ def web_config(site: Site) -> dict[str, str]:
 
 def _accounts_step(meet: str, full: bool) -> Step:
     """focus and jvb accounts on auth.<meet>, passwords piped on stdin; re-registered when they change
-    (then jicofo and the videobridge, started before the accounts existed, log in again)."""
+    (jicofo and the videobridge start after it, and log in again when the passwords change)."""
     auth = f"auth.{meet}"
     marker = f"{STATE}/accounts.applied"
     files = f"{SECRETS}/jitsi_focus {SECRETS}/jitsi_jvb"
@@ -160,7 +160,9 @@ def layer(site: Site) -> Layer | None:
     if not full:
         files.append(File(NOTE_FILE, NOTE + "\n"))
     else:
-        services += [Service("jicofo"), Service("jitsi-videobridge2")]
+        # started by the steps once their XMPP accounts exist: before, both retry their login at once, for
+        # as long as the round's other steps take (the videobridge logged 55 MB in 4 minutes of a first deploy)
+        services += [Service("jicofo", start=False), Service("jitsi-videobridge2", start=False)]
         ctx = dict(meet=meet, focus=site.secret("jitsi_focus"), jvb=site.secret("jitsi_jvb"),
                    jvb_port=integer(j.jvb_port, "jitsi.jvb_port"))
         files += [
@@ -182,10 +184,10 @@ def layer(site: Site) -> Layer | None:
         steps=[running_current("prosody", ["/etc/prosody/prosody.cfg.lua", f"{PROSODY_SECRETS}/ldap_password",
                                            f"{PROSODY_SECRETS}/turn_secret"]),
                running_current("coturn", [TURN_CONF]),
+               _accounts_step(meet, full),
                *([running_current("jicofo", ["/etc/jitsi/jicofo/jicofo.conf"]),
                   running_current("jitsi-videobridge2", ["/etc/jitsi/videobridge/jvb.conf",
                                                         "/etc/jitsi/videobridge/sip-communicator.properties"])]
-                 if full else []),
-               _accounts_step(meet, full)],
+                 if full else [])],
     )
 

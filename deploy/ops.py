@@ -351,7 +351,11 @@ def services(units: list[Service]) -> Iterator[Any]:
         # a unit whose conditions say it does not belong here (e.g. timesyncd in a container) is fine
         active = st.get("ActiveState") == "active" or (
             enabled and st.get("ConditionResult") == "no" and bool(st.get("ConditionTimestamp")))
-        if s.running and not (enabled and active):
+        if s.running and not s.start:
+            if not enabled:
+                _record("service", name, "enable")
+                commands.append(f"systemctl enable {shlex.quote(name)}")
+        elif s.running and not (enabled and active):
             _record("service", name, "enable and start" if not enabled else "start")
             commands.append(f"systemctl enable --now {shlex.quote(name)}" if st.get("UnitFileState") != "static"
                             else f"systemctl start {shlex.quote(name)}")

@@ -68,10 +68,12 @@ class Directory:
 
 @dataclass(frozen=True)
 class Service:
-    """A systemd unit that must be enabled and running (or, with `running=False`, stopped and disabled)."""
+    """A systemd unit that must be enabled and running (or, with `running=False`, stopped and disabled).
+    With `start=False` it is only enabled here: a step of its layer starts it once what it needs exists."""
 
     name: str
     running: bool = True
+    start: bool = True
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from schoolctl.lab import Lab, LabHost, prereqs
 # (pytest-xdist --dist loadfile --no-loadscope-reorder), and a worker takes the next module in this
 # order; a module not listed comes after these. test_lab.py and test_video.py run alone before them
 # (Makefile: LAB_ALONE).
-LONGEST_FIRST = ("test_backup", "test_upgrades", "test_demo", "test_classes", "test_people",
+LONGEST_FIRST = ("test_backup", "test_upgrades", "test_demo", "test_people",
                  "test_wiring", "test_moodle", "test_jitsi", "test_nextcloud_etherpad", "test_users_import",
                  "test_deploy", "test_platform_web", "test_audit_host", "test_packaging", "test_release_controls",
                  "test_updates", "test_run_record")

@@ -170,7 +170,7 @@ class SchoolEnv:
     def first_login_done(self, uids: list[str]) -> None:
         """As if `uids` had had their first login and kept the letter's password as their own: the
         directory's pwdReset removed (root, ldapi) and Moodle's forced change cleared, so tests about
-        other things log in with the initial password everywhere (tests/lab/test_classes.py tests the
+        other things log in with the initial password everywhere (tests/lab/test_people.py tests the
         first login itself)."""
         if not uids:
             return

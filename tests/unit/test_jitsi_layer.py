@@ -88,6 +88,13 @@ def test_packages_and_services_with_the_upstream_repository(schools: Path) -> No
                               "jitsi-videobridge2", "jicofo", "jitsi-meet-web", "jitsi-meet-prosody"]
     assert "jitsi-meet-web-config" not in layer.packages   # its postinst writes its own nginx site and certs
     assert [s.name for s in layer.services] == ["prosody", "coturn", "jicofo", "jitsi-videobridge2"]
+    # jicofo and the videobridge are enabled, and started by the steps only after their XMPP accounts
+    # exist (before, both retry their login without pause for the rest of the round)
+    assert [s.start for s in layer.services] == [True, True, False, False]
+    names = [s.name for s in layer.steps]
+    assert names.index("XMPP accounts focus and jvb on auth.meet.demo.escoles.bcn.example") \
+        < names.index("jicofo runs with its current configuration") \
+        < names.index("jitsi-videobridge2 runs with its current configuration")
     pre = {f.path: f.data.decode() for f in layer.pre_files}
     assert pre["/etc/schoolctl/apt/jitsi.sources"].splitlines()[1:] == [
         "Types: deb", "URIs: https://download.jitsi.org", "Suites: stable/",

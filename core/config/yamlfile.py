@@ -242,8 +242,11 @@ def _scalar(node: ScalarNode) -> Any:
             return SafeConstructor.construct_yaml_timestamp(_TIMESTAMPS, node)
         if tag == "merge":
             return text
-    except (ValueError, TypeError, AttributeError):
-        raise Refused(node.start_mark, f"'{text}' is not a valid !!{tag}", TAG_HINT) from None
+    except (ValueError, TypeError, AttributeError):   # a date past its month's days, `!!int ten`...
+        what = {"int": "number", "float": "number", "timestamp": "date (YYYY-MM-DD)"}.get(tag, f"!!{tag}")
+        raise Refused(node.start_mark, f"'{text}' is not a valid {what}",
+                      "quote the value to keep it as text" if tag != "timestamp" else
+                      "write the date as YYYY-MM-DD, or quote the value to keep it as text") from None
     raise Refused(node.start_mark, f"the YAML tag {node.tag} is not used here", TAG_HINT)
 
 
@@ -294,7 +297,7 @@ def _mapping(node: MappingNode, memo: dict[int, Any]) -> Mapping:
                           "a key may appear only once in a mapping; remove or merge the repeats")
         value[key] = _build(v, memo)
         value.keys_at[key], value.values_at[key] = _at(k), _at(v)
-    for key in merged.keys() - value.keys():
+    for key in (k for k in merged if k not in value):   # in the merged mappings' order: messages stay stable
         value[key] = merged[key]
         value.keys_at[key], value.values_at[key] = merged.keys_at[key], merged.values_at[key]
     return value

@@ -1,9 +1,11 @@
 """Jitsi Meet controls: nothing leaves the school (config.js, videobridge STUN), only the school's
 people open rooms (prosody), guests and lobby per policy, the school's own TURN with private
-networks out of reach, and no recording. Each reads the real files on the school server."""
+networks out of reach, no recording, and the school's first language. Each reads the real files on
+the school server."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -70,6 +72,25 @@ def _config(ctx: Context) -> str:
     if text.strip() == "!missing":
         raise RuntimeError(f"/etc/jitsi/meet/{meet(ctx.school)}-config.js is missing")
     return text
+
+
+def js_string(value: str | None) -> str | None:
+    """A value js_key read, without its quotes when it is a plain JavaScript string literal."""
+    m = re.fullmatch(r"(['\"])([^'\"\\]*)\1", value or "")
+    return m.group(2) if m else value
+
+
+@control("JITSI-LANGUAGE", "jitsi", "Jitsi Meet's default language is the school's first language",
+         "Pupils and families must understand the video room's own words (the join page, the lobby, the camera "
+         "and microphone prompts): config.js's defaultLanguage is the school's first language, not English.",
+         ["25"], "low",
+         titles={"ca": "L'idioma per defecte de Jitsi Meet és el primer de l'escola",
+                 "es": "El idioma por defecto de Jitsi Meet es el primero de la escuela"})
+def language(ctx: Context) -> Outcome:
+    first = ctx.school.languages[0]
+    value = js_key(_config(ctx), "defaultLanguage")
+    return verdict(js_string(value) == first, f"defaultLanguage: {value if value is not None else '(unset)'}",
+                   f"defaultLanguage: {json.dumps(first)}")
 
 
 @control("JITSI-NO-THIRD-PARTY", "jitsi", "Jitsi Meet contacts no third party",

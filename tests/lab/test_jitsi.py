@@ -340,11 +340,13 @@ def test_jitsi_controls_pass_then_fail_on_violations(deployed: Env) -> None:
     # runs the whole stack from the mirror)
     stack = found.pop("JITSI-STACK-RUNNING")
     assert stack[0] == "fail" and "jicofo inactive" in stack[1], stack
-    assert len(found) == 6 and all(s == "pass" for s, _ in found.values()), found
+    assert len(found) == 7 and all(s == "pass" for s, _ in found.values()), found
+    assert found["JITSI-LANGUAGE"][1] == 'defaultLanguage: "ca"'    # the fleet's languages: [ca, es, en]
     config = f"/etc/jitsi/meet/{MEET}-config.js"
     deployed.sh(f"cp {config} /root/config.bak && cp /etc/turnserver.conf /root/turn.bak && "
                 f"sed -i 's/disableThirdPartyRequests: true/disableThirdPartyRequests: false/; "
                 f"s#stun:{MEET}:3478#stun:meet-jit-si-turnrelay.jitsi.net:443#; "
+                's/defaultLanguage: "ca"/defaultLanguage: "en"/; '
                 "s/localRecording: { disable: true/localRecording: { disable: false/' " + config + " && "
                 "sed -i '/^denied-peer-ip=10.0.0.0/d; /^use-auth-secret/d' /etc/turnserver.conf && "
                 "cp /etc/prosody/prosody.cfg.lua /root/prosody.bak && printf '\\nVirtualHost \"guest.%s\"\\n"
@@ -355,6 +357,7 @@ def test_jitsi_controls_pass_then_fail_on_violations(deployed: Env) -> None:
     try:
         broken = _audit(deployed, "JITSI-", {"recordings": False})
         broken.pop("JITSI-STACK-RUNNING")
+        served = _https_post(deployed.address, MEET, "/config.js")   # the file the audit read is what nginx serves
     finally:
         deployed.sh(f"cp /root/config.bak {config} && cp /root/turn.bak /etc/turnserver.conf && "
                     "cp /root/prosody.bak /etc/prosody/prosody.cfg.lua && rm -f /etc/prosody/conf.d/zz-audit.cfg.lua")
@@ -364,6 +367,7 @@ def test_jitsi_controls_pass_then_fail_on_violations(deployed: Env) -> None:
     assert "meet-jit-si-turnrelay.jitsi.net" in broken["JITSI-CONFIG-NO-THIRD-PARTY"][1]
     assert "10.0.0.0-10.255.255.255" in broken["JITSI-TURN"][1]
     assert broken["JITSI-SECURE-DOMAIN"][1] == f"guest.{MEET} exists but privacy.guests is false"
+    assert broken["JITSI-LANGUAGE"][1] == 'defaultLanguage: "en"' and 'defaultLanguage: "en",' in served[1], served
     assert all(deployed.secret("turn_secret") not in o for _, o in broken.values())
     # restored by hand: the files are the deploy's again, but were rewritten after the services started
     again = deployed.deploy()

@@ -34,11 +34,10 @@ from schoolctl.audit.catalogue import (
     order_key,
     prefetch_commands,
     run_control,
-    ssh_failure,
     waived,
 )
 from schoolctl.config.model import SERVICE_HOSTS, Acceptance, EffectiveSchool
-from schoolctl.connect import testinfra_host
+from schoolctl.connect import testinfra_failure, testinfra_host
 from schoolctl.deploy.firewall import FirewallError, addresses
 from schoolctl.secrets import redact
 
@@ -203,7 +202,9 @@ def audit_school(school: EffectiveSchool, expect: Expect | None = None, host: An
         result.unused = [a for cid in sorted(passed) if (a := acceptance(school.fleet, cid, school.id, on))]
     except Exception as e:  # unreachable host, lab down, broken evidence script: the school's one error
         msg = str(e).strip().splitlines()
-        result.error = redact(ssh_failure(e) or f"{type(e).__name__}: {msg[-1] if msg else ''}"[:500])
+        why = testinfra_failure(e)  # ssh's own reason, worded as the deploy's (schoolctl.connect)
+        result.error = redact(f"cannot audit over SSH: {why}" if why else
+                              f"{type(e).__name__}: {msg[-1] if msg else ''}"[:500])
         # the reason is said once, as the school's error; its controls only say they were not checked
         result.controls = [ControlResult(c, ERROR, NOT_CHECKED, "") if c.applicable(school) else
                            ControlResult(c, NA, f"{school.id} does not run {c.service}", "")

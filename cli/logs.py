@@ -10,6 +10,9 @@ import sys
 from schoolctl.secrets import RedactingFilter
 
 LIBRARIES = ("pyinfra", "testinfra", "schoolctl")  # the loggers -v and -vv open up
+# loggers heard only from -v (or SCHOOLCTL_LOG=INFO): paramiko logs a traceback of ~20 lines for every
+# connection that fails, whose cause the verbs already say in one line (schoolctl.connect.ssh_reason)
+HUSHED = ("paramiko",)
 
 
 class _Stderr(logging.StreamHandler):
@@ -59,6 +62,8 @@ def setup(verbosity: int = 0, debug: bool = False) -> None:
         root.setLevel(min(root.level or logging.WARNING, logging.WARNING))
     for name in LIBRARIES:
         logging.getLogger(name).setLevel(level if verbosity or debug else logging.NOTSET)
+    for name in HUSHED:
+        logging.getLogger(name).setLevel(logging.NOTSET if shows_libraries() else logging.CRITICAL + 1)
 
 
 def shows_libraries() -> bool:

@@ -17,6 +17,7 @@ from pyinfra.api.deploy import add_deploy
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_ops
 
+from schoolctl import connect
 from schoolctl.config.model import EffectiveSchool
 from schoolctl.connect import no_delay, pyinfra_data
 from schoolctl.deploy import ops
@@ -54,11 +55,12 @@ class Result:
 
 
 class _Callbacks(BaseStateCallback):
-    def __init__(self, school: str, progress: Progress, log: list[str]):
-        self.school, self.progress, self.log = school, progress, log
+    def __init__(self, school: str, progress: Progress):
+        self.school, self.progress = school, progress
+        self.connect_error: Any = None  # pyinfra's ConnectError, when the host did not answer
 
     def host_connect_error(self, state: State, host: Any, error: Any) -> None:  # type: ignore[override]
-        self.log.append(f"cannot connect: {error}")
+        self.connect_error = error
 
     def operation_start(self, state: State, op_hash: str) -> None:  # type: ignore[override]
         self.progress(self.school, ", ".join(state.get_op_meta(op_hash).names))
@@ -149,19 +151,17 @@ def _run_target(name: str, address: str, conn: dict[str, Any], rounds: list, pla
     """Plan or deploy one host (the school server, or its BigBlueButton host) in its own State;
     `connected()` runs once the host answered, before any operation. A deploy (not a plan) with
     `days` leaves its line in the server's run record, kept `days` days."""
-    log: list[str] = []
     ops.reset_changes(name)
     inventory = Inventory(([(name, conn)], {}))
-    state = State(inventory=inventory, config=Config(CONNECT_TIMEOUT=15), check_for_changes=plan)
-    state.add_callback_handler(_Callbacks(school, progress, log))
+    state = State(inventory=inventory, config=Config(CONNECT_TIMEOUT=connect.CONNECT_TIMEOUT), check_for_changes=plan)
+    callbacks = _Callbacks(school, progress)
+    state.add_callback_handler(callbacks)
     progress(school, f"connecting to {name}")
     with contextlib.suppress(PyinfraError):
         connect_all(state)
     host = inventory.get_host(name)
-    if host in state.failed_hosts or not state.activated_hosts:
-        reason = next((line for line in log if line.startswith("cannot connect")), "cannot connect")
-        raise _TargetFailed(f"{reason} ({address}); check the server is up and reachable over SSH with the "
-                            "configured user and key")
+    if host in state.failed_hosts or not state.activated_hosts:  # one line: the real cause, what to do
+        raise _TargetFailed(connect.connect_failure(conn, callbacks.connect_error, name if name != school else ""))
     no_delay(host)
     failed = True
     try:
@@ -186,8 +186,7 @@ def _run_target(name: str, address: str, conn: dict[str, Any], rounds: list, pla
         disconnect_all(state)
     if host in state.failed_hosts:
         op, lines = _failed_op(state, host)
-        detail = "\n".join(lines) or "\n".join(log[-10:])
-        raise _TargetFailed(f"{op or 'an operation'} failed on {name}:\n{detail}")
+        raise _TargetFailed(f"{op or 'an operation'} failed on {name}:\n" + "\n".join(lines))
     return ops.changes(name)
 
 

@@ -14,7 +14,8 @@ from typing import Any
 from schoolctl.config.model import Server
 from schoolctl.errors import LabError, ServerError
 
-CONNECT_TIMEOUT = 15  # seconds for pyinfra's SSH connect (deploy, roster import)
+CONNECT_TIMEOUT = 15  # seconds for pyinfra's SSH connect and handshake (deploy, roster import)
+BANNER_TIMEOUT = 10   # seconds, within those, for the server's first words (its SSH banner)
 AUDIT_TIMEOUT = 5     # seconds for the audit's SSH connect (a fleet audit must not wait on one host)
 RETRIES = {"ssh_connect_retries": 1, "ssh_strict_host_key_checking": "accept-new"}
 _CONTROL_DIR = Path(tempfile.gettempdir()) / "schoolctl-audit-ssh"
@@ -72,7 +73,13 @@ def pyinfra_data(server: Server, strict: bool = True, retries: bool = False) -> 
 
         paths = Lab().paths
         data.update(ssh_key=str(paths.ssh_key), ssh_known_hosts_file=str(paths.known_hosts), ssh_user="root")
-    return {**data, **RETRIES} if retries else data
+    if not retries:
+        return data
+    # paramiko's own defaults (banner 15 s, handshake `timeout`, auth 30 s) race each other: a server
+    # that accepts and never speaks then fails as "No existing session"; the banner's deadline comes first
+    timeouts = {"timeout": CONNECT_TIMEOUT, "banner_timeout": min(BANNER_TIMEOUT, CONNECT_TIMEOUT),
+                "auth_timeout": CONNECT_TIMEOUT}
+    return {**data, **RETRIES, "ssh_paramiko_connect_kwargs": timeouts}
 
 
 class Session:
@@ -86,18 +93,25 @@ class Session:
         self.sudo = False
 
     def __enter__(self) -> Session:
-        from pyinfra.api import Config, Inventory, State
+        from pyinfra.api import BaseStateCallback, Config, Inventory, State
         from pyinfra.api.connect import connect_all
         from pyinfra.api.exceptions import PyinfraError
 
         data = pyinfra_data(self.server, retries=True)
         inventory = Inventory(([(self.name, data)], {}))
         self.state = State(inventory=inventory, config=Config(CONNECT_TIMEOUT=CONNECT_TIMEOUT))
+        errors: list[Exception] = []
+
+        class Errors(BaseStateCallback):
+            def host_connect_error(self, state: Any, host: Any, error: Exception) -> None:  # type: ignore[override]
+                errors.append(error)
+
+        self.state.add_callback_handler(Errors())
         with contextlib.suppress(PyinfraError):
             connect_all(self.state)
         self.host = inventory.get_host(self.name)
         if not self.state.activated_hosts or self.host in self.state.failed_hosts:
-            raise ServerError(f"cannot connect to {self.name}'s server ({data['ssh_hostname']}) over SSH")
+            raise ServerError(connect_failure(data, errors[-1] if errors else None, f"{self.name}'s server"))
         no_delay(self.host)
         _reached.add(self.server.address)
         self.sudo = data.get("ssh_user", "root") != "root"
@@ -160,3 +174,80 @@ def testinfra_host(server: Server) -> Any:
         # a ControlPath without ssh's %-tokens: testinfra %-formats the ssh command line itself
         controlpath=str(_CONTROL_DIR / hashlib.sha256(target.encode()).hexdigest()[:16]),
         timeout=AUDIT_TIMEOUT, ssh_extra_args="-o BatchMode=yes -o StrictHostKeyChecking=accept-new")
+
+
+# --- when SSH opens no session: the real cause, in one line ----------------------------------------
+
+# what OpenSSH (the audit) or paramiko through pyinfra (deploy, roster import) says when no session
+# opens, the cause in plain words, and what to do about it; the first entry whose words occur wins
+SSH_REASONS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("Connection refused",), "connection refused",
+     "nothing listens on that port: is sshd running, and is ssh_port right?"),
+    (("banner exchange", "Error reading SSH protocol banner"), "timed out waiting for the SSH banner",
+     "something accepts connections on that port but no SSH server answers: is sshd hung, or is ssh_port "
+     "another service's?"),
+    (("No existing session", "Negotiation failed"), "the SSH handshake did not finish in time",
+     "the server answers too slowly or not in SSH: see its sshd log"),
+    (("timed out",), "connection timed out", "the server does not answer: is it up, and is its address right?"),
+    (("Host key verification failed", "SSH host key error", "not found in known_hosts"), "host key mismatch",
+     "the server's host key is not the one known for it: make sure it is the right server, then remove its "
+     "old key (ssh-keygen -R ADDRESS)"),
+    (("Permission denied", "Authentication error", "Authentication failed"), "authentication failed",
+     "the server refused schoolctl's key for that user: check ssh_user and the authorized keys"),
+    (("Could not resolve hostname", "Name or service not known"), "the name does not resolve",
+     "check the address"),
+    (("No route to host",), "no route to host", "check the address and the network"),
+    (("Network is unreachable",), "network unreachable", "check the address and the network"),
+    (("Connection closed", "EOF error"), "connection closed during the handshake",
+     "the server closed it: see its sshd log"),
+    (("Connection reset",), "connection reset during the handshake", "the server reset it: see its sshd log"),
+)
+
+
+def ssh_reason(text: str, quote: bool = True) -> str:
+    """Why SSH opened no session, in one line, from what OpenSSH printed or what paramiko raised
+    (through pyinfra): with `quote`, the line that says it in ssh's own words (the audit), else the
+    cause in plain words (paramiko's are obscure: `SSH error (No existing session)`), then what to
+    do. An unknown cause: the text's last line; "" for no text."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("@")]
+    for words, cause, hint in SSH_REASONS:
+        hit = next((line for line in lines if any(w.lower() in line.lower() for w in words)), None)
+        if hit is not None:
+            return f"{hit[:300] if quote else cause} ({hint})"
+    return lines[-1][:300] if lines else ""
+
+
+def testinfra_failure(error: BaseException) -> str | None:
+    """ssh's reason (ssh_reason) when testinfra's ssh could not run a command at all: testinfra raises
+    RuntimeError with the CommandResult when ssh exits 255. None for any other failure."""
+    from testinfra.backend.base import CommandResult
+
+    res = error.args[0] if isinstance(error, RuntimeError) and error.args else None
+    if not isinstance(res, CommandResult):
+        return None
+    return ssh_reason(res.stderr) or f"ssh exited {res.rc} without a message"
+
+
+def _said(error: BaseException | None) -> str:
+    """The words of an error and of those it was raised from, one per line: pyinfra's ConnectError
+    says `Could not connect ([Errno None] Unable to connect to port 22 on 10.0.0.5)`, the socket
+    errors paramiko gathered under it (NoValidConnectionsError.errors) say `Connection refused`."""
+    lines: list[str] = []
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        lines.append(str(error))
+        gathered = getattr(error, "errors", None)
+        if isinstance(gathered, dict):
+            lines += [str(e) for e in gathered.values()]
+        error = error.__cause__ or error.__context__
+    return "\n".join(lines)
+
+
+def connect_failure(data: dict[str, Any], error: BaseException | None, name: str = "") -> str:
+    """The one line for a pyinfra SSH connection (`data`: pyinfra_data) that failed with `error`
+    (pyinfra's ConnectError, None when it gave none); `name` says whose server it is."""
+    where = f"{data.get('ssh_hostname')} port {data.get('ssh_port') or 22}"
+    where = f"{name} ({where})" if name else where
+    return f"cannot connect to {where} over SSH: {ssh_reason(_said(error), quote=False) or 'no answer'}"
+

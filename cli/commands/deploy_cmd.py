@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from schoolctl.cli.context import get, preflight
@@ -39,11 +41,11 @@ def _summary(results) -> None:
     for r in results:
         colour = {"failed": "red", "changed": "yellow", "unchanged": "green"}.get(r.status, "")
         t.add_row(r.school, f"[{colour}]{r.status_text}[/]" if colour else r.status_text, str(len(r.changes)),
-                  f"{r.seconds:.1f}s", redact(r.error.splitlines()[0] if r.error else ""))
+                  f"{r.seconds:.1f}s", escape(redact(r.error.splitlines()[0] if r.error else "")))
     out.print(t)
     for r in results:
-        if r.error:
-            err.print(f"[red]{r.school} failed[/]:", redact(r.error), markup=True, highlight=False)
+        if r.error and "\n" in r.error.strip():  # the detail under the table's first line; one line is said once
+            err.print(f"[red]{escape(r.school)} failed[/]:", escape(redact(r.error)), markup=True, highlight=False)
         for note in r.notes:  # e.g. the backup host: never a failure of the deploy, but said
             err.print(f"[yellow]{escape(r.school)}:[/] {escape(redact(note))}", markup=True, highlight=False)
     _skipped(results)
@@ -99,13 +101,21 @@ def plan(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit = 
         raise typer.Exit(exit_code(results))
 
 
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Change nothing: show what a deploy would change, "
+                                                         "exactly as `plan` (asks nothing).")]
+
+
 @app.command()
 def deploy(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit = None,
-           parallel: Parallel = PARALLEL, yes: Yes = False, as_json: Json = False) -> None:
-    """Apply the configuration to the schools' servers, concurrently; exit 1 if any school failed."""
+           parallel: Parallel = PARALLEL, yes: Yes = False, as_json: Json = False, dry_run: DryRun = False) -> None:
+    """Apply the configuration to the schools' servers, concurrently; exit 1 if any school failed.
+    `--dry-run` is `plan`."""
     from schoolctl.cli.json_out import emit
     from schoolctl.cli.runner import run
 
+    if dry_run:  # one spelling per concept: `plan` is the dry run, `deploy --dry-run` its alias
+        plan(ctx, ids=ids, all_=all_, limit=limit, parallel=parallel, as_json=as_json)
+        return
     schools = _schools(ctx, ids, all_, limit)
     confirm(f"Deploy {', '.join(s.id for s in schools)}?", yes, "pass --yes to deploy without asking")
     preflight(schools)  # their lab hosts, before any connection

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from schoolctl.cli.options import Json, Limit
 from schoolctl.cli.output import fail, out, say, warn
 
 app = typer.Typer()
@@ -94,12 +95,15 @@ def server_records_done() -> None:
 
 
 @app.command("log")
-def log(school_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="Only this school.")] = None,
+def log(ctx: typer.Context,
+        school_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="Only this school.")] = None,
+        limit: Limit = None,
         since: Annotated[str | None, typer.Option("--since", help="From a day (2026-11-01) or an age (7d, 12h).")]
         = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+        as_json: Json = False) -> None:
     """Show the run journal: every deploy, users import and audit, per school, with who ran it
-    (the OS user and SUDO_USER), when (UTC), the result and the changes."""
+    (the OS user and SUDO_USER), when (UTC), the result and the changes. `--limit` chooses the
+    schools from the fleet as every verb does."""
     from rich.table import Table
     from rich.text import Text
 
@@ -116,13 +120,19 @@ def log(school_id: Annotated[str | None, typer.Argument(metavar="[ID]", help="On
     except UnicodeDecodeError:
         fail(f"the run journal {runs.path()} is not UTF-8 text (not a journal schoolctl wrote?); move it aside, or "
              f"set {runs.ENV} to another file")
+    if limit:  # the fleet's schools the selection chooses (schoolctl.config.selection), narrowing ID
+        from schoolctl.cli.context import get
+
+        chosen = {s.id for s in get(ctx).chosen([school_id] if school_id else None, limit)[1]}
+        entries = [e for e in entries if e.get("school") in chosen]
     if as_json:
         from schoolctl.cli.json_out import emit
 
         emit("log", {"journal": str(runs.path()), "entries": entries})
         return
     if not entries:
-        say(f"no runs recorded{' for ' + school_id if school_id else ''}{' since ' + since if since else ''} "
+        which = " for " + ", ".join([*([school_id] if school_id else []), *(f"--limit {t}" for t in limit or [])])
+        say(f"no runs recorded{which if school_id or limit else ''}{' since ' + since if since else ''} "
             f"in {runs.path()}")
         return
     t = Table("when (UTC)", "who", "verb", "school", "result", "changes", "version")

@@ -57,8 +57,9 @@ def rollback(ctx: typer.Context,
         if code in (upgrade.NO_POINT, upgrade.NO_DUMP):
             fail(f"{school_id}: {stderr.strip().splitlines()[-1] if stderr.strip() else 'no rollback point'}")
         point = _fields(stdout)
-        say(f"{school_id}: {app_name} {point['to']} -> {point['from']}: release {point['previous']}, database from "
-            f"{point['dump']} (taken {point['at']}, just before the upgrade); what was written since is lost")
+        tell = warn if as_json else say  # with --json, stdout holds the JSON document alone
+        tell(f"{school_id}: {app_name} {point['to']} -> {point['from']}: release {point['previous']}, database from "
+             f"{point['dump']} (taken {point['at']}, just before the upgrade); what was written since is lost")
         if not yes and not typer.confirm(f"Roll {app_name} of {school_id} back to {point['from']}?", err=True):
             raise typer.Exit(1)
         ok, stdout, stderr = srv.run(upgrade.rollback_command(spec), timeout=3600)

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import runpy
+import sys
+from datetime import date, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import yaml
@@ -26,7 +30,7 @@ IDS = ["demo", "escola-pins", "institut-mar"]
 @pytest.fixture(autouse=True)
 def _quiet_logs():
     """-v/--debug change logger levels: put them back after each test."""
-    names = ["", *logs.LIBRARIES]
+    names = ["", *logs.LIBRARIES, *logs.HUSHED]
     levels = {n: logging.getLogger(n).level for n in names}
     yield
     for n, level in levels.items():
@@ -174,6 +178,74 @@ def test_users_import_without_yes_and_without_a_terminal_refuses(schools: Path, 
     assert run.code == 2 and run.stdout == ""
     assert "not confirmed (stdin is not a terminal); nothing was changed" in run.lines[0]
     assert run.lines[1] == "hint: check it with --dry-run, then pass --yes to import without asking"
+
+
+class _Terminal(io.StringIO):
+    """stdin as a terminal where the operator types the answer given."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+class _Directory:
+    """The demo school's server as `users import` sees it: every command recorded; ldapsearch answers
+    a directory with Anna (in the roster), Pau and Joan (not: suspended now), Old (suspended 400
+    days ago: deleted) and Rita (suspended yesterday: still waiting)."""
+
+    commands: ClassVar[list[str]] = []
+
+    def __init__(self, server: object, name: str) -> None:
+        pass
+
+    def __enter__(self) -> _Directory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def run(self, command: str, stdin: str | None = None, timeout: int = 600) -> tuple[bool, str, str]:
+        from schoolctl.cli.users.roster import person_key
+
+        _Directory.commands.append(command)
+        if not command.startswith("ldapsearch"):
+            return True, "", ""
+        base = "dc=demo,dc=escoles,dc=bcn,dc=example"
+        entries = [f"dn: ou={ou},{base}\nobjectClass: organizationalUnit\nou: {ou}\n"
+                   for ou in ("people", "groups", "suspended")]
+        today = date.today()
+        for uid, given, family, suspended in (("anna.puig", "Anna", "Puig", None), ("pau.vidal", "Pau", "Vidal", None),
+                                              ("joan.serra", "Joan", "Serra", None),
+                                              ("old.one", "Old", "One", today - timedelta(days=400)),
+                                              ("rita.mas", "Rita", "Mas", today - timedelta(days=1))):
+            ou = "suspended" if suspended else "people"
+            entries.append(f"dn: uid={uid},ou={ou},{base}\nobjectClass: inetOrgPerson\nuid: {uid}\n"
+                           f"employeeNumber: {person_key(given, family)}\ngivenName: {given}\nsn: {family}\n"
+                           f"employeeType: student\ndepartmentNumber: 3A\n"
+                           + (f"description: suspended {suspended}\n" if suspended else ""))
+        return True, "\n".join(entries), ""
+
+
+def test_users_import_on_a_terminal_asks_how_many_and_no_changes_nothing(
+        schools: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The directory is read first (one ldapsearch, a dry run); the question counts the people
+    suspended and deleted; "n" leaves the directory, the vault and the journal as they were."""
+    import schoolctl.cli.users.importer as importer
+    from schoolctl.cli.main import app
+
+    _Directory.commands = []
+    monkeypatch.setattr(importer, "Session", _Directory)
+    monkeypatch.setattr(sys, "stdin", _Terminal("n\n"))
+    roster = tmp_path / "roster.csv"
+    roster.write_text("given_name,family_name,role,group,email\nAnna,Puig,student,3A,\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exited:
+        app(["--schools-dir", "schools", "users", "import", "demo", str(roster)], prog_name="schoolctl")
+    err = capsys.readouterr().err
+    assert exited.value.code == 1, err
+    assert "demo: suspend 2 and delete 1 people (deleting their accounts and data in moodle, nextcloud, " \
+           "etherpad)? [y/N]" in err
+    assert len(_Directory.commands) == 1 and _Directory.commands[0].startswith("ldapsearch")  # no ldapmodify
+    assert not (tmp_path / "journal.jsonl").exists()
+    assert not (tmp_path / "vault" / "secrets").exists() or not any((tmp_path / "vault" / "secrets").iterdir())
 
 
 def test_deploy_without_yes_and_without_a_terminal_refuses(schools: Path) -> None:

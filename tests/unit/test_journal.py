@@ -137,6 +137,34 @@ def test_the_log_verb(tmp_path: Path) -> None:
     assert bad.lines == ["error: --since: 'last week' is neither a date (2026-11-01) nor an age (7d, 12h, 30m)"]
 
 
+def test_the_log_verb_takes_limit(schools: Path, tmp_path: Path) -> None:
+    """`--limit` chooses from the fleet as every verb does (a school gone from it is not chosen) and
+    narrows an ID."""
+    _write(tmp_path, ("2026-10-30T10:00:00+00:00", "demo", "deploy"), ("2026-11-02T10:00:00+00:00", "escola-pins",
+                                                                        "audit"),
+           ("2026-11-03T10:00:00+00:00", "institut-mar", "deploy"), ("2026-11-04T10:00:00+00:00", "gone", "deploy"))
+
+    def shown(*args: str) -> list[str]:
+        run = run_cli("--schools-dir", "schools", "log", "--json", *args)
+        assert run.code == 0, run.stderr
+        return [e["school"] for e in json.loads(run.stdout)["entries"]]
+
+    assert shown() == ["demo", "escola-pins", "institut-mar", "gone"]
+    assert shown("--limit", "district=sant-marti") == ["institut-mar"]
+    assert shown("-l", "escola-*,demo") == ["demo", "escola-pins"]
+    assert shown("-l", "!demo") == ["escola-pins", "institut-mar"]
+    assert shown("-l", "service=jitsi", "--since", "2026-11-01") == ["institut-mar"]
+    assert shown("institut-mar", "-l", "district=sant-marti") == ["institut-mar"]
+    narrowed = run_cli("--schools-dir", "schools", "log", "demo", "-l", "district=sant-marti")
+    assert narrowed.code == 2
+    assert narrowed.lines[0] == "error: --limit district=sant-marti matches no school of those named"
+    unknown = run_cli("--schools-dir", "schools", "log", "-l", "nowhere")  # as every verb: the fleet says so
+    assert unknown.code == 2 and "no school 'nowhere' in schools/" in unknown.stderr and unknown.stdout == ""
+    (tmp_path / "journal.jsonl").unlink()
+    assert run_cli("--schools-dir", "schools", "log", "-l", "demo").stdout.startswith(
+        "no runs recorded for --limit demo in ")
+
+
 def test_an_unwritable_journal_warns_and_the_verb_goes_on(schools: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import schoolctl.audit.runner as runner

@@ -255,7 +255,7 @@ def run_school(school: EffectiveSchool, store: SecretStore, plan: bool, progress
         from schoolctl.deploy.upgrade import rolled_back
         from schoolctl.errors import INPUT, RUNTIME, SchoolctlError
 
-        error = str(e) if isinstance(e, _TargetFailed) else f"{type(e).__name__}: {e}"
+        error = str(e) if isinstance(e, _TargetFailed | SchoolctlError) else f"{type(e).__name__}: {e}"
         back = rolled_back(error) if isinstance(e, _TargetFailed) else None
         setup = isinstance(e, SchoolctlError) and e.exit_code == INPUT and not found
         result = Result(sid, "failed", found + ops.changes(sid), error=redact(error), seconds=time.monotonic() - start,

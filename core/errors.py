@@ -81,6 +81,21 @@ class ArtifactError(SchoolctlError):
     exit_code = INPUT
 
 
+class RenderError(SchoolctlError, ValueError):
+    """A value the deploy refuses to write into a server's files or commands, found while rendering
+    (on the controller, before any connection): bad input or set-up, nothing changed. Also a
+    ValueError, as the refusals it replaces were (callers catching ValueError still do)."""
+
+    exit_code = INPUT
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message, hint or RENDER_HINT)
+
+
+RENDER_HINT = ("correct the value in the school's file or in fleet.yaml; that `schoolctl validate` let it "
+               "through is a schoolctl bug worth reporting")
+
+
 class ServerError(SchoolctlError):
     """A server cannot be reached, or refused a command."""
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # PyYAML is imported on first use: every verb imports this mo
     import yaml
 
 MASK = "********"
+log = logging.getLogger(__name__)
 SCOPE_KEY = "_scope"  # reserved name in every vault: the school (or 'fleet') the file belongs to
 _SCOPE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _known: set[str] = set()
@@ -213,6 +214,21 @@ def _write_private(path: Path, data: bytes) -> None:
         raise
 
 
+_warned: set[Path] = set()  # vault files from before the marker already warned about in this process
+
+
+def _warn_unmarked(path: Path, scope: str) -> None:
+    """Say (on stderr, through logging: once per file and process) that `path` carries no school
+    marker, so its file name alone makes it `scope`'s, and how to mark it."""
+    if path in _warned:
+        return
+    _warned.add(path)
+    log.warning("the vault %s carries no school marker (`%s`): it is taken for %s's by its file name "
+                "alone, as a vault renamed from another school would be; if it is %s's, mark it with `schoolctl "
+                "secrets adopt %s` (if it was another school's, put it back under that school's name)",
+                path, SCOPE_KEY, scope, scope, scope)
+
+
 class SecretStore:
     """The vault: one encrypted YAML file per school (`<dir>/<school>.vault`)."""
 
@@ -267,10 +283,35 @@ class SecretStore:
         A vault file names its school (`_scope: ID`, written on every save) and is refused when
         loaded as another one's: a vault renamed or copied from another school is never used. A
         file from before that marker (no `_scope`) is accepted as the school's it is named after,
-        and gets the marker on its next save."""
+        with a warning on stderr (once per file) naming the fix, `schoolctl secrets adopt ID`
+        (`adopt`); it also gets the marker on its next save."""
+        data, marked = self._read(scope)
+        if not marked and data:
+            _warn_unmarked(self._path(scope), scope)
+        return {k: Secret(v) for k, v in data.items()}
+
+    def adopt(self, scope: str) -> bool:
+        """Mark the vault of `scope` as its own (`_scope: ID`): True when it was written, False when it
+        already was. SecretError when there is no vault, or it is marked for another school (the
+        same refusal as `load`); nothing else in the file changes."""
+        data, marked = self._read(scope)
         path = self._path(scope)
         if not path.exists():
-            return {}
+            raise SecretError(f"there is no vault for '{scope}' ({path})",
+                              "adopt marks an existing vault; a new one is written (and marked) by the first "
+                              f"deploy of {scope}, or by `schoolctl secrets set {scope} NAME`")
+        if marked:
+            return False
+        self._save(scope, {k: Secret(v) for k, v in data.items()})
+        _warned.discard(path)
+        return True
+
+    def _read(self, scope: str) -> tuple[dict[str, str], bool]:
+        """The vault's values without the marker, and whether it carries the marker (then `scope`'s:
+        a vault marked for another school is refused). ({}, False) when there is no vault."""
+        path = self._path(scope)
+        if not path.exists():
+            return {}, False
         from ansible.parsing.vault import AnsibleVaultError
 
         if not path.is_file():
@@ -293,7 +334,7 @@ class SecretStore:
                               f"{scope}'s (a renamed school), change its line `{SCOPE_KEY}: ...` to "
                               f"`{SCOPE_KEY}: {scope}` with `ansible-vault edit --vault-password-file "
                               f"{self.key_file} {path}`")
-        return {k: Secret(v) for k, v in data.items()}
+        return data, owner is not None
 
     def get(self, scope: str, name: str, length: int = 32) -> Secret:
         """The secret `name` of `scope`, generated and stored on first use."""

@@ -90,7 +90,9 @@ def parse_sums(text: str, source: str = SUMS) -> dict[str, str]:
         digest, name = parts[0], parts[1].removeprefix("*")
         if "\\" in line or name.startswith("/") or ".." in name.split("/") or _CONTROL.search(name):
             raise ArtifactError(f"{source} line {number}: the entry {name!r} is not a plain file name "
-                                "(a '..', absolute path or backslash); refusing this SHA256SUMS")
+                                "(a '..', absolute path or backslash); refusing this SHA256SUMS",
+                                "a mirror lists the files of its own folder (and sub-folders) by their names: "
+                                "fix or remove that line")
         digest = checked_sha256(digest, f"{source} line {number}")
         if "/" in name or not _PLAIN.fullmatch(name):
             continue
@@ -98,6 +100,20 @@ def parse_sums(text: str, source: str = SUMS) -> dict[str, str]:
             raise ArtifactError(f"{source} line {number}: {name} is listed twice with different checksums")
         sums[name] = digest
     return sums
+
+
+_SETTING = "SCHOOLCTL_MIRROR, or fleet.yaml `mirror`"
+
+
+def _failure(e: requests.RequestException) -> str:
+    """Why an HTTP request failed, in words (no exception reprs, no errno)."""
+    if isinstance(e, requests.HTTPError) and e.response is not None:
+        return f"HTTP {e.response.status_code}"
+    if isinstance(e, requests.Timeout):
+        return "no answer in time"
+    if isinstance(e, requests.ConnectionError):
+        return "no connection (the host does not resolve, refuses, or cannot be reached)"
+    return type(e).__name__
 
 
 @cache
@@ -113,18 +129,24 @@ def _sums_text(mirror: str) -> tuple[str, str]:
             resp = requests.get(urljoin(mirror.rstrip("/") + "/", SUMS), timeout=15)
             resp.raise_for_status()
         except requests.RequestException as e:
-            raise ArtifactError(f"cannot read SHA256SUMS from the mirror {mirror}: {e}") from None
+            raise ArtifactError(f"cannot read SHA256SUMS from the mirror {mirror}: {_failure(e)}",
+                                f"check that {urljoin(mirror.rstrip('/') + '/', SUMS)} answers from this machine, "
+                                f"or unset the mirror ({_SETTING})") from None
         return resp.text, f"{mirror} {SUMS}"
     sums = Path(mirror) / SUMS
     if sums.is_symlink():
         raise ArtifactError(f"{sums} is a symlink; a mirror folder's files must be the files themselves "
-                            "(symlinks are not followed)")
+                            "(symlinks are not followed)", f"put the file itself there: cp --remove-destination "
+                            f"\"$(readlink -f {sums})\" {sums}")
     if not sums.is_file():
-        raise ArtifactError(f"the mirror folder {mirror} has no SHA256SUMS file")
+        raise ArtifactError(f"the mirror folder {mirror} has no SHA256SUMS file",
+                            f"list the folder's files with `sha256sum FILE... > SHA256SUMS` there, or unset the "
+                            f"mirror ({_SETTING})")
     try:  # O_NOFOLLOW: a symlink swapped in since the check is refused too
         fd = os.open(sums, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as e:
-        raise ArtifactError(f"cannot read {sums}: {e.strerror} (symlinks are not followed)") from None
+        raise ArtifactError(f"cannot read {sums}: {e.strerror} (symlinks are not followed)",
+                            "make it a readable file of the mirror folder") from None
     with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
         return f.read(), str(sums)
 

@@ -7,10 +7,13 @@ from __future__ import annotations
 import ipaddress
 import socket
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
 
 from schoolctl.deploy.render import integer, render
 from schoolctl.deploy.site import Endpoint, Site
 from schoolctl.deploy.state import SYSTEM, Directory, File, Layer, Service, Step
+from schoolctl.errors import RenderError
 
 STAMP = "/var/lib/schoolctl/nftables.loaded"
 
@@ -59,12 +62,19 @@ def bbb_inbound(ssh_port: int, turn_port: int) -> list[Rule]:
             Rule("udp", turn_port, "coturn (STUN/TURN)"), Rule("tcp", turn_port, "coturn (TURN over TCP)")]
 
 
-class FirewallError(ValueError):
-    """An allow-list entry cannot be turned into an address."""
+class FirewallError(RenderError):
+    """An allow-list entry cannot be turned into an address (a name that does not resolve on the
+    controller): bad input or set-up, found before any connection (exit 2)."""
 
 
-def addresses(host: str) -> list[str]:
-    """The addresses of an allow-list entry (itself when it is one); FirewallError when it does not resolve."""
+def _reason(e: OSError) -> str:
+    """What the resolver said, in words ("Name or service not known"), without its errno."""
+    return e.strerror or (str(e.args[-1]) if e.args else "") or type(e).__name__
+
+
+def addresses(host: str, origin: str = "") -> list[str]:
+    """The addresses of an allow-list entry (itself when it is one); FirewallError when it does not
+    resolve. `origin` says where the entry comes from (e.g. "fleet.yaml `ntp`"), for the message."""
     try:
         return [str(ipaddress.ip_address(host))]
     except ValueError:
@@ -72,15 +82,35 @@ def addresses(host: str) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
     except OSError as e:
-        raise FirewallError(f"cannot resolve {host} for the outbound allow-list: {e}") from None
+        raise FirewallError(f"cannot resolve {host} ({origin or 'an entry of the outbound allow-list'}): "
+                            f"{_reason(e)}",
+                            f"correct the name{' there' if origin else ''}, or make it resolve on this machine (the "
+                            "firewall allows the addresses it resolves to when the deploy renders)") from None
     return sorted({str(i[4][0]) for i in infos})
+
+
+def origin(site: Site, host: str) -> str:
+    """Where the allow-list entry `host` comes from: the fleet file's keys that name it."""
+    fleet = site.school.fleet
+    named = [("proxy", fleet.proxy), ("tls.acme_directory", fleet.tls.acme_directory),
+             ("mirror (or SCHOOLCTL_MIRROR)", site.mirror)]
+    if fleet.debian:
+        named += [("debian.mirror", fleet.debian.mirror), ("debian.security", fleet.debian.security)]
+    keys = [key for key, url in named if url and urlparse(url).hostname == host]
+    keys += ["ntp"] if host in fleet.ntp else []
+    keys += ["backup.host"] if fleet.backup and host in (fleet.backup.host.address, site.backup_address) else []
+    if not keys:
+        return ""
+    folder = Path(site.school.source).parent
+    fleet_file = next((n for n in ("fleet.yaml", "fleet.yml") if (folder / n).is_file()), "fleet.yaml")
+    return f"{folder / fleet_file}: {', '.join(f'`{k}`' for k in keys)}"
 
 
 def allow(site: Site) -> list[Rule]:
     rules = []
     for ep in dict.fromkeys(site.outbound):
         assert isinstance(ep, Endpoint)
-        for addr in addresses(ep.host):
+        for addr in addresses(ep.host, origin(site, ep.host)):
             family = "ip6" if ":" in addr else "ip"
             rules.append(Rule(ep.proto, ep.port, f"allow-list: {ep.host}", addr, family))
     return rules

@@ -3,6 +3,9 @@ whose release is neither in the mirror nor downloadable is left out with one lin
 missing, where schoolctl looked and how to provide it, while everything else is still deployed.
 
 - In the mirror (listed in its SHA256SUMS): obtainable (artifacts.release then checks the pins).
+- A mirror that is set but broken (its SHA256SUMS missing, unreadable, a symlink, or with an entry
+  that is no plain file name) is bad set-up, not a missing release: the ArtifactError propagates
+  and the school stops before anything connects to its server (exit 2), with no app left out.
 - Not in the mirror and the fleet has no sha256 pin for that version: not obtainable (an upstream
   download is never made unpinned).
 - Pinned upstream: a real server downloads it itself (a failure there fails that step, with the
@@ -19,7 +22,6 @@ import requests
 from schoolctl.deploy import artifacts
 from schoolctl.deploy.etherpad import major  # the layer's own rule: 3.x runs on the fleet's Node.js
 from schoolctl.deploy.site import Site
-from schoolctl.errors import ArtifactError
 
 PROBE_TIMEOUT = 10
 
@@ -57,17 +59,14 @@ def _reachable(url: str, proxy: str | None) -> str | None:
 
 
 def unobtainable(site: Site, app: str) -> str | None:
-    """One line saying why `app` cannot be deployed for lack of a release, or None."""
+    """One line saying why `app` cannot be deployed for lack of a release, or None. ArtifactError
+    when the mirror itself cannot be used (artifacts.mirror_sums)."""
     fleet = site.school.fleet
     for name, version in needed(site, app):
         spec = getattr(fleet.artifacts, name)
         file = spec.file_name(version)
-        if site.mirror:
-            try:
-                if file in artifacts.mirror_sums(site.mirror):
-                    continue
-            except ArtifactError as e:
-                return f"{app}: {e.message}"
+        if site.mirror and file in artifacts.mirror_sums(site.mirror):  # a broken mirror: ArtifactError
+            continue
         pin = spec.sha256.get(version)
         if not pin:
             return (f"{app}: {_looked(site, file)} and fleet.yaml pins no sha256 for {name} {version} "

@@ -9,9 +9,10 @@ Every value reaches its file escaped for that file's format, whatever validation
   `ldif(attr)`: an LDIF attribute line (deploy.identity.ldif_line); `html`: HTML text (line breaks
   as character references); HTML and XML templates (*.html.j2, *.xml.j2) autoescape besides.
 - Formats with no escaping take a value only when it cannot change their structure, else a
-  ValueError names the value: `one_line` (no control character: no newline can add a line),
-  `bare` (one token: no whitespace, quotes, `;`, `{`, `}`, `\\`, `$`, `#`, `%`), `dquoted` (the
-  inside of a double-quoted string that has no escapes, returned with its quotes).
+  RenderError (schoolctl.errors: exit 2, nothing deployed; also a ValueError) names the value:
+  `one_line` (no control character: no newline can add a line), `bare` (one token: no whitespace,
+  quotes, `;`, `{`, `}`, `\\`, `$`, `#`, `%`), `dquoted` (the inside of a double-quoted string that
+  has no escapes, returned with its quotes).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup, escape
 
 from schoolctl.config.values import file_name_problem, host_problem
+from schoolctl.errors import RenderError
 from schoolctl.resources import templates
 
 TEMPLATES = templates()
@@ -41,16 +43,16 @@ _PROXY = re.compile(r"^https?://(?:[A-Za-z0-9._~%!*+,=-]+(?::[A-Za-z0-9._~%!*+,=
 
 def _text(value: Any, what: str) -> str:
     if not isinstance(value, str | int) or isinstance(value, bool):
-        raise ValueError(f"{what}: expected a text, got {type(value).__name__} {value!r}")
+        raise RenderError(f"{what}: expected a text, got {type(value).__name__} {value!r}")
     return str(value)
 
 
 def one_line(value: Any, what: str) -> str:
     """`value` as text when it holds no control character (newline, carriage return, tab, NUL,
-    U+2028...): in a line-based format it can then never add a line. ValueError otherwise."""
+    U+2028...): in a line-based format it can then never add a line. RenderError otherwise."""
     text = _text(value, what)
     if _CONTROL.search(text):
-        raise ValueError(f"{what}: {text!r} holds a control character (a newline, tab, ...); it must be one line")
+        raise RenderError(f"{what}: {text!r} holds a control character (a newline, tab, ...); it must be one line")
     return text
 
 
@@ -59,7 +61,7 @@ def bare(value: Any, what: str) -> str:
     not empty, no control character, whitespace, quote, `;`, `{`, `}`, `\\`, `$`, `#` or `%`."""
     text = one_line(value, what)
     if not text or _NOT_BARE.search(text):
-        raise ValueError(f"{what}: {text!r} cannot be written here: it must be one word without spaces, quotes "
+        raise RenderError(f"{what}: {text!r} cannot be written here: it must be one word without spaces, quotes "
                          "or any of ; { } \\ $ # %")
     return text
 
@@ -70,17 +72,17 @@ def dquoted(value: Any, what: str) -> str:
     `$` or a backtick."""
     text = one_line(value, what)
     if _NOT_QUOTABLE.search(text):
-        raise ValueError(f'{what}: {text!r} cannot be written here: no ", \\, $ or ` allowed')
+        raise RenderError(f'{what}: {text!r} cannot be written here: no ", \\, $ or ` allowed')
     return f'"{text}"'
 
 
 def plain_name(value: Any, what: str) -> str:
     """`value` when it is a plain file name (letters, digits, `._+-`, not starting with a dot or a
-    dash, no `..`): safe as one path component and as one shell word. ValueError otherwise."""
+    dash, no `..`): safe as one path component and as one shell word. RenderError otherwise."""
     text = _text(value, what)
     problem = file_name_problem(text)  # the model's own check, again: the rendering does not rely on it
     if problem:
-        raise ValueError(f"{what}: {text!r} is not a plain file name: {problem}")
+        raise RenderError(f"{what}: {text!r} is not a plain file name: {problem}")
     return text
 
 
@@ -89,24 +91,24 @@ def hostname(value: Any, what: str) -> str:
     text = _text(value, what)
     problem = host_problem(text)
     if problem:
-        raise ValueError(f"{what}: {text!r} is not a host name: {'it holds a port' if problem == 'port' else problem}")
+        raise RenderError(f"{what}: {text!r} is not a host name: {'it holds a port' if problem == 'port' else problem}")
     return text
 
 
 def proxy_url(value: Any, what: str) -> str:
     """`value` when it is a plain http(s) proxy URL (scheme, optional user:password, host, optional
     port): nothing that could end a quoted string or a line, or add a directive, in APT's, npm's
-    or curl's settings. ValueError otherwise."""
+    or curl's settings. RenderError otherwise."""
     text = one_line(value, what)
     if not _PROXY.fullmatch(text):
-        raise ValueError(f"{what}: {text!r} is not a plain proxy URL (http://host:port); refusing it")
+        raise RenderError(f"{what}: {text!r} is not a plain proxy URL (http://host:port); refusing it")
     return text
 
 
 def integer(value: Any, what: str) -> int:
     """`value` when it is an int (not a bool, not a text that looks like one)."""
     if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{what}: expected a whole number, got {value!r}")
+        raise RenderError(f"{what}: expected a whole number, got {value!r}")
     return value
 
 

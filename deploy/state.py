@@ -13,6 +13,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from schoolctl.errors import RenderError
+
 # Rounds run in order; within a round: packages -> directories -> files -> services -> steps.
 SYSTEM, APPS, LAST = 0, 1, 2   # LAST: the check that what the landing page lists answers
 
@@ -25,7 +27,7 @@ def checked_path(path: str) -> str:
     parts = path.split("/")
     if not path.startswith("/") or _CONTROL.search(path) or any(p in (".", "..") for p in parts) \
             or "" in parts[1:-1]:
-        raise ValueError(f"refusing the path {path!r}: not a plain absolute path (no '..', no control characters)")
+        raise RenderError(f"refusing the path {path!r}: not a plain absolute path (no '..', no control characters)")
     return path
 
 
@@ -119,8 +121,9 @@ class Round:
     steps: list[Step] = field(default_factory=list)
 
 
-class DesiredStateError(ValueError):
-    """Two layers want contradicting things (e.g. the same file with different content)."""
+class DesiredStateError(RenderError):
+    """Two layers want contradicting things (e.g. the same file with different content): found before
+    any connection, nothing changed (exit 2)."""
 
 
 def merge(layers: list[Layer]) -> list[Round]:
@@ -131,7 +134,10 @@ def merge(layers: list[Layer]) -> list[Round]:
         r = rounds.setdefault(layer.round, Round(layer.round))
         for item in [*layer.pre_files, *layer.files, *layer.directories]:
             if item.path in owners and owners[item.path][1] != item:
-                raise DesiredStateError(f"{item.path} is wanted by both {owners[item.path][0]} and {layer.name}")
+                raise DesiredStateError(f"{item.path} is wanted by both {owners[item.path][0]} and {layer.name} "
+                                        "with different content",
+                                        "look for two names or domains in the school's file and fleet.yaml that "
+                                        "lead to the same file; otherwise it is a schoolctl bug worth reporting")
             owners[item.path] = (layer.name, item)
         r.pre_files += layer.pre_files
         r.pre_steps += layer.pre_steps

@@ -49,3 +49,15 @@ def set_(scope: str = typer.Argument(..., help="School id, or 'fleet' for the ci
         fail("a secret needs at least 8 characters")
     store.put(scope, name, value)
     say(f"stored {scope}/{name} in the vault")
+
+
+@app.command()
+def adopt(scope: str = typer.Argument(..., help="School id (or 'fleet') whose vault file to mark.")) -> None:
+    """Mark a vault made before vaults named their school (no `_scope` line) as this school's, so that
+    it is refused if it is ever renamed to another school's. Only a vault without the marker is
+    written; one marked for another school is refused."""
+    store = SecretStore()
+    if store.adopt(scope):
+        say(f"marked {store.path(scope)} as {scope}'s vault")
+    else:
+        say(f"{store.path(scope)} is already marked as {scope}'s vault; left as it is")

@@ -52,6 +52,7 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     stdin: str | None = None
     fixed: bool = False                          # it failed the sweep before this change
+    stdout: bool = False                         # `expect` is in stdout (a school's failed result in `plan`)
 
 
 CASES: dict[str, Case] = {}
@@ -206,6 +207,14 @@ for name, rel, old, new, expect in [
     ids = () if rel == "fleet" else (rel,)
     case(f"field: {name}", *S, "validate", *ids, setup=first(f, old, new), expect=expect, fixed=fixed)
 
+# a setting that only the rendering used to refuse (exit 1 and "ValueError: ..." from `plan`)
+case("tls internal without its CA", *S, "validate", setup=first("schools/fleet.yaml", "mode: acme", "mode: internal"),
+     expect=r"schools/fleet.yaml:18:\d+: tls.mode: 'internal' issues the schools' certificates from the city's CA, "
+            r"but ca_file and ca_key_file are not set \(add `ca_file: ", fixed=True)
+case("tls internal without its CA key", *S, "plan", "escola-pins",
+     setup=both(loopback, first("schools/fleet.yaml", "mode: acme", "mode: internal\n  ca_file: /srv/ca.pem")),
+     expect=r"schools/fleet.yaml:18:\d+: tls.mode: .* but ca_key_file is not set \(add `ca_key_file: ", fixed=True)
+
 # one broken file is refused by every verb that reads the fleet, before anything else
 BROKEN = replace("schools/demo.yaml", "name: Escola Demo", "name: [1, 2]")
 for verb in (("list",), ("inventory",), ("plan", "demo"), ("deploy", "demo", "--yes"), ("audit", "demo"),
@@ -256,6 +265,37 @@ case("SCHOOLCTL_VAULT_KEY_FILE empty", "secrets", "init", env={"SCHOOLCTL_VAULT_
      expect=r"SCHOOLCTL_VAULT_KEY_FILE is set but empty")
 case("SCHOOLCTL_SECRETS_DIR empty", "secrets", "list", "demo", env={"SCHOOLCTL_SECRETS_DIR": ""},
      expect=r"SCHOOLCTL_SECRETS_DIR is set but empty")
+
+# --- a broken mirror: bad set-up, refused before any school is touched (it was "app left out", exit 1) --
+def mirror(sums: str | None = None, link: bool = False) -> Callable[[Env], None]:
+    """The fleet's mirror: a folder of the work folder with this SHA256SUMS (None: none; `link`: the
+    SHA256SUMS a symlink to a file with that text elsewhere); escola-pins on a closed loopback port.
+    `plan` shows the school's failure in its result (stdout); the guard proves nothing connected."""
+    def setup(e: Env) -> None:
+        folder = e.work / "mirror"
+        folder.mkdir()
+        if sums is not None:
+            target = e.work / ("elsewhere" if link else "mirror/SHA256SUMS")
+            target.write_text(sums, encoding="utf-8")
+            if link:
+                (folder / "SHA256SUMS").symlink_to(target)
+        edit(e.schools / "fleet.yaml", "mirror: null", f"mirror: {folder}")
+        loopback(e)
+    return setup
+
+
+GOOD_SUMS = f"{'a' * 64}  moodle-5.3.tgz\n"
+case("mirror: a climbing SHA256SUMS entry", *S, "plan", "escola-pins", setup=mirror(GOOD_SUMS + f"{'b' * 64}  ../x\n"),
+     expect=r"mirror/SHA256SUMS line 2: the entry '\.\./x' is not a plain file name.*\n.*hint: .*fix or remove that "
+            r"line", fixed=True, stdout=True)
+case("mirror: an absolute SHA256SUMS entry", *S, "plan", "escola-pins",
+     setup=mirror(f"{'b' * 64}  /etc/passwd\n"), expect=r"SHA256SUMS line 1: the entry '/etc/passwd'", fixed=True,
+     stdout=True)
+case("mirror: SHA256SUMS a symlink", *S, "plan", "escola-pins", setup=mirror(GOOD_SUMS, link=True),
+     expect=r"mirror/SHA256SUMS is a symlink; .*\n.*hint: put the file itself there", fixed=True, stdout=True)
+case("mirror: no SHA256SUMS", *S, "plan", "escola-pins", setup=mirror(None),
+     expect=r"the mirror folder .*mirror has no SHA256SUMS file\n.*hint: list the folder's files", fixed=True,
+     stdout=True)
 
 # --- the vault (the runner reports a vault a deploy cannot use per school, in its results: exit 1) ------
 case("secrets list, wrong key", "secrets", "list", "demo", setup=both(key, vault_of("demo", "demo", "z" * 64)),
@@ -399,6 +439,7 @@ def test_bad_input(name: str, schools: Path, tmp_path: Path, guard: list[str]) -
     assert not guard, f"tried before refusing: {guard}"
     assert run.result.exception is None or isinstance(run.result.exception, SystemExit), repr(run.result.exception)
     assert run.code == 2, f"exit {run.code}\n{run.stderr}{run.stdout}"
-    assert re.search(c.expect, run.stderr), run.stderr
+    assert re.search(c.expect, run.stdout if c.stdout else run.stderr), run.stderr + run.stdout
     assert not UNCLEAR.search(run.stderr), run.stderr
+    assert not c.stdout or not UNCLEAR.search(run.stdout), run.stdout
     assert _snapshot(tmp_path) == before, "something was written"

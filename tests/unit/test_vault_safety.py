@@ -1,5 +1,6 @@
 """The vault fails safe: a hand-edited file with a mistake is refused without echoing its text, a
-vault file is bound to its school, a deploy writes no secret before its server answered, an empty
+vault file is bound to its school (one from before that marker is used with a warning naming the
+fix, `secrets adopt`, which marks it), a deploy writes no secret before its server answered, an empty
 SCHOOLCTL_* path is an error (never the current folder), and `secrets set` takes one printable line."""
 
 from __future__ import annotations
@@ -161,7 +162,8 @@ def test_plan_deploy_and_list_never_print_a_broken_vault(store: SecretStore, unr
         assert SECRET not in run.stdout + run.stderr
         [result] = json.loads(run.stdout)["schools"]
         assert result["status"] == "failed"
-        assert result["error"].startswith(f"SecretError: cannot read the vault {path}, line 2: not valid YAML")
+        assert result["error"].startswith(
+            f"cannot read the vault {path}, line 2: not valid YAML")
     listed = run_cli("secrets", "list", "escola-pins")
     assert listed.code == 2 and SECRET not in listed.stdout + listed.stderr
     assert listed.lines[0] == (f"error: cannot read the vault {path}, line 2: not valid YAML "
@@ -190,7 +192,13 @@ def test_a_vault_names_its_school_and_is_refused_as_another(store: SecretStore) 
     assert run.code == 2 and run.lines[0] == f"error: the vault {moved} belongs to 'demo', not to 'escola-pins'"
 
 
-def test_a_vault_from_before_the_marker_is_accepted_and_marked_on_its_next_save(store: SecretStore) -> None:
+def _unmarked_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "schoolctl.secrets" and "no school marker" in
+            r.getMessage()]
+
+
+def test_a_vault_from_before_the_marker_is_accepted_and_marked_on_its_next_save(
+        store: SecretStore, caplog: pytest.LogCaptureFixture) -> None:
     path = _write(store, "demo", "moodle_db: legacy-value-1234\n")
     raw = path.read_bytes()
     assert {k: v.reveal() for k, v in SecretStore().load("demo").items()} == {"moodle_db": "legacy-value-1234"}
@@ -199,6 +207,62 @@ def test_a_vault_from_before_the_marker_is_accepted_and_marked_on_its_next_save(
     added = SecretStore().get("demo", "ldap_admin")
     assert _plain(store, "demo") == f"_scope: demo\nldap_admin: {added.reveal()}\nmoodle_db: legacy-value-1234\n"
     assert run_cli("secrets", "list", "demo").stdout == "ldap_admin\nmoodle_db\n"
+    assert len(_unmarked_warnings(caplog)) == 1  # said once per file, however often it is read
+
+
+def test_a_vault_without_the_marker_is_used_with_a_warning_naming_the_file_and_the_fix(
+        store: SecretStore, caplog: pytest.LogCaptureFixture) -> None:
+    path = store.directory / "escola-pins.vault"
+    _write(store, "demo", f"moodle_db: {SECRET}\n").rename(path)  # a renamed vault: nothing in it can tell
+    assert SecretStore().load("escola-pins")["moodle_db"].reveal() == SECRET  # kept working
+    [said] = _unmarked_warnings(caplog)
+    assert said.startswith(f"the vault {path} carries no school marker (`_scope`): it is taken for escola-pins's "
+                           "by its file name alone")
+    assert "mark it with `schoolctl secrets adopt escola-pins`" in said and SECRET not in said
+    caplog.clear()
+    SecretStore().load("escola-pins")
+    assert not _unmarked_warnings(caplog)
+    _write(store, "empty", "")  # an empty vault holds nothing to misuse: no warning
+    assert SecretStore().load("empty") == {} and not _unmarked_warnings(caplog)
+
+
+def test_the_warning_reaches_stderr_of_the_real_command(store: SecretStore, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    path = _write(store, "demo", f"moodle_db: {SECRET}\n")
+    proc = subprocess.run([sys.executable, "-m", "schoolctl.cli", "secrets", "list", "demo"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYDANTIC_DISABLE_PLUGINS": "__all__"},
+                          cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout == "moodle_db\n", proc.stderr
+    assert f"the vault {path} carries no school marker" in proc.stderr
+    assert "`schoolctl secrets adopt demo`" in proc.stderr and SECRET not in proc.stderr + proc.stdout
+
+
+def test_secrets_adopt_marks_a_vault_without_the_marker_and_nothing_else(
+        store: SecretStore, caplog: pytest.LogCaptureFixture) -> None:
+    path = _write(store, "demo", f"moodle_db: {SECRET}\nldap_admin: legacy-value-1234\n")
+    run = _cli("secrets", "adopt", "demo")
+    assert run.code == 0 and run.stdout == f"marked {path} as demo's vault\n", run.stderr
+    assert _plain(store, "demo") == f"_scope: demo\nldap_admin: legacy-value-1234\nmoodle_db: {SECRET}\n"
+    assert SECRET not in run.stdout + run.stderr and not _unmarked_warnings(caplog)
+    raw = path.read_bytes()
+    run = _cli("secrets", "adopt", "demo")  # marked already: left as it is
+    assert run.code == 0 and run.stdout == f"{path} is already marked as demo's vault; left as it is\n"
+    assert path.read_bytes() == raw
+    SecretStore().load("demo")
+    assert not _unmarked_warnings(caplog)
+    moved = store.directory / "escola-pins.vault"  # now bound: renamed, it is refused, and adopt does not take it
+    path.rename(moved)
+    run = _cli("secrets", "adopt", "escola-pins")
+    assert run.code == 2 and run.lines[0] == f"error: the vault {moved} belongs to 'demo', not to 'escola-pins'"
+    assert moved.read_bytes() == raw
+    run = _cli("secrets", "adopt", "nosuch")
+    assert run.code == 2 and run.lines[0] == f"error: there is no vault for 'nosuch' ({store.directory}/nosuch.vault)"
+    assert not (store.directory / "nosuch.vault").exists()
+    run = _cli("secrets", "adopt", "Bad!")
+    assert run.code == 2 and run.lines[0] == "error: invalid vault name 'Bad!'"
 
 
 def test_the_marker_is_a_reserved_name(store: SecretStore) -> None:

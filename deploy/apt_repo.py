@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from schoolctl.deploy.render import TEMPLATES, bare, plain_name
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import Directory, File, Step
+from schoolctl.errors import RenderError
 
 if TYPE_CHECKING:
     from schoolctl.config.model import AptRepo
@@ -40,7 +41,7 @@ def apt_repo(site: Site, name: str, repo: AptRepo) -> tuple[list[File], list[Ste
     if repo.components:
         lines.append(f"Components: {' '.join(bare(c, what + '.components') for c in repo.components)}")
     if urlparse(repo.url).scheme not in ("http", "https") or urlparse(repo.key_url).scheme not in ("http", "https"):
-        raise ValueError(f"{what}: url and key_url must be http(s) URLs")
+        raise RenderError(f"{what}: url and key_url must be http(s) URLs")
     lines.append(f"Signed-By: {keyring}")
     conf = {"key_url": repo.key_url, "fingerprint": repo.fingerprint, "keyring": keyring, "sources": sources,
             "staged": staged}

@@ -25,7 +25,7 @@ from schoolctl.config.problems import Problem
 from schoolctl.deploy.render import bare, integer, one_line, proxy_url, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import SYSTEM, Directory, File, Layer, Service, Step
-from schoolctl.errors import ConfigError
+from schoolctl.errors import ConfigError, RenderError
 
 PACKAGES = ["openssh-server", "sudo", "ca-certificates", "curl", "unattended-upgrades", "logrotate",
             "tzdata", "systemd-timesyncd", "python3", "python3-apt", "debian-archive-keyring"]
@@ -50,7 +50,7 @@ _ARCHIVE = re.compile(r"^https?://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9
 def checked_user(name: str) -> str:
     """`name` when it is a plain login name (safe in a path, a sudoers line and a shell word)."""
     if not isinstance(name, str) or not _USER.fullmatch(name):
-        raise ValueError(f"technician name {name!r} is not a login name (lowercase letters, digits, _ and -)")
+        raise RenderError(f"technician name {name!r} is not a login name (lowercase letters, digits, _ and -)")
     return name
 
 
@@ -60,7 +60,7 @@ def checked_timezone(tz: str) -> str:
     one_line(tz, "timezone")
     parts = tz.split("/")
     if not tz or any(p in ("", ".", "..") or p.startswith("-") for p in parts):
-        raise ValueError(f"timezone {tz!r} does not name a zone under /usr/share/zoneinfo")
+        raise RenderError(f"timezone {tz!r} does not name a zone under /usr/share/zoneinfo")
     return tz
 
 
@@ -80,7 +80,7 @@ def archive_url(value: object, what: str) -> str:
     digits and `._~+-/`); ValueError otherwise."""
     text = bare(value, what)
     if not _ARCHIVE.fullmatch(text):
-        raise ValueError(f"{what}: {text!r} is not a plain http(s) archive URL (e.g. http://debian.example/debian)")
+        raise RenderError(f"{what}: {text!r} is not a plain http(s) archive URL (e.g. http://debian.example/debian)")
     return text
 
 

@@ -30,6 +30,7 @@ from schoolctl.deploy.render import hostname, integer, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import APPS, SYSTEM, Directory, File, Layer, Service, Step, running_current
 from schoolctl.deploy.turn import TURN_CONF, coturn_file
+from schoolctl.errors import RenderError
 
 PREFLIGHT = SYSTEM - 1  # before anything else touches the BBB host
 ETC = "/etc/bigbluebutton"
@@ -69,7 +70,7 @@ def server_url(site: Site) -> str:
     if bbb.pool:
         pool = site.school.fleet.bbb_pool
         if pool is None:
-            raise ValueError(f"{site.id}: bigbluebutton.pool is true but the fleet has no bbb_pool")
+            raise RenderError(f"{site.id}: bigbluebutton.pool is true but the fleet has no bbb_pool")
         return pool.url
     return f"https://{bbb_host(site)}/bigbluebutton/"
 
@@ -84,7 +85,7 @@ def moodle_settings(site: Site) -> dict[str, Any]:
         pool = site.school.fleet.bbb_pool
         fleet_secret = site.fleet_secret
         if pool is None or fleet_secret is None:
-            raise ValueError(f"{site.id}: the BBB pool needs the fleet's bbb_pool and its secret "
+            raise RenderError(f"{site.id}: the BBB pool needs the fleet's bbb_pool and its secret "
                              "(Site.fleet_secret)")
         secret = fleet_secret(pool.secret_name)
     else:

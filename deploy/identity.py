@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from schoolctl.deploy.render import one_line, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import SYSTEM, Directory, File, Layer, Step
+from schoolctl.errors import RenderError
 
 if TYPE_CHECKING:
     from schoolctl.secrets import Secret
@@ -114,7 +115,7 @@ def checked_dn(dn: str, what: str) -> str:
     rules and limits (`dn.subtree="<dn>"`), where either would end or bend the quoted DN."""
     one_line(dn, what)
     if '"' in dn or "\\" in dn or not dn.strip():
-        raise ValueError(f"{what}: {dn!r} cannot be used: it must be one line with no double quote or backslash")
+        raise RenderError(f"{what}: {dn!r} cannot be used: it must be one line with no double quote or backslash")
     return dn
 
 
@@ -136,7 +137,7 @@ def ldif_line(attr: str, value: str) -> str:
     """`attr: value`, or `attr:: base64` when the value is not a plain LDIF SAFE-STRING (RFC 2849):
     a newline in a value can never add a line or an attribute."""
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]*(;[A-Za-z0-9-]+)*", attr):
-        raise ValueError(f"not an LDIF attribute name: {attr!r}")
+        raise RenderError(f"not an LDIF attribute name: {attr!r}")
     if value == "":
         return f"{attr}:"
     if _SAFE.fullmatch(value) and not value.endswith(" "):

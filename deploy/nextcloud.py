@@ -44,6 +44,7 @@ from schoolctl.deploy.render import integer, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step
 from schoolctl.deploy.web import CERT, server_block
+from schoolctl.errors import RenderError
 
 USER = service_user("nextcloud")
 HOME = "/var/lib/nextcloud"
@@ -83,7 +84,7 @@ def quota(site: Site) -> str:
     q = site.school.services.nextcloud.default_quota  # type: ignore[union-attr]
     m = re.match(r"^(\d+) ?(MB|GB|TB)$", q)
     if not m:
-        raise ValueError(f"nextcloud default_quota {q!r}: expected e.g. '5 GB'")
+        raise RenderError(f"nextcloud default_quota {q!r}: expected e.g. '5 GB'")
     return f"{m.group(1)} {m.group(2)}"
 
 

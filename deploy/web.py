@@ -20,6 +20,7 @@ from schoolctl.config.model import SERVICE_TITLES
 from schoolctl.deploy.render import TEMPLATES, integer, render
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import APPS, Directory, File, Layer, Service, Step
+from schoolctl.errors import RenderError
 
 TLS_DIR = "/etc/schoolctl/tls"
 CERT = f"{TLS_DIR}/fullchain.pem"
@@ -112,8 +113,14 @@ def _acme(site: Site, names: list[str] | None = None, cert_name: str | None = No
 def _provided(site: Site) -> list[File]:
     tls = site.school.tls
     if tls is None:
-        raise ValueError(f"{site.id}: fleet tls.mode is 'provided' but the school has no tls.cert_file/key_file")
-    cert, key = Path(tls.cert_file).read_text(), Path(tls.key_file).read_text()
+        raise RenderError(f"{site.id}: fleet tls.mode is 'provided' but the school has no tls.cert_file/key_file")
+    try:
+        cert, key = Path(tls.cert_file).read_text(), Path(tls.key_file).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RenderError(f"{site.id}: cannot read its TLS file {getattr(e, 'filename', None) or tls.cert_file}: "
+                          f"{getattr(e, 'strerror', None) or e}",
+                          "put the school's certificate chain and key (PEM) into its TLS folder, as "
+                          "tls.cert_file and tls.key_file name them") from None
     return [File(CERT, cert, reload=("nginx",)), File(KEY, key, "0600", secret=True, reload=("nginx",))]
 
 
@@ -129,7 +136,7 @@ def internal_certificate(site: Site, now: dt.datetime | None = None,
 
     fleet_tls = site.school.fleet.tls
     if not (fleet_tls.ca_file and fleet_tls.ca_key_file):
-        raise ValueError("fleet tls.mode is 'internal' but tls.ca_file / tls.ca_key_file are not set")
+        raise RenderError("fleet tls.mode is 'internal' but tls.ca_file / tls.ca_key_file are not set")
     ca_pem = Path(fleet_tls.ca_file).read_bytes()
     ca = x509.load_pem_x509_certificate(ca_pem)
     ca_key = serialization.load_pem_private_key(Path(fleet_tls.ca_key_file).read_bytes(), None)
@@ -157,7 +164,7 @@ def internal_certificate(site: Site, now: dt.datetime | None = None,
     elif isinstance(ca_key, rsa.RSAPrivateKey):
         cert = builder.sign(ca_key, hashes.SHA256(), rsa_padding=padding.PKCS1v15())
     else:
-        raise ValueError(f"unsupported city CA key type {type(ca_key).__name__}")
+        raise RenderError(f"unsupported city CA key type {type(ca_key).__name__}")
     chain = cert.public_bytes(serialization.Encoding.PEM).decode() + ca_pem.decode()
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode()

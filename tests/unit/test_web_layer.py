@@ -385,3 +385,16 @@ def test_the_deploy_ends_checking_every_listed_service_answers(tmp_path: Path):
     assert "moodle" not in failed.stdout
     site.left_out.add("etherpad")   # not deployed: not asked
     assert "pad.escola-pins" not in web.answering_step(site).check
+
+
+def test_a_provided_tls_file_that_is_not_there_is_bad_input(tmp_path):
+    from schoolctl.config.model import SchoolTls
+    from schoolctl.errors import RenderError
+
+    (tmp_path / "c.pem").write_text("CERT\n")
+    site, _ = make_site("demo", tls={"mode": "provided"},
+                        school_tls=SchoolTls(cert_file=str(tmp_path / "c.pem"), key_file=str(tmp_path / "k.pem")))
+    with pytest.raises(RenderError) as caught:
+        web.layer(site)
+    assert caught.value.exit_code == 2 and str(tmp_path / "k.pem") in caught.value.message
+    assert "No such file" in caught.value.message and "TLS folder" in caught.value.hint

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -73,6 +74,24 @@ def _age_hours(stamp: str | None, now: datetime.datetime) -> float | None:
     except ValueError:
         return None
     return (now - t).total_seconds() / 3600
+
+
+# the UTC stamp in a name as the backup program makes them (deploy/backup.py: ARCHIVE), checkpoints too
+_STAMP = re.compile(r"-(\d{4}-\d\d-\d\dT\d{6})Z(?:\.checkpoint(?:\.\d+)?)?$")
+
+
+def archive_time(archive: dict[str, Any]) -> datetime.datetime | None:
+    """When an archive was taken, in UTC: the stamp of its name (the program names archives by their
+    UTC time), else a listed time that carries its zone ("Z" or an offset). borg itself prints the
+    server's local time without its offset: such a time is never read as UTC."""
+    m = _STAMP.search(archive.get("name") or "")
+    if m:
+        return datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H%M%S").replace(tzinfo=datetime.UTC)
+    try:
+        t = datetime.datetime.fromisoformat((archive.get("time") or "").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else None
 
 
 def _now() -> datetime.datetime:
@@ -197,9 +216,12 @@ def retention(ctx: Context) -> Outcome:
                 f"than {r.span_days} days")
     if broken := _listing_failed(ctx, "archives", expected):
         return broken
-    found = [a for a in listed["archives"] if not a["name"].endswith(".checkpoint")]
+    found = [a for a in listed["archives"] if ".checkpoint" not in a["name"]]
     now = _now()
-    ages = [h for a in found if (h := _age_hours((a.get("time") or "")[:19] + "Z", now)) is not None]
+    times = [archive_time(a) for a in found]
+    ages = [(now - t).total_seconds() / 3600 for t in times if t is not None]
     oldest = max(ages, default=0) / 24
-    shown = f"{len(found)} archives, the oldest {oldest:.1f} days old"
-    return verdict(len(found) <= most and oldest <= r.span_days + 1, shown, expected)
+    unknown = sum(t is None for t in times)
+    shown = f"{len(found)} archives, the oldest {oldest:.1f} days old (UTC)" + (
+        f"; {unknown} without a known time" if unknown else "")
+    return verdict(len(found) <= most and oldest <= r.span_days + 1 and not unknown, shown, expected)

@@ -24,7 +24,7 @@ import json
 import shlex
 
 import schoolctl
-from schoolctl.deploy import database, identity, moodle, nextcloud
+from schoolctl.deploy import database, identity, moodle, nextcloud, upgrade
 from schoolctl.deploy.php import FPM, PHP_VERSION
 from schoolctl.deploy.render import render
 from schoolctl.deploy.site import Site
@@ -183,6 +183,7 @@ def config(site: Site) -> dict:
         "school": site.id, "schoolctl_version": schoolctl.__version__, "repository": repository(site),
         "ssh_key": SSH_KEY, "known_hosts": KNOWN_HOSTS, "passphrase_file": PASSPHRASE,
         "state": STATE, "borg_base": BORG_BASE,
+        "maintenance_lock": upgrade.MAINTENANCE_LOCK,  # the one path, shared with the apps' upgrades
         "current": {s: f"/srv/{s}/current" for s in ("moodle", "nextcloud", "etherpad") if school.has(s)},
         "databases": dbs, "count_queries": queries,
         "ldap_base": identity.ldap_settings(site).base_dn, "ldap_db": "/var/lib/ldap",

@@ -29,8 +29,9 @@ from schoolctl.deploy.render import plain_name
 from schoolctl.deploy.state import Step
 
 POINTS = "/var/lib/schoolctl/rollback"
-# held by every upgrade and by the backup program (templates/backup/schoolctl-backup.py) for as long as
-# an app may be in maintenance mode, so neither ends the other's maintenance nor archives a half-upgrade
+# held by every upgrade and by the backup program (templates/backup/schoolctl-backup.py, which reads it
+# from its config.json: deploy/backup.py config) for as long as an app may be in maintenance mode, so
+# neither ends the other's maintenance nor archives a half-upgrade
 MAINTENANCE_LOCK = "/run/lock/schoolctl-maintenance.lock"
 MAINTENANCE_WAIT = 1800
 MARKER = "schoolctl-rolled-back:"

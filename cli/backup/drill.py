@@ -74,6 +74,7 @@ def drill(school: EffectiveSchool, store: SecretStore, say: Say = lambda line: N
     result: dict[str, Any] = {"school": school.id, "scratch_host": name}
     try:
         newest = latest_archive(school, store, None)
+        result["archive"] = newest
         say(f"{school.id}: reading {newest} back whole (every chunk authenticated, the dumps against the manifest)")
         program(school.server, school.id, "check", newest)
         lab.up([name], timeout=180)
@@ -110,7 +111,8 @@ def drill(school: EffectiveSchool, store: SecretStore, say: Say = lambda line: N
         result["recorded"] = False
         result["record_error"] = e.message
     if result["status"] != "ok":
-        raise BackupError(f"{school.id}: the restore drill failed: {result.get('error')}", "")
+        archive = f" on archive {result['archive']}" if result.get("archive") else ""
+        raise BackupError(f"{school.id}: the restore drill failed{archive}: {result.get('error')}", "")
     return result
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from schoolctl.cli.backup import host
-from schoolctl.cli.backup.school import checked_archive, program
+from schoolctl.cli.backup.school import ProgramError, checked_archive, program
 from schoolctl.config.model import EffectiveSchool, Server
 from schoolctl.connect import Session
 from schoolctl.deploy.backup import SCRIPT
@@ -85,11 +85,21 @@ def restore(school: EffectiveSchool, target: Server, store: SecretStore, archive
             raise BackupError(f"{target.address} already holds school data ({found[5:].strip()})",
                               "restore onto an empty server, or add --force to replace its data (what is there now "
                               "is moved aside under /var/lib/schoolctl/backup/replaced/)", usage=True)
+        held = found[5:].strip() if found.startswith("data:") else ""  # forced over this data
         s.run(f"install -d -m 0700 /var/lib/schoolctl && echo {shlex.quote(f'{school.id} {name}')} > {MARKER}")
     say(f"{school.id}: restoring {name} onto {target.address}: deploying the school's configuration")
     _deploy(moved, store, "first")
-    say(f"{school.id}: putting the archive's data back")
-    data = program(target, school.id, "restore", name)
+    say(f"{school.id}: checking {name} whole, then putting the archive's data back")
+    try:
+        data = program(target, school.id, "restore", name)
+    except ProgramError as e:
+        if not e.unchanged:
+            raise
+        if held:  # the server's own data is untouched: no marker may let a later restore over it unforced
+            with Session(target, f"{school.id} (restore target)") as s:
+                s.run(f"rm -f {MARKER}")
+        raise BackupError(e.message, f"{target.address}'s data was left as it was; a damaged archive stays "
+                          f"so: pick another (`schoolctl backup list {school.id}`, then `--archive NAME`)") from None
     say(f"{school.id}: converging (the apps' upgrade steps, settings)")
     _deploy(moved, store, "second")
     live = program(target, school.id, "counts")

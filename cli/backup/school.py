@@ -22,9 +22,23 @@ def checked_archive(name: str) -> str:
     return name
 
 
+class ProgramError(BackupError):
+    """The backup program's failure, with its whole answer (`"changed": false`: it refused before
+    changing anything on the server)."""
+
+    def __init__(self, message: str, answer: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.answer = answer
+
+    @property
+    def unchanged(self) -> bool:
+        return self.answer.get("changed") is False
+
+
 def program(server: Server, label: str, *args: str, stdin: str | None = None,
             timeout: int = 6 * 3600) -> dict[str, Any]:
-    """Run `schoolctl-backup ARGS` on `server` as root; its JSON answer, or BackupError with its reason."""
+    """Run `schoolctl-backup ARGS` on `server` as root; its JSON answer, or BackupError with its reason
+    (ProgramError when the program answered)."""
     with Session(server, label) as s:
         ok, out, err = s.run(" ".join([SCRIPT, *map(shlex.quote, args)]), stdin=stdin, timeout=timeout)
     try:
@@ -34,5 +48,5 @@ def program(server: Server, label: str, *args: str, stdin: str | None = None,
         raise BackupError(f"{label}: the backup program gave no answer ({detail})",
                           "deploy the school (its backup layer installs the program)") from None
     if not ok or result.get("status", "ok") != "ok":
-        raise BackupError(f"{label}: {result.get('error') or (err or out).strip()[-400:]}")
+        raise ProgramError(f"{label}: {result.get('error') or (err or out).strip()[-400:]}", result)
     return result

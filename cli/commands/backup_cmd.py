@@ -133,7 +133,8 @@ def list_(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="
     say(f"{school.id}: {found['repository']} (encryption {found['encryption']})")
     for a in found["archives"]:
         versions = ", ".join(f"{k} {v}" for k, v in sorted(a["versions"].items()))
-        say(f"  {a['name']}  {a['time'][:19]}  {_size(a['original_size'])}  {versions}")
+        when = f"{a['time'][:19].replace('T', ' ')} UTC" if a.get("time") else "?"  # the program gives UTC
+        say(f"  {a['name']}  {when}  {_size(a['original_size'])}  {versions}")
 
 
 @app.command()

@@ -276,14 +276,20 @@ def effective(school: School, fleet: Fleet, shown: str) -> EffectiveSchool:
 
 def _backup(school: School, fleet: Fleet) -> Backup | None:
     """The fleet's backup settings with the school's own retention (each count only ever lower),
-    cut to what fits in the school's privacy.data_retention_days (weeks x 7, months x 31 days)."""
+    cut to what fits in the school's privacy.data_retention_days. borg's prune rules add up (the
+    weekly archives reach beyond the daily ones, the monthly beyond both), so what must fit is
+    Retention.span_days, daily + 7 x weekly + 31 x monthly days. The monthly count is cut first, then
+    the weekly, then the daily: the newest archives are the ones a school most needs back."""
     if fleet.backup is None:
         return None
     own = {k: v for k, v in school.backup.retention.model_dump().items() if v is not None}
     r = Retention(**{**fleet.backup.retention.model_dump(), **own})
     # a deleted person's data must not outlive the privacy policy's retention in the archives
     days = (school.privacy.data_retention_days or fleet.privacy.data_retention_days)
-    r = Retention(daily=min(r.daily, days), weekly=min(r.weekly, days // 7), monthly=min(r.monthly, days // 31))
+    daily = min(r.daily, days)
+    weekly = min(r.weekly, (days - daily) // 7)
+    monthly = min(r.monthly, (days - daily - 7 * weekly) // 31)
+    r = Retention(daily=daily, weekly=weekly, monthly=monthly)
     return fleet.backup.model_copy(update={"retention": r})
 
 

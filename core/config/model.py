@@ -204,6 +204,39 @@ class Tls(Strict):
     ca_file: Annotated[PathText | None, Field(description="internal mode: the city CA certificate (PEM).")] = None
     ca_key_file: Annotated[PathText | None, Field(description="internal mode: the city CA key (PEM).")] = None
 
+    @model_validator(mode="after")
+    def _internal_has_its_ca(self) -> Tls:
+        """`internal` issues every school's certificate from the city's CA: both its files are needed,
+        and must be files on this machine (a deploy reads them when it renders). Refused here, at the
+        `mode:` line (a key missing) or the key's own line (no such file), not when a deploy renders."""
+        from pathlib import Path
+
+        if self.mode != "internal":
+            return self
+        examples = {"ca_file": "`ca_file: /path/ca.pem` (its PEM certificate)",
+                    "ca_key_file": "`ca_key_file: /path/ca.key` (its PEM key)"}
+        missing = [key for key in examples if not getattr(self, key)]
+        if missing:
+            raise ValidationError.from_exception_data("Tls", [InitErrorDetails(type=value_error(
+                f"'internal' issues the schools' certificates from the city's CA, but {' and '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not set (add {' and '.join(examples[k] for k in missing)} "
+                "under `tls:`, or use mode acme or provided)"), loc=("mode",), input=self.mode)])
+        absent = []
+        for key in examples:
+            value = getattr(self, key)
+            try:
+                found = Path(value).is_file()
+            except OSError:
+                found = False
+            if not found:
+                absent.append(InitErrorDetails(type=value_error(
+                    f"{shown_value(value)} is not a file on this machine (the city CA's "
+                    f"{'certificate' if key == 'ca_file' else 'key'}, PEM, read when a deploy renders; a "
+                    "relative path is taken from the folder schoolctl runs in)"), loc=(key,), input=value))
+        if absent:
+            raise ValidationError.from_exception_data("Tls", absent)
+        return self
+
 
 class Artifact(Strict):
     """One upstream download: the default version, where upstream publishes it, and the sha256 of
@@ -376,10 +409,12 @@ class Acceptance(Strict):
 
 
 class Retention(Strict):
-    """How many archives of a school the backup host keeps (borg prune): the newest of each of the
-    last `daily` days, `weekly` weeks and `monthly` months. Backups hold personal data: a leaver
-    deleted from the apps stays in older archives until they age out, so the span is bounded by the
-    privacy policy's data_retention_days."""
+    """How many archives of a school the backup host keeps (borg prune): the newest of each of
+    `daily` days, `weekly` weeks and `monthly` months. borg's rules add up: each one counts only
+    periods whose newest archive no earlier rule kept, so the weekly archives reach beyond the daily
+    ones and the monthly beyond both (span_days). Backups hold personal data: a leaver deleted from
+    the apps stays in older archives until they age out, so the span is bounded by the privacy
+    policy's data_retention_days (config/loader.py: _backup)."""
 
     daily: Annotated[int, Field(ge=1, le=90, description="Daily archives kept.")] = 7
     weekly: Annotated[int, Field(ge=0, le=104, description="Weekly archives kept.")] = 4
@@ -387,8 +422,10 @@ class Retention(Strict):
 
     @property
     def span_days(self) -> int:
-        """How far back the oldest kept archive may reach, in days."""
-        return max(self.daily, self.weekly * 7, self.monthly * 31)
+        """How far back the oldest kept archive may reach, in days: the rules' reaches added up
+        (daily + 7 x weekly + 31 x monthly), not the longest of them, because a week or month whose
+        newest archive the daily (or weekly) rule kept is not counted by the next rule."""
+        return self.daily + 7 * self.weekly + 31 * self.monthly
 
 
 RetentionOverride = create_model(

@@ -8,25 +8,33 @@ it is ever pasted into this program's text). Subcommands, each printing one JSON
 
   create             one archive now: database dumps, the directory, the apps' files and configs
   list               the archives, with the manifest each carries as its comment
-  check ARCHIVE      read the whole archive back (every chunk decrypted and authenticated)
-  restore ARCHIVE    put an archive's data back on this server (after a deploy of the school's config)
+  check ARCHIVE      read the whole archive back (every chunk decrypted and authenticated, the dumps
+                     against the manifest)
+  restore ARCHIVE    put an archive's data back on this server (after a deploy of the school's config),
+                     after the same check as `check`: a damaged archive is refused before anything changes
   counts             what the manifest counts, read live (the drill compares the two)
   record-drill       store the drill result given on stdin (the audit reads it)
   recover            after a run that was killed: Nextcloud's maintenance mode off, if that run set it
 
-Two locks: LOCK (one backup at a time) and MAINTENANCE_LOCK, which the apps' upgrade steps take too
-(deploy/upgrade.py), so a backup never archives a half-upgraded app and never switches an upgrade's
-maintenance mode off. A run that is killed (SIGTERM, SIGHUP, SIGINT) still switches maintenance off;
-one killed harder leaves MAINTENANCE_MARK behind, and the next run (or `recover`, the service's
-ExecStopPost) finishes that job. borg itself resumes from its checkpoints.
+Two locks: LOCK (one backup at a time) and the maintenance lock (config.json's `maintenance_lock`,
+deploy/upgrade.py's MAINTENANCE_LOCK), which the apps' upgrade steps take too, so a backup never
+archives a half-upgraded app and never switches an upgrade's maintenance mode off. A run that is
+killed (SIGTERM, SIGHUP, SIGINT) still switches maintenance off; one killed harder leaves
+MAINTENANCE_MARK behind, and the next run (or `recover`, the service's ExecStopPost) finishes that
+job. borg itself resumes from its checkpoints.
+
+Times are UTC: archive names carry their UTC stamp (<school>-YYYY-MM-DDTHHMMSSZ), and `list` gives
+each archive's time from it (borg prints the server's local time).
 """
 
 from __future__ import annotations
 
+import datetime
 import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,13 +46,16 @@ from typing import IO
 CONFIG = Path("/etc/schoolctl/backup/config.json")
 STAGING_NAME = "staging"
 LOCK = "/run/lock/schoolctl-backup.lock"
-MAINTENANCE_LOCK = "/run/lock/schoolctl-maintenance.lock"   # the same path as deploy/upgrade.py's
 MAINTENANCE_WAIT = 3600       # seconds a backup waits for an upgrade to finish
 MAINTENANCE_MARK = "maintenance-by-backup"
 
 
 class Failure(Exception):
     """An expected failure: its message is the reason recorded and shown."""
+
+
+class Refused(Failure):
+    """A failure before anything on this server was changed (its answer says `"changed": false`)."""
 
 
 def load_config() -> dict:
@@ -62,10 +73,31 @@ def run(argv: list[str], *, env: dict | None = None, cwd: str | None = None, inf
     proc = subprocess.run(argv, env=env, cwd=cwd, stdin=infile or subprocess.DEVNULL, stdout=out,
                           stderr=subprocess.PIPE, timeout=timeout)
     if proc.returncode not in (0,):
-        lines = proc.stderr.decode(errors="replace").strip().splitlines()[-6:]
+        lines = reason(proc.stderr.decode(errors="replace"))
         raise Failure(f"{os.path.basename(argv[0])} {argv[1] if len(argv) > 1 else ''} failed "
                       f"(exit {proc.returncode}): " + " | ".join(lines))
     return proc.stdout.decode(errors="replace") if isinstance(proc.stdout, bytes) else ""
+
+
+# what borg prints after an error with a traceback (its sysinfo): no reason in it
+_SYSINFO = ("Platform:", "Linux:", "Borg:", "PID:", "sys.argv:", "SSH_ORIGINAL_COMMAND:")
+
+
+def reason(stderr: str) -> list[str]:
+    """The last lines of a command's error output that say why: borg's tracebacks and the platform
+    block it prints after them left out (its own message, e.g. "Data integrity error: ...", stays)."""
+    kept, traceback = [], False
+    for line in stderr.strip().splitlines():
+        line = line.removeprefix("Remote: ")  # the backup host's borg serve, relayed
+        if line.startswith("Traceback (most recent call last):"):
+            traceback = True
+        elif traceback and (not line.strip() or line[:1].isspace()):
+            continue
+        elif traceback:
+            traceback = False  # the exception's own line ends the traceback: borg logged its message before
+        elif line.strip() and not line.startswith(_SYSINFO):
+            kept.append(line.strip())
+    return kept[-6:] or stderr.strip().splitlines()[-6:]
 
 
 def borg_env(cfg: dict) -> dict:
@@ -195,8 +227,13 @@ def _wait_for(path: str, seconds: int) -> IO[str]:
         except BlockingIOError:
             if time.monotonic() > deadline:
                 f.close()
-                raise Failure(f"an upgrade held the maintenance lock for over {seconds // 60} minutes") from None
+                raise Refused(f"an upgrade held the maintenance lock for over {seconds // 60} minutes") from None
             time.sleep(5)
+
+
+def _maintenance_lock(cfg: dict) -> IO[str]:
+    """The maintenance lock the apps' upgrades take too (its path from config.json: deploy/upgrade.py)."""
+    return _wait_for(cfg["maintenance_lock"], MAINTENANCE_WAIT)
 
 
 def stage(cfg: dict, staging: Path) -> dict:
@@ -231,7 +268,7 @@ def create(cfg: dict) -> dict:
     staging = state / STAGING_NAME
     name = f"{cfg['school']}-{time.strftime('%Y-%m-%dT%H%M%SZ', time.gmtime())}"
     started = time.time()
-    held = _wait_for(MAINTENANCE_LOCK, MAINTENANCE_WAIT)
+    held = _maintenance_lock(cfg)
     switched = False
     try:
         switched = maintenance_on(cfg)
@@ -279,6 +316,25 @@ def cmd_create(cfg: dict) -> dict:
 
 # --- list, check -------------------------------------------------------------------------------
 
+STAMP = re.compile(r"-(\d{4})-(\d\d)-(\d\d)T(\d\d)(\d\d)(\d\d)Z(?:\.checkpoint(?:\.\d+)?)?$")
+
+
+def archive_time(name: str, start: str | None) -> str | None:
+    """An archive's time in UTC (YYYY-MM-DDTHH:MM:SSZ): the stamp of its name, which `create` takes in
+    UTC; else borg's start time, read as this server's local time unless it carries its offset."""
+    m = STAMP.search(name)
+    if m:
+        y, mo, d, h, mi, s = m.groups()
+        return f"{y}-{mo}-{d}T{h}:{mi}:{s}Z"
+    if not start:
+        return None
+    try:
+        t = datetime.datetime.fromisoformat(start)
+    except ValueError:
+        return None
+    return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # naive: local time
+
+
 def cmd_list(cfg: dict) -> dict:
     info = json.loads(borg(cfg, "info", "--json", "--glob-archives", f"{cfg['school']}-*"))
     archives = []
@@ -288,7 +344,8 @@ def cmd_list(cfg: dict) -> dict:
         except ValueError:
             meta = {}
         s = a.get("stats", {})
-        archives.append({"name": a["name"], "time": a.get("start"), "original_size": s.get("original_size"),
+        archives.append({"name": a["name"], "time": archive_time(a["name"], a.get("start")),
+                         "original_size": s.get("original_size"),
                          "deduplicated_size": s.get("deduplicated_size"), "files": s.get("nfiles"),
                          "versions": meta.get("versions", {}), "counts": meta.get("counts", {}),
                          "schoolctl": meta.get("schoolctl")})
@@ -297,11 +354,26 @@ def cmd_list(cfg: dict) -> dict:
             "repository": cfg["repository"]}
 
 
+def verify(cfg: dict, archive: str) -> dict:
+    """Every chunk of `archive` read back and authenticated (`borg extract --dry-run`), its staging
+    folder extracted and every dump checked against the manifest's sha256; the manifest (with
+    `_folder`, where the staging folder now is). Refused (nothing on this server changed) otherwise."""
+    try:
+        borg(cfg, "extract", "--dry-run", f"::{archive}")
+    except Failure as e:
+        raise Refused(f"archive {archive} is damaged or unreadable: {e}; refusing it") from None
+    try:
+        return _extract_staging(cfg, archive)
+    except Refused:
+        raise
+    except (Failure, OSError, ValueError, KeyError) as e:
+        raise Refused(f"archive {archive}: its manifest and dumps cannot be read back: {e}; refusing it") from None
+
+
 def cmd_check(cfg: dict, archive: str) -> dict:
-    """Every chunk of `archive` read back and authenticated, and the dumps' sha256 as the manifest says."""
+    """The whole archive read back and checked (verify)."""
     started = time.time()
-    borg(cfg, "extract", "--dry-run", f"::{archive}")
-    manifest = _extract_staging(cfg, archive)
+    manifest = verify(cfg, archive)
     return {"status": "ok", "archive": archive, "seconds": round(time.time() - started, 1),
             "versions": manifest["versions"], "counts": manifest["counts"]}
 
@@ -319,9 +391,9 @@ def _extract_staging(cfg: dict, archive: str) -> dict:
     for name, meta in manifest["files"].items():
         path = folder / name
         if not path.is_file() or sha256(path) != meta["sha256"]:
-            raise Failure(f"archive {archive} is damaged: {name} does not match its manifest; refusing it")
+            raise Refused(f"archive {archive} is damaged: {name} does not match its manifest; refusing it")
     if manifest.get("school") != cfg["school"]:
-        raise Failure(f"archive {archive} belongs to {manifest.get('school')}, not {cfg['school']}")
+        raise Refused(f"archive {archive} belongs to {manifest.get('school')}, not {cfg['school']}")
     manifest["_folder"] = str(folder)
     return manifest
 
@@ -333,19 +405,25 @@ def _version_key(v: str) -> tuple:
 
 
 def cmd_restore(cfg: dict, archive: str) -> dict:
-    with _wait_for(MAINTENANCE_LOCK, MAINTENANCE_WAIT):
+    with _maintenance_lock(cfg):
         return restore(cfg, archive)
 
 
 def restore(cfg: dict, archive: str) -> dict:
+    """The archive's data back on this server. The whole archive is verified first (as `check` does),
+    and its releases compared with the running ones, before any unit is stopped or any data touched:
+    a damaged archive is Refused with this server as it was."""
     started = time.time()
-    manifest = _extract_staging(cfg, archive)
+    try:
+        manifest = verify(cfg, archive)
+    except Refused as e:
+        raise Refused(f"{e}; nothing on this server was changed") from None
     folder = Path(manifest.pop("_folder"))
     running = running_versions(cfg)
     newer = [f"{app} {v} (this server runs {running[app]})" for app, v in manifest["versions"].items()
              if app in running and _version_key(v) > _version_key(running[app])]
     if newer:
-        raise Failure("the archive holds newer releases than this server runs: " + ", ".join(newer) +
+        raise Refused("the archive holds newer releases than this server runs: " + ", ".join(newer) +
                       "; set those versions in the school's file and deploy before restoring")
     aside = Path(cfg["state"]) / "replaced" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     for unit in cfg["stop_units"]:
@@ -417,7 +495,10 @@ def main(argv: list[str]) -> int:
         else:
             result = cmd_restore(cfg, argv[1])
     except Failure as e:
-        print(json.dumps({"status": "failed", "error": str(e)}))
+        answer = {"status": "failed", "error": str(e)}
+        if isinstance(e, Refused):
+            answer["changed"] = False
+        print(json.dumps(answer))
         return 1
     print(json.dumps(result, sort_keys=True))
     return 0 if result.get("status", "ok") == "ok" else 1

@@ -7,8 +7,8 @@ second adds almost nothing), each backup control made to fail, the school's key 
 delete, a backup killed midway (the next one converges, Nextcloud leaves maintenance mode), the
 school server destroyed, `schoolctl restore --to lab:b-2` interrupted midway and run again (the
 pupil logs in and finds the same file, the course and the pad are there, the restored server audits
-clean), `schoolctl backup verify` passing, and failing on a corrupted archive. Host names are this
-module's own."""
+clean), `schoolctl backup verify` passing, and failing on a corrupted archive, which a forced
+`schoolctl restore` refuses before it touches the server's data. Host names are this module's own."""
 
 from __future__ import annotations
 
@@ -309,9 +309,12 @@ def _interrupted_restore(env: SchoolEnv) -> None:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 1800
+        # the data phase: the program runs and has stopped the apps (etherpad first), after it read the whole
+        # archive back; interrupt it now (it may take only seconds)
+        data_phase = "pgrep -f 'schoolctl-backup [r]estore ' >/dev/null && ! systemctl is-active -q etherpad"
         while time.monotonic() < deadline and proc.poll() is None:
-            if env.lab.run(NEW, "pgrep -f 'schoolctl-backup [r]estore '", timeout=30).returncode == 0:
-                break   # the data phase has begun: interrupt it now (it may take only seconds)
+            if env.lab.run(NEW, data_phase, timeout=30).returncode == 0:
+                break
             time.sleep(0.5)
         assert proc.poll() is None, f"restore ended before its data phase: {proc.returncode} {proc.stderr.read()}"
         proc.send_signal(signal.SIGTERM)
@@ -375,9 +378,30 @@ def test_the_drill_fails_on_a_corrupted_archive(env: SchoolEnv, content: dict[st
     assert bad.returncode == 1 and "drill failed" in bad.stderr, bad.stdout + bad.stderr
     last = json.loads(env.ok("cat /var/lib/schoolctl/backup/drill.json"))
     assert last["status"] == "failed" and last["error"], last
+    damaged = last["archive"]  # the drill names the archive, in its record and its message
+    assert f"drill failed on archive {damaged}" in bad.stderr, bad.stderr
     assert "drill-bk" not in [h.name for h in env.lab.status()]  # no scratch host left behind
     found = _audit(env, ["BACKUP-DRILL-RECENT"])["BACKUP-DRILL-RECENT"]
     assert found[0] == "fail" and "the last drill failed" in found[1], found
+    # a forced restore of the damaged archive onto the school's own server is refused before it stops a
+    # service or touches data: the databases (same OIDs: not recreated), the files and the directory (same
+    # inodes: not moved aside) and their content are as they were, and no restore marker stays behind
+    state = ("runuser -u postgres -- psql -XAtc \"SELECT datname || ':' || oid FROM pg_database WHERE datname IN "
+             "('moodle', 'nextcloud', 'etherpad') ORDER BY 1\"; stat -c '%n %i' /var/lib/moodle/data/filedir "
+             "/var/lib/nextcloud/data /var/lib/ldap/data.mdb; ls /var/lib/schoolctl/backup/replaced 2>/dev/null; true")
+    before = env.ok(state)
+    assert before.count(":") == 3, before
+    refused = env.cli("restore", SID, "--to", env.school.server.address, "--yes", "--force", timeout=1800)
+    assert refused.returncode == 1 and damaged in refused.stderr and "damaged" in refused.stderr, \
+        refused.stdout + refused.stderr
+    assert "nothing on this server was changed" in refused.stderr, refused.stderr
+    assert env.ok(state) == before
+    assert env.sh("test -e /var/lib/schoolctl/restoring").returncode != 0
+    pupil = content["pupil"]
+    code, body = _webdav(env, env.host, pupil["uid"], pupil["password"])
+    assert code == 200 and hashlib.sha256(body).hexdigest() == content["sha256"]
+    assert _course(env, env.host, "read") == {"course": "Backup drill", "file": "the lesson plan of 3A"}
+    assert env.pad_api("getText", host=env.host, padID=PAD)["text"] == PAD_TEXT
 
 
 def test_a_wrong_passphrase_in_the_vault_is_named_and_changes_nothing(env: SchoolEnv, content: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ import json
 import py_compile
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from schoolctl.config.loader import load
-from schoolctl.config.model import Backup
+from schoolctl.config.model import Backup, Retention
 from schoolctl.deploy import backup
 from schoolctl.deploy.site import Site
 from schoolctl.errors import ConfigError
@@ -56,10 +57,51 @@ def test_a_school_may_keep_fewer_archives_never_more(tmp_path: Path) -> None:
     assert "demo.yaml:" in text and "backup.retention.weekly: 9 keeps more archives than the fleet's 4" in text
 
 
-def test_the_data_retention_cuts_the_archives_kept(tmp_path: Path) -> None:
-    b = load(fleet_dir(tmp_path, privacy={"data_retention_days": 60})).schools["demo"].backup
-    assert (b.retention.daily, b.retention.weekly, b.retention.monthly) == (7, 4, 1)
-    assert b.retention.span_days <= 60
+def test_the_reach_of_the_retention_is_its_rules_added_up() -> None:
+    # borg prune: a week (month) whose newest archive an earlier rule kept is not counted, so the weekly
+    # archives reach beyond the daily ones and the monthly beyond both
+    assert Retention(daily=7, weekly=4, monthly=6).span_days == 7 + 28 + 186  # max() said 186
+    assert Retention(daily=7, weekly=0, monthly=0).span_days == 7
+    assert Retention(daily=1, weekly=2, monthly=0).span_days == 15
+
+
+@pytest.mark.parametrize(("days", "kept"), [
+    (365, (7, 4, 6)),   # 221 days: fits
+    (200, (7, 4, 5)),   # 221 > 200 (max() said 186: fits): one month less, 190
+    (60, (7, 4, 0)),    # 7 + 28 + 31 = 66 > 60 (max() said 31): the months go first, 35
+    (30, (7, 3, 0)),    # then the weeks: 7 + 21 = 28
+])
+def test_the_data_retention_cuts_the_archives_kept(tmp_path: Path, days: int, kept: tuple[int, int, int]) -> None:
+    b = load(fleet_dir(tmp_path, privacy={"data_retention_days": days})).schools["demo"].backup
+    assert (b.retention.daily, b.retention.weekly, b.retention.monthly) == kept
+    assert b.retention.span_days <= days
+
+
+def test_the_daily_count_is_cut_last(tmp_path: Path) -> None:
+    fleet = yaml.safe_load((SCHOOLS / "fleet.yaml").read_text())["backup"]
+    fleet["retention"] = {"daily": 45, "weekly": 4, "monthly": 6}
+    b = load(fleet_dir(tmp_path, privacy={"data_retention_days": 30}, fleet_backup=fleet)).schools["demo"].backup
+    assert (b.retention.daily, b.retention.weekly, b.retention.monthly) == (30, 0, 0)
+
+
+def test_every_data_retention_bounds_the_archives_reach(tmp_path: Path) -> None:
+    from schoolctl.config.loader import _backup
+
+    school = load(fleet_dir(tmp_path)).schools["demo"]
+    fleet = school.fleet.model_copy(update={"backup": school.fleet.backup.model_copy(
+        update={"retention": Retention(daily=90, weekly=104, monthly=60)})})
+    for days in range(30, 3651, 7):
+        own = SimpleNamespace(backup=SimpleNamespace(retention=SimpleNamespace(model_dump=lambda: {})),
+                              privacy=SimpleNamespace(data_retention_days=days))
+        r = _backup(own, fleet).retention  # type: ignore[arg-type]
+        assert r.span_days <= days, (days, r)
+        if r.monthly < 60:  # cut as little as fits: the months first, then the weeks, then the days
+            if r.weekly == 104:
+                assert days - r.span_days < 31, (days, r)
+            elif r.daily == 90:
+                assert r.monthly == 0 and days - r.span_days < 7, (days, r)
+            else:
+                assert (r.daily, r.weekly, r.monthly) == (days, 0, 0), (days, r)
 
 
 def test_a_school_backup_setting_without_a_fleet_backup_host_is_refused(tmp_path: Path) -> None:

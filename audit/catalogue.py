@@ -247,43 +247,23 @@ class CachedHost(Host):
 
 # --- when ssh itself fails: its own reason, in one line ---------------------------------------------
 
-# ssh's words for why it could not open a session, and what to do about each
-_SSH_REASONS = (
-    ("Connection refused", "nothing listens on that port: is sshd running, and is ssh_port right?"),
-    ("timed out", "the server does not answer: is it up, and is its address right?"),
-    ("Host key verification failed", "the server's host key is not the one known for it: make sure it is the "
-                                     "right server, then remove its old key (ssh-keygen -R ADDRESS)"),
-    ("Permission denied", "the server refused schoolctl's key for that user: check ssh_user and the authorized "
-                          "keys"),
-    ("Could not resolve hostname", "the name does not resolve here: check the address"),
-    ("No route to host", "check the address and the network"),
-    ("Network is unreachable", "check the address and the network"),
-    ("Connection closed", "the server closed the connection during the handshake: see its sshd log"),
-    ("Connection reset", "the server reset the connection during the handshake: see its sshd log"),
-)
-
-
 def ssh_failure(e: BaseException) -> str | None:
-    """One line for an ssh that could not run a command at all (testinfra raises RuntimeError with
-    the CommandResult when ssh exits 255): ssh's own reason and what to do; None for anything else."""
-    res = e.args[0] if isinstance(e, RuntimeError) and e.args else None
-    if not isinstance(res, CommandResult):
-        return None
-    lines = [line.strip() for line in res.stderr.splitlines() if line.strip() and not line.lstrip().startswith("@")]
-    for words, hint in _SSH_REASONS:
-        hit = next((line for line in lines if words.lower() in line.lower()), None)
-        if hit is not None:
-            return f"cannot audit over SSH: {hit[:300]} ({hint})"
-    return f"cannot audit over SSH: {lines[-1][:300] if lines else f'ssh exited {res.rc} without a message'}"
+    """One line for an ssh that could not run a command at all: ssh's own reason and what to do, as
+    schoolctl.connect words it for the deploy too; None for anything else."""
+    from schoolctl.connect import testinfra_failure
+
+    why = testinfra_failure(e)
+    return f"cannot audit over SSH: {why}" if why else None
 
 
 # --- discovery and running ------------------------------------------------------------------------
 
-_NOT_CONTROLS = {"catalogue", "plugin", "runner"}
+_NOT_CONTROLS = {"catalogue", "ids", "plugin", "runner"}
 
 
 def load_all() -> dict[str, Control]:
-    """Import every audit module (audit/<name>.py but this one, the plugin, the runner and tests); the registry."""
+    """Import every audit module (audit/<name>.py but this one, the id list, the plugin, the runner and
+    tests); the registry."""
     import schoolctl.audit as audit
 
     for mod in pkgutil.iter_modules(audit.__path__):

@@ -10,14 +10,14 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
-
-from packaging.specifiers import SpecifierSet
-from packaging.version import InvalidVersion, Version
 
 from schoolctl.config.model import Acceptance, AppSupport, EffectiveSchool, Fleet, ReleaseLine
 from schoolctl.config.problems import few
+
+if TYPE_CHECKING:  # packaging is imported where versions are compared: a table without advisories needs none
+    from packaging.version import Version
 
 Kind = Literal["unsupported", "vulnerable", "unlisted"]
 TITLES = {"moodle": "Moodle", "nextcloud": "Nextcloud", "etherpad": "Etherpad", "debian": "Debian"}
@@ -77,6 +77,8 @@ def line_of(support: AppSupport, version: str) -> ReleaseLine | None:
 
 
 def _version(text: str) -> Version | None:
+    from packaging.version import InvalidVersion, Version
+
     try:
         return Version(text)
     except InvalidVersion:
@@ -99,6 +101,10 @@ def findings(fleet: Fleet, app: str, version: str, today: date) -> list[Finding]
         out.append(Finding(app, version, "unsupported",
                            f"{title} {version}: upstream security support for {line.line} ended on "
                            f"{line.security_until.isoformat()}", until=line.security_until, line=line.line))
+    if not support.advisories:
+        return out
+    from packaging.specifiers import SpecifierSet
+
     parsed = _version(version)
     for adv in support.advisories:
         if parsed is not None and parsed in SpecifierSet(adv.affected):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from datetime import date
 from enum import StrEnum
 from pathlib import Path
@@ -37,10 +38,10 @@ def accept_check(config: Config, ids: list[str] | None) -> list[str]:
     fleet = config.fleet
     if not fleet.accept:
         return []
-    from schoolctl.audit.catalogue import load_all
+    from schoolctl.audit.ids import CONTROL_IDS  # the ids alone: the controls would import testinfra
 
     doc, shown = config.fleet_doc, config.fleet_shown
-    bad = releases.accept_problems(fleet, load_all(), config.school_files)
+    bad = releases.accept_problems(fleet, CONTROL_IDS, config.school_files)
     if bad:
         raise ConfigError([Problem(shown, *locate(doc, ("accept", i, key)), message, hint)
                            for i, key, message, hint in bad])
@@ -98,12 +99,8 @@ def list_(ctx: typer.Context, limit: Limit = None, as_json: Json = False) -> Non
 
         emit("list", {"schools": rows})
         return
-    from rich.table import Table
-
-    table = Table("school", "name", "district", "domain", "server", "services")
-    for r in rows:
-        table.add_row(r["id"], r["name"], r["district"], r["domain"], r["server"], ", ".join(r["services"]))
-    out.print(table)
+    out.table(["school", "name", "district", "domain", "server", "services"],
+              [[r["id"], r["name"], r["district"], r["domain"], r["server"], ", ".join(r["services"])] for r in rows])
 
 
 STARTER = """\
@@ -221,8 +218,6 @@ def writable_output(output: Path) -> None:
 def schema(ctx: typer.Context,
            fleet: Annotated[bool, typer.Option("--fleet", help="The fleet file's schema instead.")] = False) -> None:
     """Print the JSON Schema of a school file (for editor completion and checks)."""
-    import sys
-
     from schoolctl.config.schema import editor_schema
 
     sys.stdout.write(json.dumps(editor_schema(fleet), indent=2, ensure_ascii=False) + "\n")  # not through rich
@@ -261,11 +256,15 @@ def inventory(ctx: typer.Context,
     elif fmt is InventoryFormat.ansible:
         text = yaml.safe_dump(as_ansible(config, chosen, notes), sort_keys=False, allow_unicode=True)
     else:
-        text = json.dumps(as_json(config, chosen, notes), indent=2, ensure_ascii=False) + "\n"
+        from schoolctl.cli.json_out import envelope
+
+        # schoolctl's own facts per school (not an Ansible inventory: that is --format ansible)
+        text = json.dumps(envelope("inventory", {"schools": as_json(config, chosen, notes)}), indent=2,
+                          ensure_ascii=False) + "\n"
     for note in notes:
         warn(note)
     if output:
         _write(output, text)
         say(f"wrote {output}")
     else:
-        out.file.write(text)
+        sys.stdout.write(text)  # as it is: not through rich

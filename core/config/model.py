@@ -736,7 +736,7 @@ class School(Strict):
 class EffectiveSchool(BaseModel):
     """What a deploy or an audit of one school works from: the school merged with the fleet."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)  # built when first used, from the built Fleet and School
 
     id: str
     name: str

@@ -6,7 +6,8 @@ a teacher logs in to Moodle, creates a pad in the front page's "Pads" (local_sch
 gets an Etherpad session cookie for the school's domain that really opens the pad (and nothing opens
 it without one); a student opens it but cannot create pads; Moodle's menu links Nextcloud and the pads;
 teachers are course creators from the directory; a leaver's name leaves Etherpad; a Moodle upgrade
-dumps the database first. Needs root, the lab and the mirror; SCHOOLCTL_KEEP_LAB=1 keeps the host.
+dumps the database first; with the school's other languages' packs (ca, es) the pads speak them.
+Needs root, the lab and the mirror; SCHOOLCTL_KEEP_LAB=1 keeps the host.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ API = "http://127.0.0.1:9001/api/1.3.0"
 
 @pytest.fixture(scope="module")
 def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchoolEnv]:
-    reason = skip_reason(("moodle-5.0.6.tgz", "etherpad-lite-2.5.3.tar.gz"))
+    reason = skip_reason(("moodle-5.0.6.tgz", "etherpad-lite-2.5.3.tar.gz", "langpack/4.5/ca.zip",
+                          "langpack/4.5/es.zip"))
     if reason:
         pytest.skip(reason)
     from schoolctl.lab import Lab
@@ -44,6 +46,9 @@ def apps(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SchoolEnv]:
     lab.up([HOST], timeout=180)
     env = SchoolEnv(lab, tmp_path_factory.mktemp("wiring"), HOST, SID, LAYERS, services={
         "moodle": {"version": "5.0.6"}, "etherpad": {"version": "2.5.3"}, "nextcloud": {"version": "31.0.11"}})
+    # English first (the pages below are read in English), Catalan and Spanish installed and selectable
+    school = env.schools / f"{SID}.yaml"
+    school.write_text(school.read_text() + "languages: [en, ca, es]\n")
     try:
         first = env.deploy("first deploy (Moodle, Etherpad)")
         assert first["status"] in ("changed", "unchanged"), first
@@ -219,3 +224,13 @@ def test_an_upgrade_dumps_the_database_first_then_converges(apps, pad) -> None:
     assert apps.ok(f"{psql} \"SELECT value FROM mdl_config_plugins WHERE plugin = 'local_schoolpads' "
                    "AND name = 'version'\"").strip() == str(version)
     assert apps.deploy("after the upgrade")["status"] == "unchanged"
+
+
+@pytest.mark.parametrize(("lang", "title"), [("ca", "Documents compartits"), ("es", "Documentos compartidos")])
+def test_the_pads_speak_the_schools_other_languages(apps, pad, lang: str, title: str) -> None:
+    """local_schoolpads' own ca/es strings show once Moodle has the language (its pack from the mirror)."""
+    student = person(apps, "student")
+    b = Browser(apps)
+    b.login(student["uid"], student["password"])
+    code, _, page, _ = b.get(f"https://moodle.{apps.school.domain}{PADS}&lang={lang}")
+    assert code == 200 and f'lang="{lang}"' in page and title in page, page[-2000:]

@@ -314,7 +314,7 @@ def test_a_lab_host_that_is_down_is_exported_with_a_warning(schools: Path) -> No
 
 def test_inventory_limit(schools: Path) -> None:
     run = run_cli("--schools-dir", "schools", "inventory", "--limit", "district=sant marti")
-    assert list(json.loads(run.stdout)) == ["institut-mar"]
+    assert list(json.loads(run.stdout)["schools"]) == ["institut-mar"]
     assert not [line for line in run.lines if line.startswith("warning: demo")]
 
 

@@ -79,6 +79,13 @@ def test_a_deploy_is_journaled_and_log_json_is_valid(fleet: Path, monkeypatch: p
     assert entry["changed"] == ["file: /etc/x :school:"]
 
 
+def test_inventory(fleet: Path) -> None:
+    run = run_cli("--schools-dir", "schools", "inventory", "--json")
+    assert run.code == 0, run.stderr
+    data = _check("inventory", run.stdout)
+    assert data["schools"]["escola-pins"]["name"] == ODD_NAME and data["schools"]["escola-pins"]["ssh_port"] == 22
+
+
 def test_lab_status() -> None:
     run = run_cli("lab", "status", "--json")
     assert run.code == 0, run.stderr
@@ -104,8 +111,8 @@ def test_audit(fleet: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_documented_schema_is_a_valid_schema_with_an_id() -> None:
     names = sorted(p.name for p in SCHEMAS.glob("*.schema.json"))
     assert names == sorted(f"{v}.schema.json" for v in (
-        "audit", "backup", "backup-list", "backup-prune", "backup-verify", "deploy", "lab-status", "list", "log",
-        "plan", "restore", "rollback", "users-import"))
+        "audit", "backup", "backup-list", "backup-prune", "backup-verify", "deploy", "inventory", "lab-status", "list",
+        "log", "plan", "restore", "rollback", "users-import"))
     for name in names:
         schema = json.loads((SCHEMAS / name).read_text(encoding="utf-8"))
         jsonschema.Draft202012Validator.check_schema(schema)

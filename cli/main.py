@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -175,13 +176,18 @@ def needs_gevent(argv: list[str]) -> bool:
         return False
     if os.environ.get("_SCHOOLCTL_COMPLETE"):
         return False
+    verb = next((a for a in _words(argv) if not a.startswith("-")), None)
+    return verb is not None and verb not in LOCAL_VERBS  # no verb: the help
+
+
+def _words(argv: list[str]) -> Iterator[str]:
+    """The command line's words but the value of --schools-dir (the one root option with a value)."""
     args = iter(argv)
     for arg in args:
         if arg == "--schools-dir":
             next(args, None)
-        elif not arg.startswith("-"):
-            return arg not in LOCAL_VERBS
-    return False  # no verb: the help
+        else:
+            yield arg
 
 
 def named_verb(argv: list[str]) -> str | None:
@@ -190,11 +196,8 @@ def named_verb(argv: list[str]) -> str | None:
     --version, shell completion, a mistake)."""
     if os.environ.get("_SCHOOLCTL_COMPLETE"):
         return None
-    args = iter(argv)
-    for arg in args:
-        if arg == "--schools-dir":
-            next(args, None)
-        elif arg.startswith("--schools-dir=") or arg in ("--verbose", "--debug") or re.fullmatch(r"-v+", arg):
+    for arg in _words(argv):
+        if arg.startswith("--schools-dir=") or arg in ("--verbose", "--debug") or re.fullmatch(r"-v+", arg):
             continue
         elif arg.startswith("-"):
             return None

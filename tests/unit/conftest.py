@@ -95,3 +95,25 @@ def at(path: Path, pattern: str, token: str | None = None) -> str:
 def summary(n: int) -> str:
     """The last line `schoolctl` prints after `n` config problems."""
     return f"{n} problem{'s' if n != 1 else ''} found; nothing was changed."
+
+
+def city_ca(folder: Path, kind: str = "ec", days: int = 3650, stem: str = "ca") -> tuple[Path, Path]:
+    """A self-signed city CA (`kind` ec or rsa, valid `days`): FOLDER/STEM.pem and its key FOLDER/STEM.key."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else rsa.generate_private_key(65537, 2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "City CA")])
+    now = dt.datetime.now(dt.UTC)
+    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+          .serial_number(7).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=days))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256()))
+    pem, private = folder / f"{stem}.pem", folder / f"{stem}.key"
+    pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return pem, private

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import datetime as dt
 import json
 import re
 import shlex
@@ -46,6 +45,7 @@ from schoolctl.deploy.state import Round
 from schoolctl.errors import SchoolctlError
 from schoolctl.secrets import Secret
 
+from .conftest import city_ca
 from .rendered import commands, files
 
 REPO = Path(__file__).resolve().parents[2]
@@ -421,25 +421,11 @@ def _id(case: Any) -> str:
 def controller(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This machine's side of the variants: the city CA's files, and the school's TLS folder under a
     secrets folder of its own (with its certificate files)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     folder = tmp_path_factory.mktemp("controller")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "City test CA")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=9))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256()))
-    (folder / "city-ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem = serialization.Encoding.PEM
-    (folder / "city-ca.key").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8,
-                                                           serialization.NoEncryption()))
+    cert, _ = city_ca(folder, days=9, stem="city-ca")
     tls = folder / "secrets" / "tls" / SCHOOL
     tls.mkdir(parents=True)
-    (tls / "fullchain.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tls / "fullchain.pem").write_bytes(cert.read_bytes())
     (tls / "privkey.pem").write_text("-----BEGIN PRIVATE KEY-----\nnot a key: the rendering does not read it\n"
                                      "-----END PRIVATE KEY-----\n")
     return folder

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from schoolctl.config.loader import load
@@ -19,6 +19,8 @@ from schoolctl.deploy import web
 from schoolctl.deploy.site import Site
 from schoolctl.deploy.state import APPS, Layer
 from schoolctl.secrets import Secret
+
+from .conftest import city_ca
 
 SCHOOLS = Path(__file__).resolve().parents[2] / "schools"
 
@@ -279,22 +281,9 @@ def test_provided_tls_uploads_key_as_secret(tmp_path):
     assert layer.pre_steps == [] and "certbot" not in layer.packages
 
 
-def _city_ca(tmp_path: Path, kind: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1()) if kind == "ec" else rsa.generate_private_key(65537, 2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "City CA")])
-    now = dt.datetime.now(dt.UTC)
-    ca = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-          .serial_number(7).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=3650))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(key, hashes.SHA256()))
-    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "ca.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                        serialization.NoEncryption()))
-    return tmp_path / "ca.pem", tmp_path / "ca.key"
-
-
 @pytest.mark.parametrize("kind", ["ec", "rsa"])
 def test_internal_tls_is_issued_by_the_city_ca_and_stable(tmp_path, kind):
-    ca_file, ca_key = _city_ca(tmp_path, kind)
+    ca_file, ca_key = city_ca(tmp_path, kind)
     site, handed = make_site("demo", tls={"mode": "internal", "ca_file": str(ca_file), "ca_key_file": str(ca_key)})
     fs = files(web.layer(site))
     again = files(web.layer(site))
@@ -316,7 +305,7 @@ def test_internal_tls_is_issued_by_the_city_ca_and_stable(tmp_path, kind):
 
 
 def test_no_secret_in_non_secret_files(tmp_path):
-    ca_file, ca_key = _city_ca(tmp_path, "ec")
+    ca_file, ca_key = city_ca(tmp_path, "ec")
     site, handed = make_site("demo", tls={"mode": "internal", "ca_file": str(ca_file), "ca_key_file": str(ca_key)})
     layer = web.layer(site)
     for f in layer.files + layer.pre_files:

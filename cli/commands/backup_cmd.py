@@ -138,15 +138,20 @@ def list_(ctx: typer.Context, school_id: Annotated[str, typer.Argument(metavar="
 
 
 @app.command()
-def prune(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit = None, as_json: Json = False) -> None:
-    """Thin each school's archives to its retention, on the backup host (never from the school).
+def prune(ctx: typer.Context, ids: Ids = None, all_: All = False, limit: Limit = None, as_json: Json = False,
+          yes: Yes = False) -> None:
+    """Thin each school's archives to its retention, on the backup host (never from the school): the
+    archives beyond it are deleted for good, so it asks first (--yes for scripts and cron).
     Refused for a school whose archives vanished without a prune (a deletion through its key)."""
     from schoolctl.cli.backup import host
     from schoolctl.deploy.sites import build_site
     from schoolctl.secrets import SecretStore
 
+    schools = _schools(ctx, ids, all_, limit)
+    confirm(f"Delete the archives beyond their retention of {len(schools)} school(s) "
+            f"({', '.join(s.id for s in schools[:8])}{' ...' if len(schools) > 8 else ''}) on the backup host?", yes)
     store = SecretStore()
-    results = _each(_schools(ctx, ids, all_, limit),
+    results = _each(schools,
                     lambda s: {"status": "ok", **host.prune(build_site(s, store, readonly=True), store)},
                     "backup prune")
     if as_json:

@@ -225,7 +225,7 @@ def test_each_backup_control_passes_and_fails_when_broken(env: SchoolEnv, conten
     try:
         found = _audit(env, ["BACKUP-RETENTION"])["BACKUP-RETENTION"]
         assert found[0] == "fail" and "archives" in found[1], found
-        proc = env.cli("backup", "prune", SID, "--json")
+        proc = env.cli("backup", "prune", SID, "--json", "--yes")
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert _documented("backup-prune", proc.stdout)["schools"][0]["kept"] == 1
         assert _audit(env, ["BACKUP-RETENTION"])["BACKUP-RETENTION"][0] == "pass"
@@ -254,7 +254,7 @@ def test_the_schools_key_cannot_delete_nor_reach_beyond_its_repository(env: Scho
     # an archive "deleted" through the school's key: append-only keeps its data, and prune refuses
     gone = env.sh(f"{borg} delete {repo}::{throwaway}", input=rsh)
     assert gone.returncode == 0, gone.stderr
-    proc = env.cli("backup", "prune", SID)
+    proc = env.cli("backup", "prune", SID, "--yes")
     assert proc.returncode == 1 and "vanished" in proc.stderr and throwaway in proc.stderr, proc.stderr
     segments = env.lab.run(BACKUP, f"grep -c . {REPO}/transactions", timeout=60)
     assert segments.returncode == 0 and int(segments.stdout.strip()) >= 3
@@ -413,7 +413,7 @@ def test_a_wrong_passphrase_in_the_vault_is_named_and_changes_nothing(env: Schoo
     store.put(SID, "backup_passphrase", "not-the-passphrase-of-this-repository")
     try:
         before = env.lab.run(BACKUP, f"ls -l --time-style=+%s {REPO} {REPO}/data", timeout=60).stdout
-        for verb in (("backup", "prune", SID), ("restore", SID, "--to", f"lab:{NEW}", "--yes", "--force")):
+        for verb in (("backup", "prune", SID, "--yes"), ("restore", SID, "--to", f"lab:{NEW}", "--yes", "--force")):
             proc = env.cli(*verb)
             assert proc.returncode in (1, 2) and SID in proc.stderr and "passphrase" in proc.stderr.lower(), \
                 (verb, proc.returncode, proc.stderr)

@@ -215,3 +215,20 @@ def test_a_failed_backup_is_journaled_and_exits_1(tmp_path: Path, monkeypatch: p
     assert json.loads(r.stdout)["schools"][0]["error"].endswith("Connection refused")
     [entry] = [e for e in journal.read("demo") if e["verb"] == "backup"][-1:]
     assert entry["result"] == "failed" and "Connection refused" in entry["detail"]["error"]
+
+
+def test_prune_asks_first_and_without_a_terminal_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from schoolctl.cli.backup import host
+    from schoolctl.cli.main import app
+
+    pruned: list[str] = []
+    monkeypatch.setattr(host, "prune", lambda site, store: pruned.append(site.id) or {"school": site.id, "kept": 3,
+                                                                                     "pruned": ["x"]})
+    folder = fleet_dir(tmp_path)
+    demo = folder / "demo.yaml"
+    demo.write_text(demo.read_text().replace("server: lab:demo", "server: 127.0.0.1"))
+    r = CliRunner().invoke(app, ["--schools-dir", str(folder), "backup", "prune", "demo"])
+    assert r.exit_code == 2 and "not confirmed (stdin is not a terminal)" in r.output and not pruned
+    assert "--yes" in r.output
+    r = CliRunner().invoke(app, ["--schools-dir", str(folder), "backup", "prune", "demo", "--yes"])
+    assert r.exit_code == 0 and pruned == ["demo"] and "demo: 3 archives kept, 1 pruned" in r.output, r.output

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from click.testing import Result
@@ -117,3 +118,23 @@ def city_ca(folder: Path, kind: str = "ec", days: int = 3650, stem: str = "ca") 
     private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption()))
     return pem, private
+
+
+class FakeSession:
+    """connect.Session answering the describe/rollback commands with canned output."""
+
+    answers: ClassVar[list[tuple[bool, str, str]]] = []
+    commands: ClassVar[list[str]] = []
+
+    def __init__(self, server: object, name: str) -> None:
+        pass
+
+    def __enter__(self) -> FakeSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def run(self, command: str, stdin: str | None = None, timeout: int = 600) -> tuple[bool, str, str]:
+        FakeSession.commands.append(command)
+        return FakeSession.answers.pop(0)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import ClassVar
 
 import jsonschema
 import pytest
 
 from schoolctl import __version__
 from tests.unit.conftest import REPO, Run, edit, run_cli
+
+from .conftest import FakeSession
 
 SCHEMAS = REPO / "docs" / "schemas"
 ODD_NAME = "Escola :school: [b]del[/b] Mar"
@@ -178,24 +179,6 @@ def test_users_import(schools: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert (data["passwords_file"] is None) is dry_run and "password\"" not in run.stdout
 
 
-class _Server:
-    """connect.Session for `rollback`: the rollback point, then the rollback's own answer."""
-
-    answers: ClassVar[list[tuple[bool, str, str]]] = []
-
-    def __init__(self, server: object, name: str) -> None:
-        pass
-
-    def __enter__(self) -> _Server:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def run(self, command: str, stdin: str | None = None, timeout: int = 600) -> tuple[bool, str, str]:
-        return _Server.answers.pop(0)
-
-
 POINT = ("from=33.0.3\nto=34.0.1\nprevious=/srv/nextcloud/releases/33.0.3\n"
          "dump=/var/backups/schoolctl/nextcloud-20261202T010000Z.dump\nat=2026-12-02T01:00:00Z\nschoolctl-rc=0\n")
 
@@ -207,11 +190,11 @@ ROLLED_BACK = (True, "schoolctl-rc=0\n",
 def _rollback(monkeypatch: pytest.MonkeyPatch, answer: tuple[bool, str, str]) -> Run:
     import schoolctl.connect
 
-    monkeypatch.setattr(schoolctl.connect, "Session", _Server)
+    monkeypatch.setattr(schoolctl.connect, "Session", FakeSession)
     monkeypatch.setattr("schoolctl.cli.context.lab_problems", lambda schools: [])  # no lab host: the server is faked
-    _Server.answers = [(True, POINT, ""), answer]
+    FakeSession.answers = [(True, POINT, ""), answer]
     run = run_cli("--schools-dir", "schools", "rollback", "demo", "nextcloud", "--yes", "--json")
-    assert _Server.answers == []
+    assert FakeSession.answers == []
     return run
 
 

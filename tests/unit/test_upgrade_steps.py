@@ -9,7 +9,7 @@ import os
 import shlex
 import subprocess
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -19,7 +19,7 @@ from schoolctl.deploy.site import Site
 from schoolctl.errors import ArtifactError
 from schoolctl.secrets import Secret
 
-from .conftest import SHIPPED, run_cli
+from .conftest import SHIPPED, FakeSession, run_cli
 
 SUMS = {
     "nextcloud-31.0.11.tar.bz2": "81078ba3a112c9ad116f8d2c438b2fe98ef5acd29e10ed9c94db60a63de34c01",
@@ -449,26 +449,6 @@ def test_a_rolled_back_school_is_failed_with_the_version() -> None:
     assert (app, r.status, r.status_text) == ("nextcloud", "failed", "failed (rolled back to 33.0.3)")
     assert r.as_json()["rolled_back"] == "33.0.3" and r.as_json()["result"] == "failed (rolled back to 33.0.3)"
     assert Result("y", "changed").status_text == "changed"
-
-
-class FakeSession:
-    """connect.Session answering the describe/rollback commands with canned output."""
-
-    answers: ClassVar[list[tuple[bool, str, str]]] = []
-    commands: ClassVar[list[str]] = []
-
-    def __init__(self, server: Any, name: str) -> None:
-        pass
-
-    def __enter__(self) -> FakeSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def run(self, command: str, stdin: str | None = None, timeout: int = 600) -> tuple[bool, str, str]:
-        FakeSession.commands.append(command)
-        return FakeSession.answers.pop(0)
 
 
 @pytest.fixture

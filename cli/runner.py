@@ -228,10 +228,12 @@ def _backup_repository(site: Any, store: SecretStore) -> None:
         site.notes.append(f"backup repository not created yet: {e.message}")
 
 
-def run_school(school: EffectiveSchool, store: SecretStore, plan: bool, progress: Progress) -> Result:
+def run_school(school: EffectiveSchool, store: SecretStore, plan: bool, progress: Progress,
+               restoring: bool = False) -> Result:
     """Plan or deploy one school (its server, then its BigBlueButton host); never raises. New
     secrets are generated in memory and written to the vault only once the school's server answered:
-    a deploy that cannot reach it leaves the vault as it was (a plan never writes)."""
+    a deploy that cannot reach it leaves the vault as it was (a plan never writes). `restoring`: the
+    first deploy of a restore (deploy/site.py: Site.restoring)."""
     start = time.monotonic()
     sid = school.id
     found: list[dict[str, Any]] = []
@@ -239,6 +241,7 @@ def run_school(school: EffectiveSchool, store: SecretStore, plan: bool, progress
         progress(sid, "preparing")
         pending = DeferredStore(store)  # new secrets: in memory until the server answered
         site = build_site(school, pending, readonly=plan)
+        site.restoring = restoring
         backups = school.backup is not None and site.backup_address and "backup" in selected_layers()
         if backups:
             _backup_host(site, pending, plan, progress)
@@ -265,7 +268,7 @@ def run_school(school: EffectiveSchool, store: SecretStore, plan: bool, progress
 
 
 def run(schools: list[EffectiveSchool], plan: bool, progress: Progress | None = None,
-        store: SecretStore | None = None, parallel: int = 20) -> list[Result]:
+        store: SecretStore | None = None, parallel: int = 20, restoring: bool = False) -> list[Result]:
     """Plan or deploy every school concurrently, at most `parallel` at once; results in the
     schools' order. pyinfra's own log goes to the root logger only with -v/--debug (cli/logs.py)."""
     from gevent.pool import Pool
@@ -282,7 +285,7 @@ def run(schools: list[EffectiveSchool], plan: bool, progress: Progress | None = 
     pyinfra_log.propagate = shows_libraries()
     pool = Pool(max(1, parallel))
     try:
-        jobs = [pool.spawn(run_school, s, store, plan, progress) for s in schools]
+        jobs = [pool.spawn(run_school, s, store, plan, progress, restoring) for s in schools]
         gevent.joinall(jobs)
     finally:
         pyinfra_log.removeHandler(handler)

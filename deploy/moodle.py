@@ -456,9 +456,11 @@ def layer(site: Site) -> Layer | None:
                         '[ "$c" -lt "$started" ] || exit 1; done'),
                  apply=f"systemctl restart php{PHP_VERSION}-fpm.service"),
             switch_step(rel),
-            install_step(site, rel.version),
-            *(langpack_step(p) for p in packs),
-            upgrade_step(rel.version, plugin_versions(site)),
-            settings_step(packs),
+            # a restore's first deploy stops here: the archive brings the database and moodledata
+            *([] if site.restoring else [
+                install_step(site, rel.version),
+                *(langpack_step(p) for p in packs),
+                upgrade_step(rel.version, plugin_versions(site)),
+                settings_step(packs)]),
         ],
     )

@@ -331,6 +331,8 @@ def _steps(site: Site, rel: artifacts.Release) -> list[Step]:
                f"sha256sum < {ADMIN_PASSWORD_FILE} > {STATE_DIR}/admin.applied"))
     config = Step("nextcloud settings, apps and LDAP (occ config:import)",
                   check=f"{CONFIG_SCRIPT} check", apply=f"{CONFIG_SCRIPT} apply", timeout=600)
+    if site.restoring:  # a restore's first deploy: the archive brings config.php, the database and the data
+        return [artifacts.fetch_step(site, rel, owner=USER), current]
     return [artifacts.fetch_step(site, rel, owner=USER), current, install, repair, secrets, admin, config,
             tidy_step(rel.version)]
 

@@ -55,6 +55,9 @@ class Site:
     backup_port: int = 22      # its SSH port (a lab backup host: the bridge's relay)
     backup_host_key: str = ""  # its ed25519 host key ("ssh-ed25519 AAAA..."), read by the controller
     notes: list[str] = field(default_factory=list)  # what the deploy should say besides its changes
+    # the first deploy of a restore: the apps' code and configuration without their installers (the
+    # archive brings their databases and files; the restore's second deploy converges the rest)
+    restoring: bool = False
 
     @property
     def id(self) -> str:

@@ -1,9 +1,10 @@
 """`schoolctl restore`: a school's archive onto a server. The school's configuration is deployed
-there first (the same vault, so the same keys and passwords), then the backup program puts the
-archive's data back (databases, directory, files, Nextcloud's own config.php), then a second deploy
-converges (the apps' upgrade steps run when the archive's versions are older than the configured
-ones). A server that already holds school data is refused unless forced; a restore that stopped
-midway may simply be run again (its marker on the server says so)."""
+there first (the same vault, so the same keys and passwords) without the apps' installers
+(Site.restoring: the archive's databases would replace what they install), then the backup program
+puts the archive's data back (databases, directory, files, Nextcloud's own config.php), then a
+second deploy converges (the apps' upgrade steps run when the archive's versions are older than the
+configured ones). A server that already holds school data is refused unless forced; a restore that
+stopped midway may simply be run again (its marker on the server says so)."""
 
 from __future__ import annotations
 
@@ -57,10 +58,10 @@ def latest_archive(school: EffectiveSchool, store: SecretStore, wanted: str | No
     return names[-1]
 
 
-def _deploy(school: EffectiveSchool, store: SecretStore, what: str) -> None:
+def _deploy(school: EffectiveSchool, store: SecretStore, what: str, restoring: bool = False) -> None:
     from schoolctl.cli.runner import run
 
-    [result] = run([school], plan=False, store=store)
+    [result] = run([school], plan=False, store=store, restoring=restoring)
     if result.status == "failed":
         raise BackupError(f"{school.id}: the {what} deploy onto {school.server.address} failed: {result.error}")
     if result.skipped:
@@ -88,7 +89,7 @@ def restore(school: EffectiveSchool, target: Server, store: SecretStore, archive
         held = found[5:].strip() if found.startswith("data:") else ""  # forced over this data
         s.run(f"install -d -m 0700 /var/lib/schoolctl && echo {shlex.quote(f'{school.id} {name}')} > {MARKER}")
     say(f"{school.id}: restoring {name} onto {target.address}: deploying the school's configuration")
-    _deploy(moved, store, "first")
+    _deploy(moved, store, "first", restoring=True)  # no app installers: the archive brings the data
     say(f"{school.id}: checking {name} whole, then putting the archive's data back")
     try:
         data = program(target, school.id, "restore", name)

@@ -19,6 +19,7 @@ from schoolctl.config.loader import load
 from schoolctl.config.model import Backup, Retention
 from schoolctl.deploy import backup
 from schoolctl.deploy.site import Site
+from schoolctl.deploy.state import LAST
 from schoolctl.errors import ConfigError
 from schoolctl.secrets import Secret
 
@@ -232,3 +233,37 @@ def test_prune_asks_first_and_without_a_terminal_refuses(tmp_path: Path, monkeyp
     assert "--yes" in r.output
     r = CliRunner().invoke(app, ["--schools-dir", str(folder), "backup", "prune", "demo", "--yes"])
     assert r.exit_code == 0 and pruned == ["demo"] and "demo: 3 archives kept, 1 pruned" in r.output, r.output
+
+
+def test_a_restores_first_deploy_runs_no_app_installer(tmp_path: Path) -> None:
+    """Moodle's and Nextcloud's installers (minutes) and their database steps are left to the restore's
+    second deploy: the archive's databases replace whatever they would install. The same code and
+    configuration files are deployed, and no round checks that the apps answer yet."""
+    from schoolctl.deploy.obtain import needed
+    from schoolctl.deploy.school import school_rounds
+
+    from .rendered import commands, files
+
+    s = _site(tmp_path)
+    fleet = s.school.fleet
+    (tmp_path / "SHA256SUMS").write_text("".join(  # every app's release "in the mirror": none is left out
+        f"{'e' * 64}  {getattr(fleet.artifacts, name).file_name(version)}\n"
+        for app in ("moodle", "nextcloud", "etherpad") for name, version in needed(s, app)))
+    s.mirror = str(tmp_path)
+    whole = school_rounds(s)
+    assert not s.skipped
+    s.restoring = True
+    first = school_rounds(s)
+
+    def names(rounds: list) -> list[str]:
+        return [step.name for r in rounds for step in (*r.pre_steps, *r.steps)]
+
+    left = [n for n in names(whole) if n not in names(first)]
+    assert left and all(n.startswith(("moodle ", "nextcloud ", "the landing page")) for n in left), left
+    for wanted in ("moodle database installed", "moodle database matches", "moodle settings",
+                   "nextcloud installed (occ maintenance:install)", "nextcloud settings"):
+        assert any(n.startswith(wanted) for n in left), (wanted, left)
+    assert set(names(first)) < set(names(whole))
+    assert [c for c in commands(first) if "install_database.php" in c or "maintenance:install" in c] == []
+    assert files(first) == files(whole)
+    assert [r.number for r in whole][-1] == LAST and LAST not in [r.number for r in first]

@@ -202,7 +202,7 @@ def test_a_refused_restore_names_the_archive_and_leaves_no_marker_on_live_data(
     FakeSession.ran, FakeSession.found = [], found
     monkeypatch.setattr(r, "Session", FakeSession)
     monkeypatch.setattr(r, "latest_archive", lambda school, store, wanted: ARCHIVE)
-    monkeypatch.setattr(r, "_deploy", lambda school, store, what: None)
+    monkeypatch.setattr(r, "_deploy", lambda school, store, what, restoring=False: None)
     monkeypatch.setattr(r, "program", program)
     with pytest.raises(BackupError) as e:
         r.restore(_school(tmp_path), Server(address="lab:b-2"), store=None, force=True)  # type: ignore[arg-type]

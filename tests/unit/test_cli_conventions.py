@@ -337,7 +337,7 @@ def test_the_runner_runs_at_most_parallel_schools_at_once(monkeypatch: pytest.Mo
 
     now = {"running": 0, "most": 0}
 
-    def one_school(school, store, plan, progress):  # the school's work: it yields, as SSH does
+    def one_school(school, store, plan, progress, restoring=False):  # the school's work: it yields, as SSH does
         now["running"] += 1
         now["most"] = max(now["most"], now["running"])
         gevent.sleep(0.01)

@@ -1,37 +1,72 @@
-"""schoolctl: deploy and audit a city's school platform from plain YAML."""
+"""schoolctl: deploy and audit a city's school platform from plain YAML.
+
+The typer app (`app`) is made on first use (`_build`): `main()` first asks the result cache
+(schoolctl.config.result_cache) whether this `validate` or `list` ran before with the same code,
+files, settings and day; a hit prints the recorded output without importing typer or pydantic."""
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sys
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
 
-import typer
-from typer.core import TyperGroup
-
-from schoolctl.cli.context import Context
-from schoolctl.cli.output import warn
-from schoolctl.errors import SchoolctlError
-
+# a cached `validate` or `list` imports only what it uses: not typing, logging, pathlib (nor typer)
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # typer >= 0.2x carries its own click: importing the package costs start-up time
+    from typing import Annotated, Any
+
     import click
+    import typer
+
+    app: typer.Typer
+    SETTINGS: dict[str, Any]
 
 
-class _Root(TyperGroup):
-    """The root command: every SchoolctlError, from any verb, becomes its lines on stderr and its
-    exit code here (2 bad input, 1 a server or the lab failed), and nowhere else."""
+def _build() -> None:
+    """Import typer and make the app: the root command (`_Root`), its options (`_root`) and every
+    verb. Made on first use of `app`, `SETTINGS` or `_Root` (module __getattr__) or of for_argv."""
+    global typer, _Root, SETTINGS, app, Annotated
+    if "app" in globals():
+        return
+    from typing import Annotated  # what typer reads _root's options with
 
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except SchoolctlError as e:
-            for line in e.lines():
-                warn(line)
-            raise typer.Exit(e.exit_code) from None
+    import typer
+    from typer.core import TyperGroup
+
+    from schoolctl.cli.output import warn
+    from schoolctl.errors import SchoolctlError
+
+    class _Root(TyperGroup):
+        """The root command: every SchoolctlError, from any verb, becomes its lines on stderr and its
+        exit code here (2 bad input, 1 a server or the lab failed), and nowhere else."""
+
+        def invoke(self, ctx: click.Context) -> Any:
+            try:
+                return super().invoke(ctx)
+            except SchoolctlError as e:
+                for line in e.lines():
+                    warn(line)
+                raise typer.Exit(e.exit_code) from None
+
+    # rich_markup_mode=None: click's plain help (rich's panels would import rich's Markdown, ~0.05 s each start)
+    SETTINGS = dict(
+        name="schoolctl", cls=_Root, no_args_is_help=True, add_completion=True, rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
+        help="Deploy and audit the free-software platform of a city's schools "
+             "(Moodle, Nextcloud, Etherpad, Jitsi Meet, BigBlueButton).")
+    app = typer.Typer(**SETTINGS)
+    app.callback()(_root)
+    _mount()
+
+
+def __getattr__(name: str) -> Any:
+    """`app`, `SETTINGS`, `_Root` and `typer`, made on first use (_build)."""
+    if name in ("app", "SETTINGS", "_Root", "typer"):
+        _build()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def version() -> str:
@@ -51,16 +86,6 @@ def _show_version(value: bool) -> None:
         raise typer.Exit()
 
 
-# rich_markup_mode=None: click's plain help (rich's panels would import rich's Markdown, ~0.05 s each start)
-SETTINGS: dict[str, Any] = dict(
-    name="schoolctl", cls=_Root, no_args_is_help=True, add_completion=True, rich_markup_mode=None,
-    pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
-    help="Deploy and audit the free-software platform of a city's schools "
-         "(Moodle, Nextcloud, Etherpad, Jitsi Meet, BigBlueButton).")
-app = typer.Typer(**SETTINGS)
-
-
-@app.callback()
 def _root(ctx: typer.Context,
           schools_dir: Annotated[str | None, typer.Option("--schools-dir", envvar="SCHOOLCTL_SCHOOLS_DIR",
                                                           metavar="DIR", show_default="./schools",
@@ -73,6 +98,9 @@ def _root(ctx: typer.Context,
                                                               "an internal error (secrets masked).")] = False,
           _version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
                                                  help="Print schoolctl's version and exit.")] = False) -> None:
+    from pathlib import Path
+
+    from schoolctl.cli.context import Context
     from schoolctl.config.loader import default_schools_dir
 
     if verbose or debug:
@@ -94,12 +122,16 @@ def _root(ctx: typer.Context,
 # settings that name a file or folder: set but empty is a mistake, never "the default" or "here"
 PATH_SETTINGS = {"SCHOOLCTL_JOURNAL": "the run journal's file", "SCHOOLCTL_LAB_DIR": "the lab's state folder",
                  "SCHOOLCTL_LAB_SUBNET": "the lab's IPv4 subnet, e.g. 10.213.0.0/24",
-                 "SCHOOLCTL_LETTERS_FONT": "a TrueType font file"}
+                 "SCHOOLCTL_LETTERS_FONT": "a TrueType font file",
+                 "SCHOOLCTL_CACHE_DIR": "the result cache's folder, or off to turn the cache off"}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _check_settings() -> None:
     """The SCHOOLCTL_* settings, once, before any school is touched: exit 2 when bad."""
+    import logging
+    from pathlib import Path
+
     from schoolctl.config.values import check_mirror
     from schoolctl.errors import SettingError
 
@@ -162,9 +194,6 @@ def _mount() -> None:
     app.add_typer(lab_cmd.lab_app, name="lab", help="Local test school servers (systemd-nspawn).")
 
 
-_mount()
-
-
 # verbs that never open a connection: they start without gevent (its patching costs ~0.1 s of CPU)
 LOCAL_VERBS = frozenset({"validate", "list", "new", "schema", "inventory", "log"})
 
@@ -210,6 +239,7 @@ def for_argv(argv: list[str]) -> typer.Typer:
     """The app that runs `argv`: the root with the one verb it names, else the whole app. typer
     builds the click command of every verb it holds on each start (about 0.03 s of CPU for all of
     them), and a named verb's command line is parsed, helped and refused by that verb alone."""
+    _build()
     verb = named_verb(argv)
     if verb is None:
         return app
@@ -226,12 +256,42 @@ def for_argv(argv: list[str]) -> typer.Typer:
     return app  # not a verb: the whole app says so (and suggests one)
 
 
+# verbs whose successful result is reused while its code, inputs, settings and day hold
+CACHED_VERBS = frozenset({"validate", "list"})
+
+
+def cached_verb(argv: list[str]) -> str | None:
+    """The verb of CACHED_VERBS the command line runs, when its result may come from the result
+    cache (schoolctl.config.result_cache): not for help, version or completion, nor when a log is
+    shown (-v, --debug, SCHOOLCTL_LOG below WARNING: its lines are no result)."""
+    verb = named_verb(argv)
+    if verb not in CACHED_VERBS:
+        return None
+    if any(a in ("-h", "--help", "--version", "--verbose", "--debug") or re.fullmatch(r"-v+", a) for a in argv):
+        return None
+    if os.environ.get("SCHOOLCTL_LOG", "WARNING").upper() not in ("WARNING", "ERROR", "CRITICAL"):
+        return None
+    return verb
+
+
 def main() -> None:
     """Console entry point."""
     # no pydantic plugin sees the config (it holds the fleet's settings); and none is looked for
     # among every installed package's entry points, which costs start-up time
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    if needs_gevent(sys.argv[1:]):
+    argv = sys.argv[1:]
+    verb = cached_verb(argv)
+    if verb is None:
+        _run(argv)
+    else:
+        from schoolctl.config import result_cache
+
+        result_cache.run(verb, argv, lambda: _run(argv))
+
+
+def _run(argv: list[str]) -> None:
+    """Run the command line: the app of for_argv; an unexpected error is one masked line, exit 1."""
+    if needs_gevent(argv):
         # pyinfra is gevent based: patch before ssl is used; resolve names in-line (gevent's
         # thread-pool resolver prints a traceback for every name that does not resolve)
         os.environ.setdefault("GEVENT_RESOLVER", "block")
@@ -242,9 +302,10 @@ def main() -> None:
 
     setup()
     try:
-        for_argv(sys.argv[1:])()
+        for_argv(argv)()
     except Exception as e:  # never a traceback for the user; secrets scrubbed from the message
         from schoolctl.cli.logs import debugging
+        from schoolctl.cli.output import warn
         from schoolctl.secrets import redact
 
         warn(f"internal error: {type(e).__name__}: {redact(str(e))} (run with --debug for details)")

@@ -19,7 +19,7 @@ from schoolctl.cli.output import fail, out, say, warn
 
 if TYPE_CHECKING:  # the model (pydantic) is imported when a command needs it: `--help` starts fast
     from schoolctl.config.loader import Config
-    from schoolctl.config.model import EffectiveSchool
+    from schoolctl.config.model import EffectiveSchool, Fleet
 
 app = typer.Typer()
 
@@ -45,7 +45,7 @@ def accept_check(config: Config, ids: list[str] | None) -> list[str]:
     if bad:
         raise ConfigError([Problem(shown, *locate(doc, ("accept", i, key)), message, hint)
                            for i, key, message, hint in bad])
-    on = releases.today(fleet)
+    on = today(fleet)
     lines = []
     gone = releases.expired(fleet, on)
     for i, a in enumerate(fleet.accept):
@@ -55,6 +55,17 @@ def accept_check(config: Config, ids: list[str] | None) -> list[str]:
                          f"{a.until.isoformat()} (accepted by {a.accepted_by}: {a.reason}); the control fails "
                          "again: fix it, or renew the entry with a new `until`")
     return lines
+
+
+def today(fleet: Fleet) -> date:
+    """releases.today (the day in the fleet's time zone), told to the result cache: a recorded
+    `validate` is reused on that day only."""
+    from schoolctl import releases
+    from schoolctl.config import result_cache
+
+    on = releases.today(fleet)
+    result_cache.note_day(fleet.timezone, on)
+    return on
 
 
 def release_lines(school: EffectiveSchool, on: date) -> list[str]:
@@ -71,15 +82,15 @@ def validate(ctx: typer.Context, ids: Ids = None, limit: Limit = None) -> None:
     """Check the fleet file and the school files; print every problem as file:line:column (exit 2).
     Warn (exit 0) when a school would run a release past upstream's security support or with a
     known vulnerability (fleet.yaml `support:`) that no `accept:` entry covers, and for accepted
-    risks past their date."""
-    from schoolctl import releases
+    risks past their date. A success is cached by content: run again with the same code, files,
+    settings and day, it is printed again without validating (SCHOOLCTL_CACHE_DIR=off turns that off)."""
     from schoolctl.config.loader import shown_path
 
     c = get(ctx)
     config, chosen = c.chosen(ids, limit, default_all=True)
     named = ids or ([s.id for s in chosen] if limit else None)
     warnings = accept_check(config, named)
-    on = releases.today(config.fleet)
+    on = today(config.fleet)
     for school in chosen:
         warnings += release_lines(school, on)
     for line in warnings:
@@ -90,7 +101,7 @@ def validate(ctx: typer.Context, ids: Ids = None, limit: Limit = None) -> None:
 
 @app.command("list")
 def list_(ctx: typer.Context, limit: Limit = None, as_json: Json = False) -> None:
-    """The fleet at a glance: school, district, server, services."""
+    """The fleet at a glance: school, district, server, services (cached by content, as validate)."""
     _, chosen = get(ctx).chosen(None, limit, default_all=True)
     rows = [{"id": s.id, "name": s.name, "district": s.district, "domain": s.domain,
              "server": s.server.address, "services": s.enabled} for s in chosen]

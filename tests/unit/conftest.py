@@ -41,9 +41,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> Run:
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test reads the real lab state or vault, nor a SCHOOLCTL_* setting of the caller."""
+    """No test reads the real lab state or vault, nor a SCHOOLCTL_* setting of the caller; no run
+    reuses another's result (the result cache is off: tests/unit/test_result_cache.py turns it on)."""
     for var in ("SCHOOLCTL_SCHOOLS_DIR", "SCHOOLCTL_LOG", "SCHOOLCTL_MIRROR"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SCHOOLCTL_CACHE_DIR", "off")
     monkeypatch.setenv("SCHOOLCTL_LAB_DIR", str(tmp_path / "lab-state"))
     monkeypatch.setenv("SCHOOLCTL_VAULT_KEY_FILE", str(tmp_path / "vault" / "vault.key"))
     monkeypatch.setenv("SCHOOLCTL_SECRETS_DIR", str(tmp_path / "vault" / "secrets"))

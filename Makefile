@@ -11,7 +11,7 @@ export SCHOOLCTL_SECRETS_DIR ?= $(CURDIR)/secrets
 export SCHOOLCTL_MIRROR ?= /var/lib/schoolctl/mirror
 LAB_PACKAGES := debootstrap debian-archive-keyring systemd-container iproute2 openssh-client tinyproxy \
 	apt-cacher-ng pebble openssl curl nftables ldap-utils coturn chromium fonts-noto-core bzip2 python3-venv socat \
-	poppler-utils fonts-dejavu-core
+	poppler-utils fonts-dejavu-core borgbackup
 PYTEST_ARGS ?=
 # the lab host schools/demo.yaml names (server: lab:demo), and the city's backup host fleet.yaml names
 DEMO_LAB ?= demo

@@ -9,6 +9,7 @@ import json
 import shlex
 from dataclasses import dataclass
 
+from schoolctl.cli.backup import tamper
 from schoolctl.connect import Session
 from schoolctl.deploy import backup
 from schoolctl.deploy.site import Site
@@ -96,10 +97,18 @@ def ledger_path(site: Site) -> str:
     return f"{backup.LEDGER}/{site.id}.json"
 
 
-def _ledger(site: Site, session: Session) -> dict[str, str]:
-    """The archives (id: name) the controller has seen in the school's repository."""
+def _ledger(site: Site, session: Session) -> dict:
+    """The ledger on the backup host: `archives` (id: name) the controller has seen in the school's
+    repository, `pruned` (id: name) those schoolctl pruned and did not compact yet, `transactions`
+    the lines of the repository's transactions file the last prune checked (tamper.py)."""
     _, text, _ = session.run(f"cat {shlex.quote(ledger_path(site))} 2>/dev/null || echo '{{}}'")
-    return json.loads(text or "{}").get("archives", {})
+    found = json.loads(text or "{}")
+    return {"archives": found.get("archives", {}), "pruned": found.get("pruned", {}),
+            "transactions": int(found.get("transactions", 0))}
+
+
+def _write_ledger(site: Site, session: Session, ledger: dict) -> None:
+    session.run(f"umask 077 && cat > {shlex.quote(ledger_path(site))}", stdin=json.dumps(ledger, sort_keys=True))
 
 
 def archives(site: Site, session: Session, passphrase: str) -> list[dict]:
@@ -110,38 +119,69 @@ def archives(site: Site, session: Session, passphrase: str) -> list[dict]:
     return json.loads(out)["archives"]
 
 
+def _history(site: Site, session: Session, passphrase: str, since: int) -> tamper.History:
+    """The archives of every state of the school's repository after the first `since` transactions
+    logged in its transactions file, each read from a hard-linked copy rolled back to it (tamper.py)."""
+    repo = backup.repository_path(site)
+    try:
+        return tamper.history(lambda cmd, stdin: session.run(cmd, stdin=stdin, timeout=3600), repo,
+                              tamper.scratch_path(repo, site.id), f"{backup.LEDGER}/{site.id}.lock", since, passphrase)
+    except tamper.CheckFailed as e:
+        raise BackupError(f"cannot check the history of {site.id}'s repository on the backup host: {e}; "
+                          "nothing was pruned or compacted") from None
+
+
+def _refuse(site: Site, vanished: dict[str, str], last_seen: dict[str, int], done: str) -> BackupError:
+    names = sorted(n + (f" (there until transaction {last_seen[i]})" if i in last_seen else "")
+                   for i, n in vanished.items())
+    return BackupError(
+        f"archives of {site.id} vanished from the backup host without a prune by schoolctl: "
+        f"{', '.join(names)}; {done}",
+        "someone deleted them through the school's key (append-only: the data is still in the repository); "
+        "roll the repository back as README.md 'Backups: an archive deleted from a school' says")
+
+
 def prune(site: Site, store: SecretStore) -> dict:
-    """Thin the school's archives to its retention, on the backup host. Refused when archives the
-    controller saw before are gone and it did not prune them (a deletion through the school's
-    append-only key: nothing is compacted, so they can still be brought back; README, Backups)."""
+    """Thin the school's archives to its retention, on the backup host, then compact. Refused before
+    anything is compacted when an archive is gone that schoolctl did not prune: one the controller saw
+    (the ledger), or one that any state of the repository since the last prune held, each state read
+    from a copy rolled back to its transaction (tamper.py): a deletion through the school's
+    append-only key, which compacting would make permanent (README, Backups)."""
     b = site.school.backup
     assert b is not None
     secret = passphrase(site.id, store)
     r = b.retention
     with session(site) as s:
-        now = archives(site, s, secret)
-        seen = _ledger(site, s)
-        present = {a["id"]: a["name"] for a in now}
-        vanished = {i: n for i, n in seen.items() if i not in present}
+        ledger = _ledger(site, s)
+        found = _history(site, s, secret, ledger["transactions"])
+        present = {a["id"]: a["name"] for a in archives(site, s, secret)}  # listed after the history
+        vanished = tamper.deleted({**ledger["archives"], **found.archives}, present, ledger["pruned"])
         if vanished:
-            raise BackupError(
-                f"archives of {site.id} vanished from the backup host without a prune by schoolctl: "
-                f"{', '.join(sorted(vanished.values()))}; nothing was pruned or compacted",
-                "someone deleted them through the school's key (append-only: the data is still in the repository); "
-                "roll the repository back as README.md 'Backups: an archive deleted from a school' says")
+            raise _refuse(site, vanished, found.last_seen, "nothing was pruned or compacted")
         args = (f"--lock-wait 120 prune --list --glob-archives {shlex.quote(site.id + '-*')} "
                 f"--keep-daily {r.daily} --keep-weekly {r.weekly} --keep-monthly {r.monthly}")
         ok, out, err = s.run(backup.admin_borg(site, args) + " 2>&1", stdin=secret + "\n", timeout=1800)
+        ours = {i: n for i, n in present.items() if i in tamper.pruned_ids(out)}
+        pruned = {**ledger["pruned"], **ours}
+        _write_ledger(site, s, {"archives": present, "pruned": pruned, "transactions": found.lines})
         if not ok:
             raise BackupError(f"prune of {site.id} failed on the backup host: {(err or out).strip()[-300:]}")
+        # once more, for the newest state the first check left out and whatever the school did
+        # meanwhile (usually one short command that lists nothing), then compact
+        again = _history(site, s, secret, found.lines)
+        after = {a["id"]: a["name"] for a in archives(site, s, secret)}
+        vanished = tamper.deleted({**present, **found.archives, **again.archives}, after, pruned)
+        if vanished:
+            raise _refuse(site, vanished, {**found.last_seen, **again.last_seen},
+                          "the prune went ahead, nothing was compacted")
         ok, _, err = s.run(backup.admin_borg(site, "--lock-wait 120 compact"), stdin=secret + "\n", timeout=3600)
         if not ok:
             raise BackupError(f"compact of {site.id} failed on the backup host: {err.strip()[-300:]}")
         kept = archives(site, s, secret)
-        record = json.dumps({"archives": {a["id"]: a["name"] for a in kept}})
-        s.run(f"umask 077 && cat > {shlex.quote(ledger_path(site))}", stdin=record)
-    pruned = sorted(set(present.values()) - {a["name"] for a in kept})
-    return {"school": site.id, "kept": len(kept), "pruned": pruned}
+        # compacted: the states before cannot be listed any more, so what schoolctl pruned is forgotten
+        _write_ledger(site, s, {"archives": {a["id"]: a["name"] for a in kept}, "pruned": {},
+                                "transactions": again.lines})
+    return {"school": site.id, "kept": len(kept), "pruned": sorted(ours.values())}
 
 
 def remember(site: Site, store: SecretStore) -> None:
@@ -151,6 +191,6 @@ def remember(site: Site, store: SecretStore) -> None:
         return
     with session(site) as s:
         now = archives(site, s, secret)
-        seen = _ledger(site, s)
-        seen.update({a["id"]: a["name"] for a in now})
-        s.run(f"umask 077 && cat > {shlex.quote(ledger_path(site))}", stdin=json.dumps({"archives": seen}))
+        ledger = _ledger(site, s)
+        ledger["archives"].update({a["id"]: a["name"] for a in now})
+        _write_ledger(site, s, ledger)

@@ -237,6 +237,12 @@ def test_each_backup_control_passes_and_fails_when_broken(env: SchoolEnv, conten
 def test_the_schools_key_cannot_delete_nor_reach_beyond_its_repository(env: SchoolEnv,
                                                                        content: dict[str, Any]) -> None:
     throwaway = _backup(env)["archive"]
+    # and one by the server's own timer unit (oneshot: `start` returns once it is taken): the controller
+    # never lists it, so only the repository's own history shows it existed
+    env.ok("systemctl start schoolctl-backup.service")
+    last = json.loads(env.ok("cat /var/lib/schoolctl/backup/last.json"))
+    assert last["status"] == "ok", last
+    nightly = last["archive"]
     borg = ("set -a; . /dev/stdin; set +a; BORG_PASSCOMMAND='cat /etc/schoolctl/secrets/backup-passphrase' "
             "BORG_BASE_DIR=/var/cache/schoolctl-borg BORG_DELETE_I_KNOW_WHAT_I_AM_DOING=YES borg")
     cfg = json.loads(env.ok("cat /etc/schoolctl/backup/config.json"))
@@ -251,11 +257,16 @@ def test_the_schools_key_cannot_delete_nor_reach_beyond_its_repository(env: Scho
     shell = env.sh(f"ssh -i /etc/schoolctl/secrets/backup-ssh-key -o IdentitiesOnly=yes -o BatchMode=yes "
                    f"-o UserKnownHostsFile=/etc/schoolctl/backup/known_hosts -p {port} borg@{host} id")
     assert "uid=" not in shell.stdout
-    # an archive "deleted" through the school's key: append-only keeps its data, and prune refuses
-    gone = env.sh(f"{borg} delete {repo}::{throwaway}", input=rsh)
-    assert gone.returncode == 0, gone.stderr
-    proc = env.cli("backup", "prune", SID, "--yes")
-    assert proc.returncode == 1 and "vanished" in proc.stderr and throwaway in proc.stderr, proc.stderr
+    # archives "deleted" through the school's key: append-only keeps their data, and prune refuses, naming
+    # the timer's (a copy of the repository rolled back to its transaction still lists it) and the one
+    # the controller saw
+    for name, named in ((nightly, [nightly]), (throwaway, [nightly, throwaway])):
+        gone = env.sh(f"{borg} delete {repo}::{name}", input=rsh)
+        assert gone.returncode == 0, gone.stderr
+        proc = env.cli("backup", "prune", SID, "--yes")
+        assert proc.returncode == 1 and "vanished" in proc.stderr and all(n in proc.stderr for n in named), \
+            proc.stderr
+    assert env.lab.run(BACKUP, f"ls -a {REPO}/..", timeout=60).stdout.count(".schoolctl-rollback-") == 0
     segments = env.lab.run(BACKUP, f"grep -c . {REPO}/transactions", timeout=60)
     assert segments.returncode == 0 and int(segments.stdout.strip()) >= 3
 

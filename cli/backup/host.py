@@ -152,6 +152,7 @@ def prune(site: Site, store: SecretStore) -> dict:
     secret = passphrase(site.id, store)
     r = b.retention
     with session(site) as s:
+        archives(site, s, secret)  # the vault's passphrase opens the repository, or borg's own words say why
         ledger = _ledger(site, s)
         found = _history(site, s, secret, ledger["transactions"])
         present = {a["id"]: a["name"] for a in archives(site, s, secret)}  # listed after the history

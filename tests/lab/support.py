@@ -91,6 +91,13 @@ class SchoolEnv:
 
         return load(self.schools).select([self.sid])[0]
 
+    def set_version(self, app: str, version: str) -> None:
+        """The school's file asks for `version` of `app` (the next deploy installs or upgrades)."""
+        path = self.schools / f"{self.sid}.yaml"
+        doc = yaml.safe_load(path.read_text())
+        doc["services"][app] = {**(doc["services"].get(app) or {}), "version": version}
+        path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+
     def cli(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "schoolctl.cli", "--schools-dir", str(self.schools), *args],
                               env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)

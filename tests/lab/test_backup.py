@@ -30,7 +30,8 @@ from .support import SchoolEnv, skip_reason
 SCHOOL, BACKUP, NEW, SID = "b-1", "b-bk", "b-2", "bk"
 LAYERS = "base,firewall,identity,database,php,web,moodle,nextcloud,etherpad,backup"
 REPO = f"/srv/schoolctl-backups/{SID}"
-ARCHIVES = ("moodle-5.0.6.tgz", "nextcloud-34.0.1.tar.bz2", "etherpad-3.3.1.tar.gz", "node-v24.22.3-linux-x64.tar.xz")
+ARCHIVES = ("moodle-5.0.6.tgz", "nextcloud-33.0.3.tar.bz2", "nextcloud-34.0.1.tar.bz2", "etherpad-3.3.1.tar.gz",
+            "node-v24.22.3-linux-x64.tar.xz")
 PAD, PAD_TEXT = "apunts-3a", "Apunts de 3A: la fotosíntesi\n"
 pytestmark = [pytest.mark.lab,
               pytest.mark.skipif(bool(skip_reason(ARCHIVES)), reason=skip_reason(ARCHIVES) or "")]
@@ -67,7 +68,8 @@ def lab() -> Any:
 @pytest.fixture(scope="module")
 def env(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> SchoolEnv:
     e = SchoolEnv(lab, tmp_path_factory.mktemp("backup"), SCHOOL, SID, LAYERS,
-                  {"moodle": {"version": "5.0.6"}, "nextcloud": {"version": "34.0.1"},
+                  # Nextcloud one release behind: the restore brings it to 34.0.1 (the upgrade steps after a restore)
+                  {"moodle": {"version": "5.0.6"}, "nextcloud": {"version": "33.0.3"},
                    "etherpad": {"version": "3.3.1"}})
     fleet = yaml.safe_load((e.schools / "fleet.yaml").read_text())
     fleet["backup"]["host"] = f"lab:{BACKUP}"
@@ -168,7 +170,7 @@ def test_the_archives_are_listed_with_their_manifest(env: SchoolEnv, content: di
     listed = _documented("backup-list", proc.stdout)
     names = [a["name"] for a in listed["archives"]]
     assert content["first"]["archive"] in names and content["second"]["archive"] in names
-    assert listed["archives"][-1]["versions"] == {"moodle": "5.0.6", "nextcloud": "34.0.1", "etherpad": "3.3.1"}
+    assert listed["archives"][-1]["versions"] == {"moodle": "5.0.6", "nextcloud": "33.0.3", "etherpad": "3.3.1"}
 
 
 def test_the_repository_key_and_passphrase_are_in_the_vault_and_nowhere_printed(env: SchoolEnv,
@@ -350,12 +352,18 @@ def _interrupted_restore(env: SchoolEnv) -> None:
 def test_restore_onto_a_new_server_after_the_old_one_died(env: SchoolEnv, content: dict[str, Any]) -> None:
     env.lab.down([SCHOOL])
     env.lab.up([NEW], timeout=240)
+    # the school's file now asks for Nextcloud 34.0.1: the archive's 33.0.3 data is upgraded after it is back
+    env.set_version("nextcloud", "34.0.1")
     _interrupted_restore(env)
     # run again after the interruption: accepted (the server's marker says a restore was under way), converges
     proc = env.cli("restore", SID, "--to", f"lab:{NEW}", "--yes", "--json", timeout=3000)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     done = _documented("restore", proc.stdout)
     assert not done["differ"], done
+    assert done["versions"]["nextcloud"] == "33.0.3" and done["running"]["nextcloud"] == "34.0.1", done
+    status = json.loads(env.lab.run(NEW, "cd /srv/nextcloud/current && runuser -u nextcloud -- php occ status "
+                                         "--output=json", check=True, timeout=120).stdout)
+    assert status["versionstring"] == "34.0.1" and not status["needsDbUpgrade"] and not status["maintenance"], status
     pupil = content["pupil"]
     code, body = _webdav(env, NEW, pupil["uid"], pupil["password"])
     assert code == 200 and hashlib.sha256(body).hexdigest() == content["sha256"]

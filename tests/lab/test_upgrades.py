@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from .support import MIRROR, SchoolEnv, skip_reason
 
@@ -43,12 +42,6 @@ TIMINGS: dict[str, float] = {}
 
 
 class Env(SchoolEnv):
-    def set_version(self, app: str, version: str) -> None:
-        path = self.schools / f"{self.sid}.yaml"
-        doc = yaml.safe_load(path.read_text())
-        doc["services"][app] = {**(doc["services"].get(app) or {}), "version": version}
-        path.write_text(yaml.safe_dump(doc, allow_unicode=True))
-
     def run_cli(self, label: str, *args: str) -> tuple[int, dict[str, Any] | None, str]:
         """A deploy/plan/rollback that may fail: (exit code, its first JSON result or None, stderr)."""
         start = time.monotonic()

@@ -1,6 +1,7 @@
 """`schoolctl backup verify`: the restore drill. The newest archive of a school is restored onto a
 scratch lab host (cli/backup/restore.py), where the people who use it must be able to log in (the
-apps' own logins over HTTPS: Moodle's login form, Nextcloud's WebDAV, Etherpad's API) and the
+apps' own logins over HTTPS: Moodle's login form, Nextcloud's WebDAV; as the apps' administrators
+and as one person of the restored directory, given a throwaway password on the scratch host) and the
 manifest's counts (courses, files, pads, people) must match the restored server; the audit runs
 there too. The result is recorded on the school's server (the audit's BACKUP-DRILL-RECENT reads it)
 and the scratch host is removed."""
@@ -38,25 +39,71 @@ def _curl(address: str, fqdn: str, path: str, config: str = "", extra: tuple[str
     return int(code or 0), proc.stderr, body
 
 
-def logins(school: EffectiveSchool, address: str, store: SecretStore, work: str) -> dict[str, str]:
-    """Moodle's and Nextcloud's own logins with their administrator accounts: 'ok' or why not
-    (Etherpad has no login of its own: its pads are counted against the manifest)."""
+def _moodle_login(address: str, fqdn: str, user: str, password: str, jar: str) -> str:
+    """Moodle's own login form (its token, then the POST): 'ok' when it opens a session."""
+    _, _, page = _curl(address, fqdn, "/login/index.php", extra=("-c", jar, "-b", jar))
+    token = re.search(r'name="logintoken" value="([^"]+)"', page)
+    conf = "".join(f'data-urlencode = "{k}={v}"\n' for k, v in (
+        ("username", user), ("logintoken", token.group(1) if token else ""), ("password", password)))
+    code, head, _ = _curl(address, fqdn, "/login/index.php", conf, ("-c", jar, "-b", jar))
+    return "ok" if code in (302, 303) and "testsession" in head else f"HTTP {code}, no session"
+
+
+def _webdav_login(address: str, fqdn: str, user: str, password: str) -> str:
+    """Nextcloud's WebDAV: the user's own files folder answers a PROPFIND (207)."""
+    conf = f'user = "{user}:{password}"\nrequest = "PROPFIND"\n'
+    code, _, _ = _curl(address, fqdn, f"/remote.php/dav/files/{user}/", conf, ("-H", "Depth: 0"))
+    return "ok" if code == 207 else f"WebDAV HTTP {code}"
+
+
+def _ssha(password: str) -> str:
+    """An LDAP {SSHA} value of `password` (salted SHA-1, as slappasswd makes by default)."""
+    import base64
+    import os
+
+    salt = os.urandom(8)
+    return "{SSHA}" + base64.b64encode(hashlib.sha1(password.encode() + salt).digest() + salt).decode()
+
+
+def person(school: EffectiveSchool, target: Server) -> tuple[str, str] | None:
+    """(uid, password) of one active person of the restored directory on the scratch host, given a
+    throwaway password there (root over ldapi:///, LDIF on stdin): the drill logs in as somebody of
+    the school, not only as the apps' administrators. None when the directory holds nobody."""
+    import secrets
+    from datetime import date
+
+    from schoolctl.cli.users.ldap import apply_ldif, fetch_directory
+    from schoolctl.connect import Session
+    from schoolctl.deploy.identity import MUST_CHANGE
+
+    with Session(target, f"{school.id} (drill)") as s:
+        found = fetch_directory(s, school.ldap_base, date.today())
+        active = sorted((a for a in found.accounts if a.suspended is None), key=lambda a: (a.role != "student", a.uid))
+        if not active:
+            return None
+        chosen, password = active[0], secrets.token_urlsafe(18)
+        apply_ldif(s, f"dn: {chosen.dn}\nchangetype: modify\nreplace: userPassword\nuserPassword: "
+                      f"{_ssha(password)}\n-\nreplace: {MUST_CHANGE}\n-\n")
+    return chosen.uid, password
+
+
+def logins(school: EffectiveSchool, address: str, store: SecretStore, work: str,
+           someone: tuple[str, str] | None = None) -> dict[str, str]:
+    """Moodle's and Nextcloud's own logins with their administrator accounts and, given `someone`
+    (uid, password), as that person of the directory (Moodle's LDAP login, their Nextcloud files):
+    'ok' or why not (Etherpad has no login of its own: its pads are counted against the manifest)."""
     vault = store.load(school.id)
     found: dict[str, str] = {}
     if school.has("moodle"):
-        fqdn, jar = f"{SERVICE_HOSTS['moodle']}.{school.domain}", f"{work}/moodle.jar"
-        _, _, page = _curl(address, fqdn, "/login/index.php", extra=("-c", jar, "-b", jar))
-        token = re.search(r'name="logintoken" value="([^"]+)"', page)
-        conf = "".join(f'data-urlencode = "{k}={v}"\n' for k, v in (
-            ("username", "admin"), ("logintoken", token.group(1) if token else ""),
-            ("password", vault["moodle_admin"].reveal())))
-        code, head, _ = _curl(address, fqdn, "/login/index.php", conf, ("-c", jar, "-b", jar))
-        found["moodle"] = "ok" if code in (302, 303) and "testsession" in head else f"HTTP {code}, no session"
+        fqdn = f"{SERVICE_HOSTS['moodle']}.{school.domain}"
+        found["moodle"] = _moodle_login(address, fqdn, "admin", vault["moodle_admin"].reveal(), f"{work}/moodle.jar")
+        if someone:
+            found[f"moodle as {someone[0]}"] = _moodle_login(address, fqdn, *someone, f"{work}/person.jar")
     if school.has("nextcloud"):
         fqdn = f"{SERVICE_HOSTS['nextcloud']}.{school.domain}"
-        conf = f'user = "admin:{vault["nextcloud_admin"].reveal()}"\nrequest = "PROPFIND"\n'
-        code, _, _ = _curl(address, fqdn, "/remote.php/dav/files/admin/", conf, ("-H", "Depth: 0"))
-        found["nextcloud"] = "ok" if code == 207 else f"WebDAV HTTP {code}"
+        found["nextcloud"] = _webdav_login(address, fqdn, "admin", vault["nextcloud_admin"].reveal())
+        if someone:
+            found[f"nextcloud as {someone[0]}"] = _webdav_login(address, fqdn, *someone)
     return found
 
 
@@ -83,8 +130,10 @@ def drill(school: EffectiveSchool, store: SecretStore, say: Say = lambda line: N
         result.update(archive=done["archive"], versions=done["versions"], counts=done["counts"],
                       restored_counts=done["restored_counts"])
         problems = [f"{k}: archive {a}, restored {b}" for k, (a, b) in done["differ"].items()]
+        someone = person(school, target) if school.has("moodle") or school.has("nextcloud") else None
+        result["person"] = someone[0] if someone else None
         with tempfile.TemporaryDirectory() as work:
-            result["logins"] = logins(school, lab.host(name).address, store, work)
+            result["logins"] = logins(school, lab.host(name).address, store, work, someone)
         problems += [f"{app} login: {why}" for app, why in result["logins"].items() if why != "ok"]
         moved = school.model_copy(update={"server": target})
         audited = audit_school(moved)

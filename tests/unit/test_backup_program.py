@@ -338,3 +338,54 @@ def test_the_program_takes_the_upgrades_maintenance_lock_from_its_config(tmp_pat
         holder.kill()
         holder.wait()
     mod._maintenance_lock(cfg).close()  # free again once the upgrade is gone
+
+
+# --- the drill's person ---------------------------------------------------------------------------
+
+def test_the_drill_logs_in_as_an_active_pupil_with_a_throwaway_password(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    """The drill picks an active person of the restored directory (a pupil first, never a suspended
+    one), gives them a fresh {SSHA} password on the scratch host through LDIF on stdin (never on a
+    command line), clears the must-change flag, and hands the password to the logins only."""
+    import base64
+    import hashlib
+
+    import schoolctl.connect
+    from schoolctl.cli.backup import drill as d
+
+    school = _school(tmp_path)
+    base = school.ldap_base
+
+    def person(uid: str, role: str, ou: str = "people") -> str:
+        return (f"dn: uid={uid},ou={ou},{base}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n"
+                f"employeeNumber: p-{uid}\nemployeeType: {role}\n"
+                + ("description: suspended 2026-07-01\n" if ou == "suspended" else "") + "pwdReset: TRUE\n\n")
+
+    ldif = (person("anna.teacher", "teacher") + person("bet.gone", "student", "suspended")
+            + person("pau.vidal", "student"))
+    calls: list[tuple[str, str | None]] = []
+
+    class Session:
+        def __init__(self, server: object, name: str) -> None:
+            pass
+
+        def __enter__(self) -> Session:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def run(self, command: str, stdin: str | None = None, timeout: int = 600) -> tuple[bool, str, str]:
+            calls.append((command, stdin))
+            return (True, ldif, "") if command.startswith("ldapsearch") else (True, "modifying entry\n", "")
+
+    monkeypatch.setattr(schoolctl.connect, "Session", Session)
+    uid, password = d.person(school, school.server)
+    assert uid == "pau.vidal" and len(password) >= 20
+    (_, _), (modify, change) = calls
+    assert modify.startswith("ldapmodify") and password not in modify and change is not None
+    assert change.startswith(f"dn: uid=pau.vidal,ou=people,{base}\nchangetype: modify\nreplace: userPassword\n")
+    assert "replace: pwdReset\n-\n" in change and password not in change
+    value = next(line.split(": ", 1)[1] for line in change.splitlines() if line.startswith("userPassword: "))
+    raw = base64.b64decode(value.removeprefix("{SSHA}"))
+    assert value.startswith("{SSHA}") and hashlib.sha1(password.encode() + raw[20:]).digest() == raw[:20]

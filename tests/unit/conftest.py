@@ -123,10 +123,12 @@ def city_ca(folder: Path, kind: str = "ec", days: int = 3650, stem: str = "ca") 
 
 
 class FakeSession:
-    """connect.Session answering the describe/rollback commands with canned output."""
+    """connect.Session answering commands with canned output, in order; each command and its stdin
+    is recorded."""
 
     answers: ClassVar[list[tuple[bool, str, str]]] = []
     commands: ClassVar[list[str]] = []
+    stdins: ClassVar[list[str | None]] = []
 
     def __init__(self, server: object, name: str) -> None:
         pass
@@ -139,4 +141,5 @@ class FakeSession:
 
     def run(self, command: str, stdin: str | None = None, timeout: int = 600) -> tuple[bool, str, str]:
         FakeSession.commands.append(command)
+        FakeSession.stdins.append(stdin)
         return FakeSession.answers.pop(0)

@@ -353,6 +353,8 @@ def test_the_drill_logs_in_as_an_active_pupil_with_a_throwaway_password(monkeypa
     import schoolctl.connect
     from schoolctl.cli.backup import drill as d
 
+    from .conftest import FakeSession as Canned
+
     school = _school(tmp_path)
     base = school.ldap_base
 
@@ -363,26 +365,12 @@ def test_the_drill_logs_in_as_an_active_pupil_with_a_throwaway_password(monkeypa
 
     ldif = (person("anna.teacher", "teacher") + person("bet.gone", "student", "suspended")
             + person("pau.vidal", "student"))
-    calls: list[tuple[str, str | None]] = []
-
-    class Session:
-        def __init__(self, server: object, name: str) -> None:
-            pass
-
-        def __enter__(self) -> Session:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            pass
-
-        def run(self, command: str, stdin: str | None = None, timeout: int = 600) -> tuple[bool, str, str]:
-            calls.append((command, stdin))
-            return (True, ldif, "") if command.startswith("ldapsearch") else (True, "modifying entry\n", "")
-
-    monkeypatch.setattr(schoolctl.connect, "Session", Session)
+    Canned.answers = [(True, ldif, ""), (True, "modifying entry\n", "")]
+    Canned.commands, Canned.stdins = [], []
+    monkeypatch.setattr(schoolctl.connect, "Session", Canned)
     uid, password = d.person(school, school.server)
     assert uid == "pau.vidal" and len(password) >= 20
-    (_, _), (modify, change) = calls
+    (_, modify), (_, change) = Canned.commands, Canned.stdins
     assert modify.startswith("ldapmodify") and password not in modify and change is not None
     assert change.startswith(f"dn: uid=pau.vidal,ou=people,{base}\nchangetype: modify\nreplace: userPassword\n")
     assert "replace: pwdReset\n-\n" in change and password not in change

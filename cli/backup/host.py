@@ -152,11 +152,12 @@ def prune(site: Site, store: SecretStore) -> dict:
     secret = passphrase(site.id, store)
     r = b.retention
     with session(site) as s:
-        archives(site, s, secret)  # the vault's passphrase opens the repository, or borg's own words say why
+        # first the repository as it is: the vault's passphrase opens it (or borg's own words say why)
+        before = {a["id"]: a["name"] for a in archives(site, s, secret)}
         ledger = _ledger(site, s)
         found = _history(site, s, secret, ledger["transactions"])
         present = {a["id"]: a["name"] for a in archives(site, s, secret)}  # listed after the history
-        vanished = tamper.deleted({**ledger["archives"], **found.archives}, present, ledger["pruned"])
+        vanished = tamper.deleted({**ledger["archives"], **before, **found.archives}, present, ledger["pruned"])
         if vanished:
             raise _refuse(site, vanished, found.last_seen, "nothing was pruned or compacted")
         args = (f"--lock-wait 120 prune --list --glob-archives {shlex.quote(site.id + '-*')} "

@@ -22,7 +22,7 @@ from schoolctl.config.loader import load
 from schoolctl.config.selection import SelectionError, district_group, select, slug
 from schoolctl.secrets import MASK, Secret
 
-from .conftest import run_cli
+from .conftest import FakeSession, run_cli
 
 IDS = ["demo", "escola-pins", "institut-mar"]
 
@@ -187,21 +187,12 @@ class _Terminal(io.StringIO):
         return True
 
 
-class _Directory:
+class _Directory(FakeSession):
     """The demo school's server as `users import` sees it: every command recorded; ldapsearch answers
     a directory with Anna (in the roster), Pau and Joan (not: suspended now), Old (suspended 400
     days ago: deleted) and Rita (suspended yesterday: still waiting)."""
 
     commands: ClassVar[list[str]] = []
-
-    def __init__(self, server: object, name: str) -> None:
-        pass
-
-    def __enter__(self) -> _Directory:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
     def run(self, command: str, stdin: str | None = None, timeout: int = 600) -> tuple[bool, str, str]:
         from schoolctl.cli.users.roster import person_key
